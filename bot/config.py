@@ -1,0 +1,218 @@
+"""Every setting the bot reads, validated at start.
+
+A bad value must stop the process with one line naming the variable (``ConfigError``), not a
+traceback: operators fix configuration from that line.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Any, Literal
+
+from psycopg.conninfo import conninfo_to_dict
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+DEFAULT_TARGET = "default"
+
+_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
+_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+_GROUP_ID = re.compile(r"^S[A-Z0-9]{2,}$")
+_TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message is one line that names the variable."""
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+def _check_dsn(variable: str, dsn: str) -> str:
+    try:
+        conninfo_to_dict(dsn)
+    except Exception as exc:  # psycopg raises ProgrammingError with a libpq message
+        raise ValueError(f"{variable}: not a valid PostgreSQL connection string ({exc})") from None
+    return dsn
+
+
+CsvIds = Annotated[tuple[str, ...], NoDecode]
+
+
+class Settings(BaseSettings):
+    """Environment (and ``.env``) configuration. Names match ``shared/interface.md``."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+    )
+
+    slack_bot_token: SecretStr | None = Field(None, validation_alias="SLACK_BOT_TOKEN")
+    slack_signing_secret: SecretStr | None = Field(None, validation_alias="SLACK_SIGNING_SECRET")
+    slack_app_token: SecretStr | None = Field(None, validation_alias="SLACK_APP_TOKEN")
+    slack_api_url: str = Field(DEFAULT_SLACK_API_URL, validation_alias="SLACK_API_URL")
+    port: int = Field(3000, ge=1, le=65535, validation_alias="PORT")
+
+    database_url: SecretStr = Field(SecretStr(""), validation_alias="PGCONN_DATABASE_URL")
+    targets: dict[str, SecretStr] = Field(default_factory=dict, validation_alias="PGCONN_TARGETS")
+    state_url: SecretStr | None = Field(None, validation_alias="PGCONN_STATE_URL")
+
+    viewers: CsvIds = Field((), validation_alias="PGCONN_VIEWERS")
+    requesters: CsvIds = Field((), validation_alias="PGCONN_REQUESTERS")
+    approvers: CsvIds = Field((), validation_alias="PGCONN_APPROVERS")
+    default_role: Literal["none", "viewer", "requester"] = Field(
+        "viewer", validation_alias="PGCONN_DEFAULT_ROLE"
+    )
+
+    approval_channel: str | None = Field(None, validation_alias="PGCONN_APPROVAL_CHANNEL")
+    audit_channel: str | None = Field(None, validation_alias="PGCONN_AUDIT_CHANNEL")
+    alert_channel: str | None = Field(None, validation_alias="PGCONN_ALERT_CHANNEL")
+    approval_ttl: int = Field(3600, ge=30, validation_alias="PGCONN_APPROVAL_TTL")
+    required_approvals: int = Field(1, ge=1, le=10, validation_alias="PGCONN_REQUIRED_APPROVALS")
+    allow_self_approval: bool = Field(False, validation_alias="PGCONN_ALLOW_SELF_APPROVAL")
+    protected_roles: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), validation_alias="PGCONN_PROTECTED_ROLES"
+    )
+
+    monitor_interval: int = Field(60, ge=0, validation_alias="PGCONN_MONITOR_INTERVAL")
+    alert_utilization_warn: float = Field(0.7, gt=0, le=1, validation_alias="PGCONN_ALERT_UTILIZATION_WARN")
+    alert_utilization_crit: float = Field(0.9, gt=0, le=1, validation_alias="PGCONN_ALERT_UTILIZATION_CRIT")
+    alert_idle_in_tx_seconds: int = Field(300, ge=1, validation_alias="PGCONN_ALERT_IDLE_IN_TX_SECONDS")
+    alert_long_query_seconds: int = Field(1800, ge=1, validation_alias="PGCONN_ALERT_LONG_QUERY_SECONDS")
+
+    # Extensions beyond the interface (documented in the README).
+    command_timeout: float = Field(2.5, gt=0, le=30, validation_alias="PGCONN_COMMAND_TIMEOUT")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", validation_alias="PGCONN_LOG_LEVEL")
+    log_format: Literal["text", "json"] = Field("text", validation_alias="PGCONN_LOG_FORMAT")
+    pool_max_size: int = Field(4, ge=1, le=50, validation_alias="PGCONN_POOL_MAX_SIZE")
+
+    @field_validator("viewers", "requesters", "approvers", "protected_roles", mode="before")
+    @classmethod
+    def _csv(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("default_role", "log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("viewers", "requesters", "approvers")
+    @classmethod
+    def _slack_principals(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            if not (_USER_ID.match(item) or _GROUP_ID.match(item)):
+                raise ValueError(
+                    f"{item!r} is not a Slack user ID (U…/W…) or user-group ID (S…); "
+                    "use IDs, not display names"
+                )
+        return value
+
+    @field_validator("approval_channel", "audit_channel", "alert_channel", mode="before")
+    @classmethod
+    def _channel(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        if not isinstance(value, str) or not _CHANNEL_ID.match(value.strip()):
+            raise ValueError(
+                f"{value!r} is not a Slack channel ID (like C0123ABCD); use the channel's ID, not its name"
+            )
+        return value.strip()
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _api_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value if value.endswith("/") else value + "/"
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _targets(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if not value.strip():
+                return {}
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f'not valid JSON ({exc.msg}); expected {{"name": "postgresql://…"}}') from None
+        if not isinstance(value, dict):
+            raise ValueError('expected a JSON object like {"name": "postgresql://…"}')
+        for name, dsn in value.items():
+            if not isinstance(name, str) or not _TARGET_NAME.match(name):
+                raise ValueError(f"target name {name!r} must be letters, digits, '_', '-' or '.'")
+            if name == DEFAULT_TARGET:
+                raise ValueError(f"{DEFAULT_TARGET!r} is reserved for PGCONN_DATABASE_URL")
+            if not isinstance(dsn, str) or not dsn.strip():
+                raise ValueError(f"target {name!r} needs a connection string")
+            _check_dsn(f"target {name!r}", dsn)
+        return value
+
+    @field_validator("database_url", "state_url", mode="before")
+    @classmethod
+    def _dsn(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip():
+            _check_dsn("value", value)
+        return value
+
+    @model_validator(mode="after")
+    def _thresholds(self) -> Settings:
+        if self.alert_utilization_warn >= self.alert_utilization_crit:
+            raise ValueError(
+                "PGCONN_ALERT_UTILIZATION_WARN must be below PGCONN_ALERT_UTILIZATION_CRIT "
+                f"({self.alert_utilization_warn} >= {self.alert_utilization_crit})"
+            )
+        return self
+
+    # --- derived views -------------------------------------------------------------------------
+
+    def target_dsns(self) -> dict[str, str]:
+        """Every monitored target by name; ``default`` is PGCONN_DATABASE_URL (empty = libpq defaults)."""
+        dsns = {DEFAULT_TARGET: self.database_url.get_secret_value()}
+        dsns.update({name: dsn.get_secret_value() for name, dsn in self.targets.items()})
+        return dsns
+
+    def state_dsn(self) -> str:
+        if self.state_url is not None and self.state_url.get_secret_value().strip():
+            return self.state_url.get_secret_value()
+        return self.database_url.get_secret_value()
+
+    def bot_token(self) -> str | None:
+        return self.slack_bot_token.get_secret_value() if self.slack_bot_token else None
+
+
+_ENV_NAMES = {name: field.validation_alias for name, field in Settings.model_fields.items()}
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the environment; raise ConfigError with one line per bad variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            location = error["loc"][0] if error["loc"] else ""
+            variable = _ENV_NAMES.get(str(location), str(location)) or "configuration"
+            message = str(error["msg"]).removeprefix("Value error, ")
+            lines.append(f"{variable}: {message}" if variable else message)
+        raise ConfigError("; ".join(lines)) from None
+
+
+def require(settings: Settings, *variables: str) -> None:
+    """Fail with one line when a mode needs variables that are unset."""
+    missing = []
+    for variable in variables:
+        field = next(name for name, alias in _ENV_NAMES.items() if alias == variable)
+        value = getattr(settings, field)
+        if value is None or (isinstance(value, SecretStr) and not value.get_secret_value()):
+            missing.append(variable)
+    if missing:
+        raise ConfigError(f"{', '.join(missing)} must be set for this mode")

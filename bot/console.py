@@ -1,0 +1,70 @@
+"""``pgconn-bot console``: the same commands and answers, in a terminal, without Slack."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import sys
+from typing import TextIO
+
+from bot.core.policy import Identity
+from bot.render.text import render_text
+from bot.runtime import Runtime
+
+PROMPT = "pgconn> "
+BANNER = "pgconn-bot console — type `help`, `as <SLACK_USER_ID>` to switch identity, `quit` to leave."
+
+
+def default_identity() -> str:
+    try:
+        return f"local:{getpass.getuser()}"
+    except Exception:
+        return "local:console"
+
+
+async def run_console(runtime: Runtime, identity: str, stdin: TextIO, stdout: TextIO) -> int:
+    interactive = stdin.isatty()
+    who = Identity(user_id=identity)
+
+    def say(text: str) -> None:
+        stdout.write(text + "\n")
+        stdout.flush()
+
+    if interactive:
+        say(BANNER)
+    loop = asyncio.get_running_loop()
+    while True:
+        if interactive:
+            stdout.write(PROMPT)
+            stdout.flush()
+        line = await loop.run_in_executor(None, stdin.readline)
+        if not line:
+            break
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        if text.lower() in ("quit", "exit", r"\q"):
+            break
+        words = text.split()
+        if words[0].lower() == "as":
+            if len(words) != 2:
+                say("usage: as <SLACK_USER_ID>")
+                continue
+            who = Identity(user_id=words[1])
+            say(f"now acting as {who.user_id}")
+            continue
+        outcome = await runtime.service.handle(text, who)
+        say(render_text(outcome.result))
+        say("")
+    return 0
+
+
+def console_main(runtime: Runtime, identity: str | None) -> int:
+    async def main() -> int:
+        await runtime.start(require_state=False)
+        try:
+            return await run_console(runtime, identity or default_identity(), sys.stdin, sys.stdout)
+        finally:
+            await runtime.stop()
+
+    return asyncio.run(main())

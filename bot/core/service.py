@@ -1,0 +1,217 @@
+"""The Slack-free core: text in, result object out.
+
+``CommandService.handle`` is the one path every front end uses (Slack listeners, the console):
+parse → authorise → execute against PostgreSQL → result. Nothing here knows about Slack.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+
+from bot.core.commands import (
+    Command,
+    FindStray,
+    Help,
+    ListConnections,
+    ParseError,
+    ShowLimit,
+    ShowLimits,
+    ShowStatus,
+)
+from bot.core.parser import parse_command, shorten
+from bot.core.policy import Identity, Policy, refusal_message
+from bot.core.results import (
+    HelpResult,
+    InternalError,
+    LimitsOverview,
+    NoSuchRole,
+    Problem,
+    Refused,
+    Result,
+    RoleConnections,
+    RoleLimit,
+    ServerStatus,
+    StrayConnections,
+    TargetUnreachable,
+    UnknownTarget,
+)
+from bot.db import catalog
+from bot.db.targets import Conn, TargetPools, TargetUnavailableError, UnknownTargetError
+
+log = logging.getLogger(__name__)
+
+LIMITS_THRESHOLD = 0.8
+TOP_N = 5
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    warn: float = 0.7
+    critical: float = 0.9
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A result plus what was asked, for logging and metrics."""
+
+    command: Command | ParseError
+    result: Result
+
+    @property
+    def subcommand(self) -> str:
+        if isinstance(self.command, ParseError):
+            return self.command.subcommand or "invalid"
+        return self.command.name
+
+    @property
+    def status(self) -> str:
+        if isinstance(self.result, Refused):
+            return "refused"
+        if isinstance(self.result, InternalError):
+            return "error"
+        if isinstance(self.result, Problem):
+            return "problem"
+        return "ok"
+
+
+class CommandService:
+    def __init__(self, *, targets: TargetPools, policy: Policy, thresholds: Thresholds) -> None:
+        self._targets = targets
+        self._policy = policy
+        self._thresholds = thresholds
+
+    async def handle(self, text: str, identity: Identity) -> Outcome:
+        command = parse_command(text)
+        if isinstance(command, ParseError):
+            return Outcome(command, Problem(command.message, command.usage))
+        return Outcome(command, await self.execute(command, identity))
+
+    async def execute(self, command: Command, identity: Identity) -> Result:
+        allowed, role = await self._policy.permits(identity, command)
+        if not allowed:
+            log.info("refused %s for %s (role %s)", command.name, identity.user_id, role.label)
+            return Refused(refusal_message(command, role))
+        try:
+            return await self._dispatch(command)
+        except UnknownTargetError as exc:
+            return UnknownTarget(
+                f"unknown target {shorten(exc.name, 30)!r}; known targets: {', '.join(exc.known)}"
+            )
+        except TargetUnavailableError as exc:
+            return TargetUnreachable(f"target {exc.name} is unreachable: {exc.reason}")
+        except Exception:
+            reference = uuid.uuid4().hex[:8]
+            log.exception("command %s failed (ref %s, user %s)", command.name, reference, identity.user_id)
+            return InternalError(
+                f"Something went wrong while running `{command.name}` (ref {reference}); "
+                "the details are in the bot's log."
+            )
+
+    async def _dispatch(self, command: Command) -> Result:
+        match command:
+            case Help(topic=topic):
+                return HelpResult(topic)
+            case ListConnections():
+                return await self._list(command)
+            case ShowLimit():
+                return await self._limit(command)
+            case ShowLimits():
+                return await self._limits(command)
+            case FindStray():
+                return await self._stray(command)
+            case ShowStatus():
+                return await self._status(command)
+        return Problem(f"`{command.name}` is not available in this version of pgconn-bot yet.")
+
+    # --- read path -------------------------------------------------------------------------
+
+    async def _list(self, command: ListConnections) -> Result:
+        async def work(conn: Conn) -> Result:
+            match = await catalog.find_role(conn, command.role)
+            if match.info is None or match.oid is None:
+                return _no_such_role(command.role, match.suggestions, command.target)
+            rows = await catalog.role_connections(conn, match.oid)
+            return RoleConnections(command.target, match.info, rows, _restricted(rows))
+
+        return await self._targets.run(command.target, work)
+
+    async def _limit(self, command: ShowLimit) -> Result:
+        async def work(conn: Conn) -> Result:
+            match = await catalog.find_role(conn, command.role)
+            if match.info is None or match.oid is None:
+                return _no_such_role(command.role, match.suggestions, command.target)
+            used, database_limits = await catalog.role_usage(conn, match.oid)
+            return RoleLimit(command.target, match.info, used, database_limits)
+
+        return await self._targets.run(command.target, work)
+
+    async def _limits(self, command: ShowLimits) -> Result:
+        async def work(conn: Conn) -> Result:
+            roles = await catalog.roles_near_limit(conn, LIMITS_THRESHOLD)
+            return LimitsOverview(command.target, roles, LIMITS_THRESHOLD)
+
+        return await self._targets.run(command.target, work)
+
+    async def _stray(self, command: FindStray) -> Result:
+        async def work(conn: Conn) -> Result:
+            match = await catalog.find_role(conn, command.role)
+            if match.info is None or match.oid is None:
+                return _no_such_role(command.role, match.suggestions, command.target)
+            idle = await catalog.role_idle_connections(conn, match.oid, command.min_idle)
+            total, _ = await catalog.role_usage(conn, match.oid)
+            return StrayConnections(
+                command.target, match.info, command.min_idle, idle, total, _restricted(idle)
+            )
+
+        return await self._targets.run(command.target, work)
+
+    async def _status(self, command: ShowStatus) -> Result:
+        async def work(conn: Conn) -> Result:
+            settings = await catalog.server_settings(conn)
+            backends = await catalog.client_backends(conn)
+            return self._summarise(command.target, settings, backends)
+
+        return await self._targets.run(command.target, work)
+
+    def _summarise(
+        self, target: str, settings: catalog.Settings, backends: list[tuple[catalog.Connection, bool]]
+    ) -> ServerStatus:
+        others = [conn for conn, own in backends if not own]
+        by_state = Counter(conn.state or "unknown" for conn, _ in backends)
+        active = [c for c in others if c.state == "active" and c.query_age is not None]
+        idle_tx = [
+            c for c in others if c.state and c.state.startswith("idle in transaction") and c.transaction_age
+        ]
+        return ServerStatus(
+            target=target,
+            server_version=settings.server_version,
+            max_connections=settings.max_connections,
+            superuser_reserved=settings.superuser_reserved,
+            reserved=settings.reserved,
+            client_backends=len(backends),
+            by_state=dict(by_state.most_common()),
+            longest_active=max(active, key=lambda c: c.query_age or 0, default=None),  # type: ignore[arg-type,return-value]
+            longest_idle_in_transaction=max(idle_tx, key=lambda c: c.transaction_age or 0, default=None),  # type: ignore[arg-type,return-value]
+            top_roles=Counter(c.role or "?" for c, _ in backends).most_common(TOP_N),
+            top_clients=Counter(c.client for c, _ in backends).most_common(TOP_N),
+            top_applications=Counter(c.application or "(none)" for c, _ in backends).most_common(TOP_N),
+            warn_at=self._thresholds.warn,
+            critical_at=self._thresholds.critical,
+            restricted=_restricted(others),
+        )
+
+
+def _restricted(rows: list[catalog.Connection]) -> bool:
+    # Without pg_read_all_stats (pg_monitor) the server hides other users' session details.
+    return any(row.backend_start is None for row in rows)
+
+
+def _no_such_role(name: str, suggestions: list[str], target: str) -> NoSuchRole:
+    where = "" if target == "default" else f" on target {target}"
+    message = f"no role named {shorten(name)!r}{where}"
+    if suggestions:
+        message += "; did you mean " + " or ".join(repr(s) for s in suggestions) + "?"
+    return NoSuchRole(message)

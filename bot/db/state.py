@@ -1,0 +1,68 @@
+"""The bot's own state database (PGCONN_STATE_URL): pool, health, schema migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from bot.db import sql
+
+log = logging.getLogger(__name__)
+
+
+class StateStore:
+    def __init__(self, dsn: str, *, timeout: float = 2.0, max_size: int = 4) -> None:
+        self._timeout = timeout
+        self.pool: AsyncConnectionPool[AsyncConnection[DictRow]] = AsyncConnectionPool(
+            dsn,
+            min_size=1,
+            max_size=max_size,
+            open=False,
+            name="pgconn-state",
+            kwargs={
+                "autocommit": True,
+                "application_name": sql.BOT_APPLICATION_NAME,
+                "connect_timeout": 3,
+                "row_factory": dict_row,
+            },
+            check=AsyncConnectionPool.check_connection,
+        )
+
+    async def open(self) -> None:
+        await self.pool.open(wait=False)
+
+    async def close(self) -> None:
+        await self.pool.close(timeout=2)
+
+    async def migrate(self) -> list[int]:
+        """Bring the schema up to date; returns the versions applied now. Safe with many replicas."""
+        applied_now: list[int] = []
+        async with self.pool.connection(timeout=10) as conn, conn.transaction():
+            await conn.execute(sql.MIGRATION_LOCK)
+            await conn.execute(sql.STATE_VERSION_TABLE)
+            cur = await conn.execute(sql.STATE_APPLIED_VERSIONS)
+            done = {row["version"] for row in await cur.fetchall()}
+            for version, statement in sql.STATE_MIGRATIONS:
+                if version in done:
+                    continue
+                async with conn.transaction():
+                    await conn.execute(statement)
+                    await conn.execute(sql.STATE_RECORD_VERSION, {"version": version})
+                applied_now.append(version)
+        if applied_now:
+            log.info("state schema migrated to version %s", applied_now[-1])
+        return applied_now
+
+    async def healthy(self) -> bool:
+        try:
+            async with asyncio.timeout(self._timeout):
+                async with self.pool.connection(timeout=self._timeout) as conn:
+                    await conn.execute(sql.PING)
+            return True
+        except Exception as exc:
+            log.warning("state database not answering: %s", exc)
+            return False

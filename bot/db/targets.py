@@ -1,0 +1,193 @@
+"""One async connection pool per monitored target, and a clear answer when a target is down.
+
+A command has a time budget (PGCONN_COMMAND_TIMEOUT) that keeps the answer inside Slack's
+3-second window. If the pool cannot hand out a connection quickly, a direct connection attempt
+runs alongside the wait: a refused or failing server is then reported with libpq's own reason
+at once, instead of after the whole budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+
+import psycopg
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from bot.db import sql
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Conn = AsyncConnection[DictRow]
+
+QUICK_CHECKOUT_SECONDS = 0.25
+
+
+class UnknownTargetError(LookupError):
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(name)
+        self.name = name
+        self.known = known
+
+
+class TargetUnavailableError(Exception):
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"target {name} is unreachable: {reason}")
+        self.name = name
+        self.reason = reason
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+def redact_dsn(text: str, dsns: list[str]) -> str:
+    """Never echo connection strings (they may hold passwords) back to users."""
+    for dsn in dsns:
+        if dsn:
+            text = text.replace(dsn, "<connection string>")
+    return text
+
+
+class TargetPools:
+    def __init__(self, dsns: dict[str, str], *, command_timeout: float, max_size: int = 4) -> None:
+        self._dsns = dict(dsns)
+        self._timeout = command_timeout
+        self._pools = {
+            name: AsyncConnectionPool(
+                dsn,
+                min_size=1,
+                max_size=max_size,
+                open=False,
+                name=f"pgconn-{name}",
+                kwargs=self._connect_kwargs(),
+                configure=self._configure,
+                check=AsyncConnectionPool.check_connection,
+                reconnect_timeout=60,
+            )
+            for name, dsn in self._dsns.items()
+        }
+
+    def _connect_kwargs(self) -> dict[str, object]:
+        return {
+            "autocommit": True,
+            "application_name": sql.BOT_APPLICATION_NAME,
+            "connect_timeout": max(2, int(self._timeout) + 1),
+            "row_factory": dict_row,
+        }
+
+    async def _configure(self, conn: AsyncConnection[object]) -> None:
+        statement_ms = str(int(self._timeout * 1000))
+        await conn.execute(
+            sql.CONFIGURE_SESSION, {"statement_timeout": statement_ms, "lock_timeout": statement_ms}
+        )
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._pools)
+
+    @property
+    def timeout(self) -> float:
+        return self._timeout
+
+    async def open(self) -> None:
+        # wait=False: a target that is down at start must not stop the others (or the bot).
+        for pool in self._pools.values():
+            await pool.open(wait=False)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(pool.close(timeout=2) for pool in self._pools.values()), return_exceptions=True)
+
+    def _pool(self, name: str) -> AsyncConnectionPool[Conn]:
+        try:
+            return self._pools[name]
+        except KeyError:
+            raise UnknownTargetError(name, self.names) from None
+
+    async def run(self, name: str, work: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run ``work`` on a pooled connection of target ``name`` within the command budget."""
+        pool = self._pool(name)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        conn = await self._checkout(name, pool, deadline)
+        try:
+            async with asyncio.timeout_at(deadline + 0.2):
+                return await work(conn)
+        except TimeoutError:
+            raise TargetUnavailableError(name, f"no answer within {self._timeout:g}s") from None
+        except psycopg.errors.QueryCanceled:
+            raise TargetUnavailableError(name, f"the query took longer than {self._timeout:g}s") from None
+        except psycopg.OperationalError as exc:
+            raise TargetUnavailableError(name, self._reason(exc)) from None
+        finally:
+            await pool.putconn(conn)
+
+    async def _checkout(self, name: str, pool: AsyncConnectionPool[Conn], deadline: float) -> Conn:
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(PoolTimeout):
+            return await pool.getconn(timeout=QUICK_CHECKOUT_SECONDS)
+        # Slow: either every connection is busy, or the server is not answering. Keep waiting,
+        # and meanwhile ask the server directly so a dead one is reported with its reason.
+        waiting = asyncio.create_task(pool.getconn(timeout=max(0.05, deadline - loop.time())))
+        probe = asyncio.create_task(self._probe(name, deadline))
+        done, _ = await asyncio.wait({waiting, probe}, return_when=asyncio.FIRST_COMPLETED)
+        if waiting in done:
+            probe.cancel()
+            try:
+                return waiting.result()
+            except PoolTimeout:
+                raise TargetUnavailableError(name, await self._await_probe(probe)) from None
+        failure = probe.result()
+        if failure is None:  # the server answers: the pool is just busy, so keep waiting for it
+            try:
+                return await waiting
+            except PoolTimeout:
+                raise TargetUnavailableError(
+                    name, f"all {pool.max_size} of the bot's connections are busy"
+                ) from None
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, PoolTimeout):
+            # If the pool handed out a connection while we were deciding, return it.
+            conn = await waiting
+            await pool.putconn(conn)
+        raise TargetUnavailableError(name, failure)
+
+    @staticmethod
+    async def _await_probe(probe: asyncio.Task[str | None]) -> str:
+        with contextlib.suppress(asyncio.CancelledError):
+            result = await asyncio.wait_for(asyncio.shield(probe), timeout=0.3)
+            if result:
+                return result
+        return "no connection could be made in time"
+
+    async def _probe(self, name: str, deadline: float) -> str | None:
+        """None when the server accepts a connection, else why it did not."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout_at(deadline):
+                conn = await AsyncConnection.connect(self._dsns[name], **self._connect_kwargs())
+                await conn.close()
+                return None
+        except TimeoutError:
+            return f"no answer within {self._timeout:g}s"
+        except Exception as exc:
+            if loop.time() >= deadline:
+                return f"no answer within {self._timeout:g}s"
+            return self._reason(exc)
+
+    def _reason(self, exc: BaseException) -> str:
+        return redact_dsn(first_line(exc), list(self._dsns.values()))
+
+    @contextlib.asynccontextmanager
+    async def connection(self, name: str) -> AsyncIterator[Conn]:
+        """Direct access for callers that manage their own statements (e.g. tests, doctor)."""
+        pool = self._pool(name)
+        async with pool.connection(timeout=self._timeout) as conn:
+            yield conn

@@ -1,0 +1,35 @@
+"""Build the Bolt app and register every listener in one place."""
+
+from __future__ import annotations
+
+import logging
+
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.authorization import AuthorizeResult
+
+from bot.core.service import CommandService
+from bot.slack.gateway import build_web_client
+from bot.slack.listeners import commands
+
+log = logging.getLogger(__name__)
+
+SLASH_COMMAND = "/pgconn"
+
+
+def build_app(
+    *, service: CommandService, bot_token: str, signing_secret: str, api_url: str
+) -> AsyncApp:
+    async def authorize(enterprise_id: str | None, team_id: str | None) -> AuthorizeResult:
+        # Single workspace: the configured token is the answer. Bolt's default would call
+        # auth.test before the first command can be answered.
+        return AuthorizeResult(enterprise_id=enterprise_id, team_id=team_id, bot_token=bot_token)
+
+    app = AsyncApp(
+        client=build_web_client(None, api_url),
+        signing_secret=signing_secret,
+        authorize=authorize,
+        process_before_response=True,
+        raise_error_for_unhandled_request=False,
+    )
+    app.command(SLASH_COMMAND)(ack=commands.acknowledge, lazy=[commands.make_answer(service)])
+    return app

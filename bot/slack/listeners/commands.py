@@ -1,0 +1,61 @@
+"""``/pgconn``: acknowledge at once, then answer through the response URL.
+
+Acknowledging in a function of its own (with the work in a lazy listener) returns the HTTP 200
+immediately, whatever PostgreSQL is doing; the answer follows via ``respond``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.context.respond.async_respond import AsyncRespond
+
+from bot.core.policy import Identity
+from bot.core.results import InternalError
+from bot.core.service import CommandService
+from bot.render.blocks import render_blocks
+from bot.slack import metrics
+
+log = logging.getLogger(__name__)
+
+
+async def acknowledge(ack: AsyncAck) -> None:
+    await ack()
+
+
+def make_answer(service: CommandService) -> Any:
+    async def answer_pgconn(body: dict[str, Any], respond: AsyncRespond) -> None:
+        started = time.perf_counter()
+        identity = Identity(
+            user_id=str(body.get("user_id") or ""),
+            team_id=body.get("team_id"),
+            display=body.get("user_name"),
+        )
+        text = str(body.get("text") or "")
+        try:
+            outcome = await service.handle(text, identity)
+            result = outcome.result
+            subcommand, status = outcome.subcommand, outcome.status
+        except Exception:
+            log.exception("unhandled error answering /pgconn for %s", identity.user_id)
+            result = InternalError("Something went wrong; the details are in the bot's log.")
+            subcommand, status = "unknown", "error"
+        message = render_blocks(result)
+        try:
+            await respond(
+                text=message.text, blocks=message.blocks, response_type="ephemeral", replace_original=False
+            )
+        except Exception as exc:
+            status = "undelivered"
+            log.error("could not deliver the /pgconn answer to %s: %s", identity.user_id, exc)
+        elapsed = time.perf_counter() - started
+        metrics.COMMANDS.labels(subcommand=subcommand, outcome=status).inc()
+        metrics.COMMAND_SECONDS.labels(subcommand=subcommand).observe(elapsed)
+        log.info(
+            "command /pgconn %s by %s: %s in %.0f ms", subcommand, identity.user_id, status, elapsed * 1000
+        )
+
+    return answer_pgconn

@@ -1,0 +1,13 @@
+"""Prometheus metrics served on GET /metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+COMMANDS = Counter("pgconn_commands_total", "Slash commands answered", ["subcommand", "outcome"])
+COMMAND_SECONDS = Histogram(
+    "pgconn_command_seconds",
+    "Time from receiving a command to delivering its answer",
+    ["subcommand"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5),
+)
