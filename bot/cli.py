@@ -13,6 +13,7 @@ from typing import Any
 
 from bot import __version__
 from bot.config import ConfigError, Settings, load_settings, require
+from bot.errors import first_line
 
 log = logging.getLogger("bot")
 
@@ -21,7 +22,6 @@ RESERVED = {
     "check": "the configuration doctor",
     "setup-sql": "the least-privilege SQL generator",
 }
-STATE_STARTUP_SECONDS = 15.0
 
 
 class _JsonFormatter(logging.Formatter):
@@ -70,7 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         _parser().print_help()
         return 2
     if args.mode in RESERVED:
-        print(f"pgconn-bot {args.mode}: {RESERVED[args.mode]} is not available in this version yet.", file=sys.stderr)
+        print(
+            f"pgconn-bot {args.mode}: {RESERVED[args.mode]} is not available in this version yet.",
+            file=sys.stderr,
+        )
         return 2
     try:
         settings = load_settings()
@@ -92,60 +95,26 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def serve(settings: Settings) -> int:
-    from aiohttp import web
+    from bot.server import HttpServer
 
-    from bot.core.policy import CachedGroups
-    from bot.runtime import Runtime
-    from bot.slack.app import build_app
-    from bot.slack.gateway import SlackGroupDirectory, build_web_client
-    from bot.slack.web import build_web_app
-
-    token = settings.bot_token() or ""
-    web_client = build_web_client(token, settings.slack_api_url)
-    runtime = Runtime.build(settings, groups=CachedGroups(SlackGroupDirectory(web_client)))
+    server = HttpServer(settings)
     try:
-        await _start_with_retry(runtime)
+        await server.start()
     except Exception as exc:
-        print(f"pgconn-bot: cannot prepare the state database: {exc}", file=sys.stderr)
-        await runtime.stop()
+        print(f"pgconn-bot: cannot prepare the state database: {first_line(exc)}", file=sys.stderr)
+        await server.stop()
         return 1
-
-    assert settings.slack_signing_secret is not None
-    app = build_app(
-        service=runtime.service,
-        bot_token=token,
-        signing_secret=settings.slack_signing_secret.get_secret_value(),
-        api_url=settings.slack_api_url,
+    log.info(
+        "pgconn-bot %s serving on port %s, targets: %s",
+        __version__,
+        server.port,
+        ", ".join(server.runtime.targets.names),
     )
-    runner = web.AppRunner(build_web_app(app, runtime.state), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host="0.0.0.0", port=settings.port)
-    await site.start()
-    log.info("pgconn-bot %s serving on port %d, targets: %s", __version__, settings.port, ", ".join(runtime.targets.names))
-
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down")
-    await runner.cleanup()
-    await runtime.stop()
+    await server.stop()
     return 0
-
-
-async def _start_with_retry(runtime: Any) -> None:
-    """The state database may come up a little after the bot (compose, k8s): wait a while for it."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + STATE_STARTUP_SECONDS
-    delay = 0.5
-    while True:
-        try:
-            await runtime.start(require_state=True)
-            return
-        except Exception as exc:
-            if loop.time() + delay > deadline:
-                raise
-            log.warning("state database not ready (%s); retrying", exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 4)

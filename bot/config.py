@@ -12,7 +12,9 @@ from typing import Annotated, Any, Literal
 
 from psycopg.conninfo import conninfo_to_dict
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
+
+from bot.errors import first_line
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 DEFAULT_TARGET = "default"
@@ -37,7 +39,7 @@ def _check_dsn(variable: str, dsn: str) -> str:
     try:
         conninfo_to_dict(dsn)
     except Exception as exc:  # psycopg raises ProgrammingError with a libpq message
-        raise ValueError(f"{variable}: not a valid PostgreSQL connection string ({exc})") from None
+        raise ValueError(f"{variable}: not a valid PostgreSQL connection string ({first_line(exc)})") from None
     return dsn
 
 
@@ -47,9 +49,7 @@ CsvIds = Annotated[tuple[str, ...], NoDecode]
 class Settings(BaseSettings):
     """Environment (and ``.env``) configuration. Names match ``shared/interface.md``."""
 
-    model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
-    )
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True)
 
     slack_bot_token: SecretStr | None = Field(None, validation_alias="SLACK_BOT_TOKEN")
     slack_signing_secret: SecretStr | None = Field(None, validation_alias="SLACK_SIGNING_SECRET")
@@ -58,15 +58,13 @@ class Settings(BaseSettings):
     port: int = Field(3000, ge=1, le=65535, validation_alias="PORT")
 
     database_url: SecretStr = Field(SecretStr(""), validation_alias="PGCONN_DATABASE_URL")
-    targets: dict[str, SecretStr] = Field(default_factory=dict, validation_alias="PGCONN_TARGETS")
+    targets: Annotated[dict[str, SecretStr], NoDecode] = Field(default_factory=dict, validation_alias="PGCONN_TARGETS")
     state_url: SecretStr | None = Field(None, validation_alias="PGCONN_STATE_URL")
 
     viewers: CsvIds = Field((), validation_alias="PGCONN_VIEWERS")
     requesters: CsvIds = Field((), validation_alias="PGCONN_REQUESTERS")
     approvers: CsvIds = Field((), validation_alias="PGCONN_APPROVERS")
-    default_role: Literal["none", "viewer", "requester"] = Field(
-        "viewer", validation_alias="PGCONN_DEFAULT_ROLE"
-    )
+    default_role: Literal["none", "viewer", "requester"] = Field("viewer", validation_alias="PGCONN_DEFAULT_ROLE")
 
     approval_channel: str | None = Field(None, validation_alias="PGCONN_APPROVAL_CHANNEL")
     audit_channel: str | None = Field(None, validation_alias="PGCONN_AUDIT_CHANNEL")
@@ -74,9 +72,7 @@ class Settings(BaseSettings):
     approval_ttl: int = Field(3600, ge=30, validation_alias="PGCONN_APPROVAL_TTL")
     required_approvals: int = Field(1, ge=1, le=10, validation_alias="PGCONN_REQUIRED_APPROVALS")
     allow_self_approval: bool = Field(False, validation_alias="PGCONN_ALLOW_SELF_APPROVAL")
-    protected_roles: Annotated[tuple[str, ...], NoDecode] = Field(
-        (), validation_alias="PGCONN_PROTECTED_ROLES"
-    )
+    protected_roles: Annotated[tuple[str, ...], NoDecode] = Field((), validation_alias="PGCONN_PROTECTED_ROLES")
 
     monitor_interval: int = Field(60, ge=0, validation_alias="PGCONN_MONITOR_INTERVAL")
     alert_utilization_warn: float = Field(0.7, gt=0, le=1, validation_alias="PGCONN_ALERT_UTILIZATION_WARN")
@@ -111,8 +107,7 @@ class Settings(BaseSettings):
         for item in value:
             if not (_USER_ID.match(item) or _GROUP_ID.match(item)):
                 raise ValueError(
-                    f"{item!r} is not a Slack user ID (U…/W…) or user-group ID (S…); "
-                    "use IDs, not display names"
+                    f"{item!r} is not a Slack user ID (U…/W…) or user-group ID (S…); use IDs, not display names"
                 )
         return value
 
@@ -204,6 +199,11 @@ def load_settings(**overrides: Any) -> Settings:
             message = str(error["msg"]).removeprefix("Value error, ")
             lines.append(f"{variable}: {message}" if variable else message)
         raise ConfigError("; ".join(lines)) from None
+    except SettingsError as exc:
+        field = str(exc).split('"')[1] if '"' in str(exc) else ""
+        raise ConfigError(
+            f"{_ENV_NAMES.get(field, field) or 'configuration'}: cannot be parsed ({first_line(exc)})"
+        ) from None
 
 
 def require(settings: Settings, *variables: str) -> None:

@@ -46,10 +46,9 @@ USAGE: dict[str, str] = {
     "stray": "/pgconn stray <role> [--idle 30m] [--db TARGET]",
     "status": "/pgconn status [--db TARGET]",
     "kill": (
-        "/pgconn kill <pid> [<pid>…] | kill user <role> | kill idle <role> [--older 30m]"
-        "  [--db TARGET] [--reason \"…\"]"
+        '/pgconn kill <pid> [<pid>…] | kill user <role> | kill idle <role> [--older 30m]  [--db TARGET] [--reason "…"]'
     ),
-    "cancel": "/pgconn cancel <pid> [<pid>…] [--db TARGET] [--reason \"…\"]",
+    "cancel": '/pgconn cancel <pid> [<pid>…] [--db TARGET] [--reason "…"]',
     "requests": "/pgconn requests",
     "audit": "/pgconn audit [N]",
     "alerts": "/pgconn alerts",
@@ -88,14 +87,14 @@ class _Args:
     def finish(self) -> None:
         if self.options:
             unknown = ", ".join(f"--{name}" for name in self.options)
-            raise _Invalid(f"`{self.subcommand}` does not take {unknown}")
+            raise _Invalid(f"{self.subcommand} does not take {unknown}")
         if self.positional:
             extra = " ".join(shorten(word, 20) for word in self.positional[:3])
-            raise _Invalid(f"unexpected extra words after `{self.subcommand}`: {extra}")
+            raise _Invalid(f"unexpected extra words after {self.subcommand}: {extra}")
 
     def role(self) -> str:
         if not self.positional:
-            raise _Invalid(f"`{self.subcommand}` needs a role name")
+            raise _Invalid(f"{self.subcommand} needs a role name")
         return _role_name(self.positional.pop(0))
 
 
@@ -181,9 +180,7 @@ def _parse_limits(args: _Args) -> Command:
 def _parse_stray(args: _Args) -> Command:
     role = args.role()
     idle = args.take_option("idle")
-    return FindStray(
-        role=role, min_idle=_duration("idle", idle) if idle is not None else None, target=_target(args)
-    )
+    return FindStray(role=role, min_idle=_duration("idle", idle) if idle is not None else None, target=_target(args))
 
 
 def _parse_status(args: _Args) -> Command:
@@ -204,7 +201,7 @@ def _reason(args: _Args) -> str | None:
 
 def _pids(args: _Args) -> tuple[int, ...]:
     if not args.positional:
-        raise _Invalid(f"`{args.subcommand}` needs at least one pid")
+        raise _Invalid(f"{args.subcommand} needs at least one pid")
     pids = [_pid(word) for word in args.positional]
     args.positional.clear()
     if len(pids) > MAX_PIDS:
@@ -220,7 +217,7 @@ def _parse_kill(args: _Args) -> Command:
         role = args.role()
         older = args.take_option("older")
         if first == "user" and older is not None:
-            raise _Invalid("--older goes with `kill idle <role>`, not `kill user`")
+            raise _Invalid("--older goes with kill idle <role>, not kill user")
         return RequestSignal(
             action=SignalAction.TERMINATE,
             scope=KillScope.USER if first == "user" else KillScope.IDLE,
@@ -266,7 +263,7 @@ def _parse_alerts(args: _Args) -> Command:
 def _decision(approve: bool) -> Callable[[_Args], Command]:
     def parse(args: _Args) -> Command:
         if not args.positional:
-            raise _Invalid(f"`{args.subcommand}` needs a request id")
+            raise _Invalid(f"{args.subcommand} needs a request id")
         word = args.positional.pop(0).lstrip("#")
         if not _INT.match(word) or int(word) == 0:
             raise _Invalid(f"{shorten(word, 20)!r} is not a request id")
@@ -302,9 +299,7 @@ _ALIASES = {"ls": "list", "terminate": "kill", "?": "help", "-h": "help", "--hel
 def parse_command(text: str) -> Command | ParseError:
     """Parse the text after ``/pgconn`` (a leading ``/pgconn`` is tolerated, as typed in the console)."""
     if len(text) > MAX_TEXT_LENGTH:
-        return ParseError(
-            f"the command is too long ({len(text)} characters; at most {MAX_TEXT_LENGTH})", _usage_line()
-        )
+        return ParseError(f"the command is too long ({len(text)} characters; at most {MAX_TEXT_LENGTH})", _usage_line())
     if _CONTROL.search(text):
         return ParseError("the command contains control characters", _usage_line())
     text = text.translate(_SMART_QUOTES).strip()

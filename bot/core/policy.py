@@ -15,10 +15,13 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bot.core.commands import AccessRole, Command
+from bot.errors import first_line
 
 log = logging.getLogger(__name__)
 
+
 GROUP_CACHE_SECONDS = 60.0
+FAILED_LOOKUP_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class CachedGroups:
         self._ttl = ttl
         self._clock = clock
         self._cache: dict[str, tuple[float, frozenset[str]]] = {}
+        self._failed: dict[str, float] = {}
         self._lock = asyncio.Lock()
 
     async def members(self, group_id: str) -> frozenset[str]:
@@ -64,15 +68,18 @@ class CachedGroups:
             cached = self._cache.get(group_id)
             if cached and self._clock() - cached[0] < self._ttl:
                 return cached[1]
+            stale = cached[1] if cached else frozenset()
+            if self._clock() - self._failed.get(group_id, -FAILED_LOOKUP_SECONDS) < FAILED_LOOKUP_SECONDS:
+                return stale  # do not hammer Slack while it keeps failing
             try:
                 members = await self._directory.members(group_id)
             except Exception as exc:
-                # A failed lookup must not grant anything; an earlier answer is kept briefly
-                # rather than locking approvers out during a Slack hiccup.
-                log.warning("cannot resolve user group %s: %s", group_id, exc)
-                if cached:
-                    return cached[1]
-                return frozenset()
+                # A failed lookup grants nothing new; the last good answer (if any) stands, so a
+                # Slack hiccup does not lock approvers out.
+                log.warning("cannot resolve user group %s: %s", group_id, first_line(exc))
+                self._failed[group_id] = self._clock()
+                return stale
+            self._failed.pop(group_id, None)
             self._cache[group_id] = (self._clock(), members)
             return members
 
@@ -113,6 +120,6 @@ def refusal_message(command: Command, role: AccessRole) -> str:
     needed = command.required_role.label
     have = "no access" if role is AccessRole.NONE else f"the {role.label} role"
     return (
-        f"Sorry, `{command.name}` needs the {needed} role and you have {have}. "
+        f"Sorry, /pgconn {command.name} needs the {needed} role and you have {have}. "
         "Ask the bot's administrators to add you."
     )

@@ -210,12 +210,4 @@ class InternalError(Problem):
     pass
 
 
-Result = (
-    HelpResult
-    | RoleConnections
-    | RoleLimit
-    | LimitsOverview
-    | StrayConnections
-    | ServerStatus
-    | Problem
-)
+Result = HelpResult | RoleConnections | RoleLimit | LimitsOverview | StrayConnections | ServerStatus | Problem

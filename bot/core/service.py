@@ -10,6 +10,7 @@ import logging
 import uuid
 from collections import Counter
 from dataclasses import dataclass
+from datetime import timedelta
 
 from bot.core.commands import (
     Command,
@@ -24,6 +25,7 @@ from bot.core.commands import (
 from bot.core.parser import parse_command, shorten
 from bot.core.policy import Identity, Policy, refusal_message
 from bot.core.results import (
+    Connection,
     HelpResult,
     InternalError,
     LimitsOverview,
@@ -97,16 +99,14 @@ class CommandService:
         try:
             return await self._dispatch(command)
         except UnknownTargetError as exc:
-            return UnknownTarget(
-                f"unknown target {shorten(exc.name, 30)!r}; known targets: {', '.join(exc.known)}"
-            )
+            return UnknownTarget(f"unknown target {shorten(exc.name, 30)!r}; known targets: {', '.join(exc.known)}")
         except TargetUnavailableError as exc:
             return TargetUnreachable(f"target {exc.name} is unreachable: {exc.reason}")
         except Exception:
             reference = uuid.uuid4().hex[:8]
             log.exception("command %s failed (ref %s, user %s)", command.name, reference, identity.user_id)
             return InternalError(
-                f"Something went wrong while running `{command.name}` (ref {reference}); "
+                f"Something went wrong while running {command.name} (ref {reference}); "
                 "the details are in the bot's log."
             )
 
@@ -124,7 +124,7 @@ class CommandService:
                 return await self._stray(command)
             case ShowStatus():
                 return await self._status(command)
-        return Problem(f"`{command.name}` is not available in this version of pgconn-bot yet.")
+        return Problem(f"{command.name} is not available in this version of pgconn-bot yet.")
 
     # --- read path -------------------------------------------------------------------------
 
@@ -162,9 +162,7 @@ class CommandService:
                 return _no_such_role(command.role, match.suggestions, command.target)
             idle = await catalog.role_idle_connections(conn, match.oid, command.min_idle)
             total, _ = await catalog.role_usage(conn, match.oid)
-            return StrayConnections(
-                command.target, match.info, command.min_idle, idle, total, _restricted(idle)
-            )
+            return StrayConnections(command.target, match.info, command.min_idle, idle, total, _restricted(idle))
 
         return await self._targets.run(command.target, work)
 
@@ -177,14 +175,12 @@ class CommandService:
         return await self._targets.run(command.target, work)
 
     def _summarise(
-        self, target: str, settings: catalog.Settings, backends: list[tuple[catalog.Connection, bool]]
+        self, target: str, settings: catalog.Settings, backends: list[tuple[Connection, bool]]
     ) -> ServerStatus:
         others = [conn for conn, own in backends if not own]
         by_state = Counter(conn.state or "unknown" for conn, _ in backends)
         active = [c for c in others if c.state == "active" and c.query_age is not None]
-        idle_tx = [
-            c for c in others if c.state and c.state.startswith("idle in transaction") and c.transaction_age
-        ]
+        idle_tx = [c for c in others if c.state and c.state.startswith("idle in transaction") and c.transaction_age]
         return ServerStatus(
             target=target,
             server_version=settings.server_version,
@@ -193,8 +189,8 @@ class CommandService:
             reserved=settings.reserved,
             client_backends=len(backends),
             by_state=dict(by_state.most_common()),
-            longest_active=max(active, key=lambda c: c.query_age or 0, default=None),  # type: ignore[arg-type,return-value]
-            longest_idle_in_transaction=max(idle_tx, key=lambda c: c.transaction_age or 0, default=None),  # type: ignore[arg-type,return-value]
+            longest_active=max(active, key=_query_age, default=None),
+            longest_idle_in_transaction=max(idle_tx, key=_transaction_age, default=None),
             top_roles=Counter(c.role or "?" for c, _ in backends).most_common(TOP_N),
             top_clients=Counter(c.client for c, _ in backends).most_common(TOP_N),
             top_applications=Counter(c.application or "(none)" for c, _ in backends).most_common(TOP_N),
@@ -204,7 +200,15 @@ class CommandService:
         )
 
 
-def _restricted(rows: list[catalog.Connection]) -> bool:
+def _query_age(conn: Connection) -> timedelta:
+    return conn.query_age or timedelta(0)
+
+
+def _transaction_age(conn: Connection) -> timedelta:
+    return conn.transaction_age or timedelta(0)
+
+
+def _restricted(rows: list[Connection]) -> bool:
     # Without pg_read_all_stats (pg_monitor) the server hides other users' session details.
     return any(row.backend_start is None for row in rows)
 

@@ -79,8 +79,7 @@ async def role_usage(conn: Conn, role_oid: int) -> tuple[int, list[DatabaseLimit
     used = int(row["used"]) if row else 0
     cur = await conn.execute(sql.DATABASE_LIMITS_FOR_ROLE, {"role_oid": role_oid})
     limits = [
-        DatabaseLimit(database=r["database"], used=int(r["used"]), limit=r["limit"])
-        for r in await cur.fetchall()
+        DatabaseLimit(database=r["database"], used=int(r["used"]), limit=r["limit"]) for r in await cur.fetchall()
     ]
     return used, limits
 

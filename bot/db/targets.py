@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import AsyncConnection
@@ -20,6 +20,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from bot.db import sql
+from bot.errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +44,6 @@ class TargetUnavailableError(Exception):
         self.reason = reason
 
 
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
-
-
 def redact_dsn(text: str, dsns: list[str]) -> str:
     """Never echo connection strings (they may hold passwords) back to users."""
     for dsn in dsns:
@@ -60,7 +56,7 @@ class TargetPools:
     def __init__(self, dsns: dict[str, str], *, command_timeout: float, max_size: int = 4) -> None:
         self._dsns = dict(dsns)
         self._timeout = command_timeout
-        self._pools = {
+        self._pools: dict[str, AsyncConnectionPool[Conn]] = {
             name: AsyncConnectionPool(
                 dsn,
                 min_size=1,
@@ -75,7 +71,7 @@ class TargetPools:
             for name, dsn in self._dsns.items()
         }
 
-    def _connect_kwargs(self) -> dict[str, object]:
+    def _connect_kwargs(self) -> dict[str, Any]:
         return {
             "autocommit": True,
             "application_name": sql.BOT_APPLICATION_NAME,
@@ -83,11 +79,9 @@ class TargetPools:
             "row_factory": dict_row,
         }
 
-    async def _configure(self, conn: AsyncConnection[object]) -> None:
+    async def _configure(self, conn: Conn) -> None:
         statement_ms = str(int(self._timeout * 1000))
-        await conn.execute(
-            sql.CONFIGURE_SESSION, {"statement_timeout": statement_ms, "lock_timeout": statement_ms}
-        )
+        await conn.execute(sql.CONFIGURE_SESSION, {"statement_timeout": statement_ms, "lock_timeout": statement_ms})
 
     @property
     def names(self) -> list[str]:
@@ -149,9 +143,7 @@ class TargetPools:
             try:
                 return await waiting
             except PoolTimeout:
-                raise TargetUnavailableError(
-                    name, f"all {pool.max_size} of the bot's connections are busy"
-                ) from None
+                raise TargetUnavailableError(name, f"all {pool.max_size} of the bot's connections are busy") from None
         waiting.cancel()
         with contextlib.suppress(asyncio.CancelledError, PoolTimeout):
             # If the pool handed out a connection while we were deciding, return it.

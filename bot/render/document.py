@@ -88,8 +88,7 @@ def limit_phrase(used: int, role: RoleInfo) -> str:
 
 
 _RESTRICTED_NOTE = (
-    "The bot's database role cannot see other users' session details; "
-    "grant it pg_monitor (see the README)."
+    "The bot's database role cannot see other users' session details; grant it pg_monitor (see the README)."
 )
 
 

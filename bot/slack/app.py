@@ -16,9 +16,7 @@ log = logging.getLogger(__name__)
 SLASH_COMMAND = "/pgconn"
 
 
-def build_app(
-    *, service: CommandService, bot_token: str, signing_secret: str, api_url: str
-) -> AsyncApp:
+def build_app(*, service: CommandService, bot_token: str, signing_secret: str, api_url: str) -> AsyncApp:
     async def authorize(enterprise_id: str | None, team_id: str | None) -> AuthorizeResult:
         # Single workspace: the configured token is the answer. Bolt's default would call
         # auth.test before the first command can be answered.

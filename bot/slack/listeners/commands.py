@@ -45,17 +45,13 @@ def make_answer(service: CommandService) -> Any:
             subcommand, status = "unknown", "error"
         message = render_blocks(result)
         try:
-            await respond(
-                text=message.text, blocks=message.blocks, response_type="ephemeral", replace_original=False
-            )
+            await respond(text=message.text, blocks=message.blocks, response_type="ephemeral", replace_original=False)
         except Exception as exc:
             status = "undelivered"
             log.error("could not deliver the /pgconn answer to %s: %s", identity.user_id, exc)
         elapsed = time.perf_counter() - started
         metrics.COMMANDS.labels(subcommand=subcommand, outcome=status).inc()
         metrics.COMMAND_SECONDS.labels(subcommand=subcommand).observe(elapsed)
-        log.info(
-            "command /pgconn %s by %s: %s in %.0f ms", subcommand, identity.user_id, status, elapsed * 1000
-        )
+        log.info("command /pgconn %s by %s: %s in %.0f ms", subcommand, identity.user_id, status, elapsed * 1000)
 
     return answer_pgconn

@@ -1,0 +1,71 @@
+"""HTTP mode as an object: the CLI's ``serve`` and the end-to-end tests start exactly this."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+from bot.config import Settings
+from bot.core.policy import CachedGroups
+from bot.runtime import Runtime
+from bot.slack.app import build_app
+from bot.slack.gateway import SlackGroupDirectory, build_web_client
+from bot.slack.web import build_web_app
+
+log = logging.getLogger(__name__)
+
+STATE_STARTUP_SECONDS = 15.0
+
+
+class HttpServer:
+    def __init__(self, settings: Settings, *, host: str = "0.0.0.0", port: int | None = None) -> None:
+        self.settings = settings
+        self._host = host
+        self._port = settings.port if port is None else port
+        token = settings.bot_token() or ""
+        self.web_client = build_web_client(token, settings.slack_api_url)
+        self.runtime = Runtime.build(settings, groups=CachedGroups(SlackGroupDirectory(self.web_client)))
+        secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else ""
+        self.app = build_app(
+            service=self.runtime.service,
+            bot_token=token,
+            signing_secret=secret,
+            api_url=settings.slack_api_url,
+        )
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    async def start(self, state_wait: float = STATE_STARTUP_SECONDS) -> None:
+        await _start_with_retry(self.runtime, state_wait)
+        self._runner = web.AppRunner(build_web_app(self.app, self.runtime.state), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host=self._host, port=self._port)
+        await site.start()
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else self._port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        await self.runtime.stop()
+
+
+async def _start_with_retry(runtime: Runtime, wait: float) -> None:
+    """The state database may come up a little after the bot (compose, k8s): wait a while for it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    delay = 0.25
+    while True:
+        try:
+            await runtime.start(require_state=True)
+            return
+        except Exception as exc:
+            if loop.time() + delay > deadline:
+                raise
+            log.warning("state database not ready (%s); retrying", exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 4)

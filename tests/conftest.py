@@ -1,0 +1,155 @@
+"""Shared fixtures: a real PostgreSQL (PGCONN_TEST_DSN), prefixed throwaway roles and connections.
+
+Everything a test creates is named ``pgct_…`` and removed afterwards; leftovers from a crashed
+run are swept at the start. Nothing else on the server is touched.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from tests.support.fake_slack import FakeSlack
+
+TEST_DSN = os.environ.get("PGCONN_TEST_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+PREFIX = "pgct_"
+
+
+def _admin() -> psycopg.Connection[Any]:
+    return psycopg.connect(TEST_DSN, autocommit=True, connect_timeout=3)
+
+
+def _sweep(conn: psycopg.Connection[Any], like: str) -> None:
+    roles = [r[0] for r in conn.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE %s", (like,))]
+    for role in roles:
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
+        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+@pytest.fixture(scope="session")
+def pg_dsn() -> str:
+    """The admin DSN of the test server; stops the whole run at once if none answers."""
+    try:
+        with _admin() as conn:
+            conn.execute("SELECT 1")
+            _sweep(conn, PREFIX + "%")
+            for (name,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (PREFIX + "%",)):
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    except psycopg.OperationalError as exc:
+        first = str(exc).strip().splitlines()[0]
+        pytest.exit(
+            f"No PostgreSQL at {TEST_DSN} ({first}). Start one (e.g. pg_ctlcluster 15 main start) "
+            "or point PGCONN_TEST_DSN at a server where tests may create pgct_ roles.",
+            returncode=3,
+        )
+    return TEST_DSN
+
+
+@pytest.fixture(scope="session")
+def state_dsn(pg_dsn: str) -> Iterator[str]:
+    """A throwaway database for the bot's own state."""
+    name = f"{PREFIX}state_{uuid.uuid4().hex[:8]}"
+    with _admin() as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    params = conninfo_to_dict(pg_dsn)
+    params["dbname"] = name
+    yield make_conninfo(**params)
+    with _admin() as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+class PgWorld:
+    """Roles and live connections a test makes; all removed at teardown."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.tag = uuid.uuid4().hex[:6]
+        self.roles: list[str] = []
+        self.connections: list[psycopg.Connection[Any]] = []
+        self.databases: list[str] = []
+        self.admin = _admin()
+
+    def database(self, suffix: str = "db", *, limit: int = -1) -> str:
+        name = f"{PREFIX}{self.tag}_{suffix}"
+        self.admin.execute(
+            sql.SQL("CREATE DATABASE {} CONNECTION LIMIT {}").format(sql.Identifier(name), sql.Literal(limit))
+        )
+        self.databases.append(name)
+        return name
+
+    def dsn_for(self, role: str | None = None, database: str | None = None, **extra: Any) -> str:
+        params = conninfo_to_dict(self.dsn)
+        if role:
+            params["user"] = role
+        if database:
+            params["dbname"] = database
+        params.update(extra)
+        return make_conninfo(**params)
+
+    def role(self, suffix: str = "user", *, limit: int | None = 5, superuser: bool = False) -> str:
+        name = f"{PREFIX}{self.tag}_{suffix}"
+        options = sql.SQL("LOGIN")
+        if limit is not None:
+            options += sql.SQL(" CONNECTION LIMIT {}").format(sql.Literal(limit))
+        if superuser:
+            options += sql.SQL(" SUPERUSER")
+        self.admin.execute(sql.SQL("CREATE ROLE {} ").format(sql.Identifier(name)) + options)
+        self.roles.append(name)
+        return name
+
+    def connect(self, role: str, application: str = "pgct", database: str | None = None) -> psycopg.Connection[Any]:
+        dsn = self.dsn_for(role, database, application_name=application, connect_timeout=3)
+        conn = psycopg.connect(dsn, autocommit=True)
+        self.connections.append(conn)
+        return conn
+
+    def pid_of(self, conn: psycopg.Connection[Any]) -> int:
+        return conn.info.backend_pid
+
+    def close(self) -> None:
+        for conn in self.connections:
+            conn.close()
+        for role in self.roles:
+            self.admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
+            self.admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+        for name in self.databases:
+            self.admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        self.admin.close()
+
+
+@pytest.fixture
+def world(pg_dsn: str) -> Iterator[PgWorld]:
+    w = PgWorld(pg_dsn)
+    yield w
+    w.close()
+
+
+@pytest.fixture
+async def fake_slack() -> AsyncIterator[FakeSlack]:
+    slack = await FakeSlack().start()
+    yield slack
+    await slack.stop()
+
+
+@pytest.fixture
+def make_settings(pg_dsn: str, state_dsn: str) -> Callable[..., Any]:
+    from bot.config import load_settings
+
+    def make(**overrides: Any) -> Any:
+        base: dict[str, Any] = {
+            "database_url": pg_dsn,
+            "state_url": state_dsn,
+            "monitor_interval": 0,
+            "command_timeout": 2.0,
+        }
+        base.update(overrides)
+        return load_settings(**base)
+
+    return make

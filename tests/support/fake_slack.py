@@ -1,0 +1,111 @@
+"""A local stand-in for Slack: the Web API (``/api/<method>``) and response URLs, on loopback.
+
+It records everything the bot sends so tests can assert on the real payloads, and it can be told
+to answer a method with an error or a 429 to exercise the bot's handling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class Call:
+    path: str
+    method: str  # Web API method, or "respond"
+    headers: dict[str, str]
+    payload: dict[str, Any]
+
+
+@dataclass
+class FakeSlack:
+    usergroups: dict[str, list[str]] = field(default_factory=dict)
+    overrides: dict[str, Callable[[dict[str, Any]], web.Response | None]] = field(default_factory=dict)
+    calls: list[Call] = field(default_factory=list)
+    base_url: str = ""
+    _changed: asyncio.Condition | None = None
+    _runner: web.AppRunner | None = None
+
+    async def start(self) -> FakeSlack:
+        self._changed = asyncio.Condition()
+        app = web.Application()
+        app.router.add_post("/api/{method}", self._api)
+        app.router.add_get("/api/{method}", self._api)
+        app.router.add_post("/respond/{key}", self._respond)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.base_url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def stop(self) -> None:
+        if self._runner:
+            await self._runner.cleanup()
+
+    @property
+    def api_url(self) -> str:
+        return self.base_url + "/api/"
+
+    def new_response_url(self) -> str:
+        return f"{self.base_url}/respond/{uuid.uuid4().hex}"
+
+    async def _record(self, call: Call) -> None:
+        assert self._changed is not None
+        async with self._changed:
+            self.calls.append(call)
+            self._changed.notify_all()
+
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        payload: dict[str, Any] = dict(request.query)
+        if request.method == "POST" and request.content_type == "application/json":
+            payload.update(await request.json())
+        elif request.method == "POST":
+            payload.update(await request.post())
+        await self._record(Call(request.path, method, dict(request.headers), payload))
+        override = self.overrides.get(method)
+        if override is not None:
+            response = override(payload)
+            if response is not None:
+                return response
+        if method == "usergroups.users.list":
+            group = str(payload.get("usergroup"))
+            if group not in self.usergroups:
+                return web.json_response({"ok": False, "error": "no_such_subteam"})
+            return web.json_response({"ok": True, "users": self.usergroups[group]})
+        if method == "auth.test":
+            return web.json_response({"ok": True, "user_id": "UBOT", "bot_id": "BBOT", "team_id": "T1"})
+        return web.json_response({"ok": True, "ts": "1700000000.000100", "channel": payload.get("channel")})
+
+    async def _respond(self, request: web.Request) -> web.Response:
+        payload = json.loads(await request.text())
+        await self._record(Call(request.path, "respond", dict(request.headers), payload))
+        return web.Response(text="ok")
+
+    def api_calls(self, method: str) -> list[Call]:
+        return [c for c in self.calls if c.method == method]
+
+    def responses_to(self, response_url: str) -> list[dict[str, Any]]:
+        path = response_url.removeprefix(self.base_url)
+        return [c.payload for c in self.calls if c.method == "respond" and c.path == path]
+
+    async def wait_for(self, predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
+        """Wait until ``predicate()`` is truthy (re-checked whenever a request arrives)."""
+        assert self._changed is not None
+        async with asyncio.timeout(timeout), self._changed:
+            while not (value := predicate()):
+                await self._changed.wait()
+            return value
+
+    async def wait_for_response(self, response_url: str, timeout: float = 5.0) -> dict[str, Any]:
+        responses = await self.wait_for(lambda: self.responses_to(response_url), timeout)
+        return responses[0]  # type: ignore[no-any-return]

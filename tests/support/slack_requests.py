@@ -1,0 +1,40 @@
+"""Requests signed exactly as Slack signs them (v0 HMAC-SHA256 over ``v0:timestamp:body``)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from urllib.parse import urlencode
+
+SIGNING_SECRET = "test-signing-secret-0123456789abcdef"
+
+
+def sign(body: str, secret: str = SIGNING_SECRET, timestamp: int | None = None) -> dict[str, str]:
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    digest = hmac.new(secret.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
+    return {
+        "X-Slack-Request-Timestamp": ts,
+        "X-Slack-Signature": f"v0={digest}",
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+
+
+def slash_command_body(text: str, *, user_id: str, response_url: str, channel_id: str = "C0TEST01") -> str:
+    return urlencode(
+        {
+            "token": "legacy-verification-token",
+            "team_id": "T0TEST01",
+            "team_domain": "pgct",
+            "channel_id": channel_id,
+            "channel_name": "ops",
+            "user_id": user_id,
+            "user_name": user_id.lower(),
+            "command": "/pgconn",
+            "text": text,
+            "api_app_id": "A0TEST01",
+            "is_enterprise_install": "false",
+            "response_url": response_url,
+            "trigger_id": "1.2.3",
+        }
+    )

@@ -1,0 +1,75 @@
+"""Bad configuration fails with one line naming the variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.config import ConfigError, load_settings, require
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(("PGCONN_", "SLACK_")) or name == "PORT":
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(str(tmp_path))  # no stray .env
+
+
+def test_defaults_match_the_interface() -> None:
+    s = load_settings()
+    assert s.port == 3000 and s.slack_api_url == "https://slack.com/api/"
+    assert s.target_dsns() == {"default": ""} and s.state_dsn() == ""
+    assert (s.approval_ttl, s.required_approvals, s.allow_self_approval) == (3600, 1, False)
+    assert (s.monitor_interval, s.alert_utilization_warn, s.alert_utilization_crit) == (60, 0.7, 0.9)
+    assert (s.alert_idle_in_tx_seconds, s.alert_long_query_seconds) == (300, 1800)
+    assert s.default_role == "viewer"
+
+
+def test_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PGCONN_TARGETS", '{"reporting": "postgresql://u@db2/x"}')
+    monkeypatch.setenv("PGCONN_APPROVERS", "U0AAA, S0BBB")
+    monkeypatch.setenv("PGCONN_PROTECTED_ROLES", "replicator,backup")
+    monkeypatch.setenv("PGCONN_AUDIT_CHANNEL", "C0AUDIT1")
+    monkeypatch.setenv("PGCONN_DATABASE_URL", "postgresql://u@db1/x")
+    s = load_settings()
+    assert s.target_dsns() == {"default": "postgresql://u@db1/x", "reporting": "postgresql://u@db2/x"}
+    assert s.approvers == ("U0AAA", "S0BBB") and s.protected_roles == ("replicator", "backup")
+    assert s.state_dsn() == "postgresql://u@db1/x"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "fragment"),
+    [
+        ("PGCONN_TARGETS", "{not json", "PGCONN_TARGETS: not valid JSON"),
+        ("PGCONN_TARGETS", '["a"]', "PGCONN_TARGETS: expected a JSON object"),
+        ("PGCONN_TARGETS", '{"default": "postgresql://x"}', "PGCONN_TARGETS: 'default' is reserved"),
+        ("PGCONN_TARGETS", '{"a b": "postgresql://x"}', "PGCONN_TARGETS: target name 'a b'"),
+        ("PGCONN_TARGETS", '{"b": "host=x port"}', "PGCONN_TARGETS: target 'b': not a valid PostgreSQL"),
+        ("PGCONN_AUDIT_CHANNEL", "#ops-audit", "PGCONN_AUDIT_CHANNEL: '#ops-audit' is not a Slack channel ID"),
+        ("PGCONN_ALERT_CHANNEL", "c0123abc", "PGCONN_ALERT_CHANNEL"),
+        ("PGCONN_APPROVERS", "U0AAA,@alice", "PGCONN_APPROVERS: '@alice' is not a Slack user ID"),
+        ("PGCONN_DEFAULT_ROLE", "admin", "PGCONN_DEFAULT_ROLE"),
+        ("PGCONN_APPROVAL_TTL", "soon", "PGCONN_APPROVAL_TTL"),
+        ("PGCONN_REQUIRED_APPROVALS", "0", "PGCONN_REQUIRED_APPROVALS"),
+        ("PORT", "70000", "PORT"),
+        ("SLACK_API_URL", "slack.example", "SLACK_API_URL"),
+        ("PGCONN_ALERT_UTILIZATION_WARN", "0.95", "WARN must be below"),
+        ("PGCONN_STATE_URL", "postgresql://x/y?bogus=1", "PGCONN_STATE_URL"),
+    ],
+)
+def test_bad_values_fail_with_one_line_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, fragment: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert fragment in message
+    assert "\n" not in message and "Traceback" not in message
+
+
+def test_serve_requires_slack_settings() -> None:
+    with pytest.raises(ConfigError, match="SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET must be set"):
+        require(load_settings(), "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET")

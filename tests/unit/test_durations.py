@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from bot.core.durations import DurationError, format_duration, parse_duration, spell_duration
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90s", 90), ("30m", 1800), ("2h", 7200), ("1h30m", 5400), ("1d", 86400), ("2H", 7200)]
+)
+def test_parse(text: str, seconds: int) -> None:
+    assert parse_duration(text) == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("text", ["", "30", "m", "30x", "1h 30m", "-5m", "1.5h", "30mm"])
+def test_parse_rejects(text: str) -> None:
+    with pytest.raises(DurationError):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"), [(0, "0s"), (42, "42s"), (425, "7m 05s"), (11520, "3h 12m"), (187200, "2d 4h")]
+)
+def test_format(seconds: int, shown: str) -> None:
+    assert format_duration(timedelta(seconds=seconds)) == shown
+
+
+def test_format_none_and_spell() -> None:
+    assert format_duration(None) == "—"
+    assert spell_duration(timedelta(minutes=30)) == "30m"
+    assert spell_duration(timedelta(seconds=90)) == "90s"
+    assert spell_duration(timedelta(hours=2)) == "2h"
