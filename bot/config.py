@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     alert_long_query_seconds: int = Field(1800, ge=1, validation_alias="PGCONN_ALERT_LONG_QUERY_SECONDS")
 
     # Extensions beyond the interface (documented in the README).
-    command_timeout: float = Field(2.5, gt=0, le=30, validation_alias="PGCONN_COMMAND_TIMEOUT")
+    command_timeout: float = Field(2.0, gt=0, le=30, validation_alias="PGCONN_COMMAND_TIMEOUT")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", validation_alias="PGCONN_LOG_LEVEL")
     log_format: Literal["text", "json"] = Field("text", validation_alias="PGCONN_LOG_FORMAT")
     pool_max_size: int = Field(4, ge=1, le=50, validation_alias="PGCONN_POOL_MAX_SIZE")

@@ -1,0 +1,18 @@
+# syntax=docker/dockerfile:1
+# Build: docker build -t pgconn-bot .      Run: docker run --env-file .env -p 3000:3000 pgconn-bot
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY bot ./bot
+# The same install as the README and CI, without the dev extras.
+RUN python -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir .
+
+FROM python:3.11-slim
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PORT=3000
+RUN useradd --system --uid 10001 --no-create-home pgconn
+COPY --from=build /opt/venv /opt/venv
+USER pgconn
+EXPOSE 3000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+  CMD python -c "import os,urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ.get(\"PORT\",\"3000\")}/healthz', timeout=4)"
+CMD ["pgconn-bot", "serve"]

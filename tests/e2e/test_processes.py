@@ -1,0 +1,140 @@
+"""The real processes: ``pgconn-bot console`` through stdin, ``pgconn-bot serve`` over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from typing import Any
+
+import aiohttp
+
+from tests.conftest import PgWorld
+from tests.e2e.conftest import BOT_TOKEN, message_text
+from tests.support.fake_slack import FakeSlack
+from tests.support.slack_requests import SIGNING_SECRET, sign, slash_command_body
+
+
+def bot_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PGCONN_", "SLACK_"))}
+    env.update(extra)
+    return env
+
+
+def run_console(stdin: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bot", "console", *args],
+        input=stdin,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_console_answers_commands_from_stdin(world: PgWorld, pg_dsn: str, state_dsn: str) -> None:
+    bob = world.role("bob", limit=5)
+    conns = [world.connect(bob, "DBeaver") for _ in range(5)]
+    env = bot_env(PGCONN_DATABASE_URL=pg_dsn, PGCONN_STATE_URL=state_dsn)
+
+    done = run_console(f"/pgconn list {bob}\nlimit {bob}\nstray {bob} --idle 1h\nlist\nquit\n", env)
+
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert f"{bob}: 5 connections" in out
+    positions = [out.index(str(world.pid_of(c))) for c in conns]
+    assert positions == sorted(positions)
+    assert "5/5 — at limit — new connections are refused" in out
+    assert "no connections idle ≥ 1h" in out
+    assert "list needs a role name" in out and "Usage: /pgconn list <role>" in out
+    assert "Traceback" not in out + done.stderr
+
+
+def test_console_identity_switch_goes_through_the_policy(world: PgWorld, pg_dsn: str, state_dsn: str) -> None:
+    bob = world.role("bob")
+    env = bot_env(
+        PGCONN_DATABASE_URL=pg_dsn, PGCONN_STATE_URL=state_dsn, PGCONN_DEFAULT_ROLE="none", PGCONN_VIEWERS="U0TA"
+    )
+
+    done = run_console(f"list {bob}\nas U0TA\nlist {bob}\n", env, "--as", "U0STUDENT")
+
+    assert done.returncode == 0, done.stderr
+    refused, _, allowed = done.stdout.partition("now acting as U0TA")
+    assert "Sorry, /pgconn list needs the viewer role" in refused
+    assert f"Role {bob} has no connections" in allowed
+
+
+def test_bad_configuration_fails_with_one_line() -> None:
+    env = bot_env(PGCONN_TARGETS="{broken", SLACK_BOT_TOKEN="xoxb-x", SLACK_SIGNING_SECRET="s")
+    done = subprocess.run([sys.executable, "-m", "bot", "serve"], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0
+    assert "PGCONN_TARGETS: not valid JSON" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_serve_without_slack_settings_says_what_is_missing() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "serve"], env=bot_env(), capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 2
+    assert "SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET must be set" in done.stderr
+
+
+async def test_serve_process_answers_signed_commands_and_stops_on_sigterm(
+    world: PgWorld, pg_dsn: str, state_dsn: str, fake_slack: FakeSlack
+) -> None:
+    bob = world.role("bob", limit=5)
+    for _ in range(5):
+        world.connect(bob)
+    port = _free_port()
+    env = bot_env(
+        PORT=str(port),
+        SLACK_BOT_TOKEN=BOT_TOKEN,
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        SLACK_API_URL=fake_slack.api_url,
+        PGCONN_DATABASE_URL=pg_dsn,
+        PGCONN_STATE_URL=state_dsn,
+        PGCONN_MONITOR_INTERVAL="0",
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "serve", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        async with aiohttp.ClientSession() as session:
+            await _wait_healthy(session, f"http://127.0.0.1:{port}/healthz", process)
+            response_url = fake_slack.new_response_url()
+            body = slash_command_body(f"limit {bob}", user_id="U0VIEWER", response_url=response_url)
+            async with session.post(
+                f"http://127.0.0.1:{port}/slack/events", data=body.encode(), headers=sign(body)
+            ) as response:
+                assert response.status == 200
+            answer = await fake_slack.wait_for_response(response_url)
+        assert "5/5 — at limit" in message_text(answer)
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(process.wait(), timeout=15)
+    assert code == 0
+
+
+async def _wait_healthy(session: aiohttp.ClientSession, url: str, process: Any) -> None:
+    async with asyncio.timeout(20):
+        while True:
+            if process.returncode is not None:
+                raise AssertionError(f"serve exited: {(await process.stderr.read()).decode()}")
+            try:
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.05)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
