@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -34,6 +35,7 @@ from bot.core.results import (
     Refused,
     Result,
     RoleConnections,
+    RoleInfo,
     RoleLimit,
     ServerStatus,
     StrayConnections,
@@ -128,25 +130,32 @@ class CommandService:
 
     # --- read path -------------------------------------------------------------------------
 
-    async def _list(self, command: ListConnections) -> Result:
-        async def work(conn: Conn) -> Result:
-            match = await catalog.find_role(conn, command.role)
-            if match.info is None or match.oid is None:
-                return _no_such_role(command.role, match.suggestions, command.target)
-            rows = await catalog.role_connections(conn, match.oid)
-            return RoleConnections(command.target, match.info, rows, _restricted(rows))
+    async def _for_role(
+        self, target: str, role_name: str, work: Callable[[Conn, int, RoleInfo], Awaitable[Result]]
+    ) -> Result:
+        """Resolve the role via pg_roles first, so an unknown role is told apart from an idle one."""
 
-        return await self._targets.run(command.target, work)
+        async def resolve(conn: Conn) -> Result:
+            match = await catalog.find_role(conn, role_name)
+            if match.info is None or match.oid is None:
+                return _no_such_role(role_name, match.suggestions, target)
+            return await work(conn, match.oid, match.info)
+
+        return await self._targets.run(target, resolve)
+
+    async def _list(self, command: ListConnections) -> Result:
+        async def work(conn: Conn, oid: int, role: RoleInfo) -> Result:
+            rows = await catalog.role_connections(conn, oid)
+            return RoleConnections(command.target, role, rows, _restricted(rows))
+
+        return await self._for_role(command.target, command.role, work)
 
     async def _limit(self, command: ShowLimit) -> Result:
-        async def work(conn: Conn) -> Result:
-            match = await catalog.find_role(conn, command.role)
-            if match.info is None or match.oid is None:
-                return _no_such_role(command.role, match.suggestions, command.target)
-            used, database_limits = await catalog.role_usage(conn, match.oid)
-            return RoleLimit(command.target, match.info, used, database_limits)
+        async def work(conn: Conn, oid: int, role: RoleInfo) -> Result:
+            used, database_limits = await catalog.role_usage(conn, oid)
+            return RoleLimit(command.target, role, used, database_limits)
 
-        return await self._targets.run(command.target, work)
+        return await self._for_role(command.target, command.role, work)
 
     async def _limits(self, command: ShowLimits) -> Result:
         async def work(conn: Conn) -> Result:
@@ -156,15 +165,12 @@ class CommandService:
         return await self._targets.run(command.target, work)
 
     async def _stray(self, command: FindStray) -> Result:
-        async def work(conn: Conn) -> Result:
-            match = await catalog.find_role(conn, command.role)
-            if match.info is None or match.oid is None:
-                return _no_such_role(command.role, match.suggestions, command.target)
-            idle = await catalog.role_idle_connections(conn, match.oid, command.min_idle)
-            total, _ = await catalog.role_usage(conn, match.oid)
-            return StrayConnections(command.target, match.info, command.min_idle, idle, total, _restricted(idle))
+        async def work(conn: Conn, oid: int, role: RoleInfo) -> Result:
+            idle = await catalog.role_idle_connections(conn, oid, command.min_idle)
+            total, _ = await catalog.role_usage(conn, oid)
+            return StrayConnections(command.target, role, command.min_idle, idle, total, _restricted(idle))
 
-        return await self._targets.run(command.target, work)
+        return await self._for_role(command.target, command.role, work)
 
     async def _status(self, command: ShowStatus) -> Result:
         async def work(conn: Conn) -> Result:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import shlex
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -56,6 +57,11 @@ class Document:
 
 def _on(target: str) -> str:
     return "" if target == DEFAULT_TARGET else f" on {target}"
+
+
+def _arg(word: str) -> str:
+    """A role name as the parser will read it back (quoted when it has spaces or quotes)."""
+    return shlex.quote(word)
 
 
 def _db_flag(target: str) -> str:
@@ -173,7 +179,7 @@ def _(result: RoleConnections) -> Document:
     if role.limited and len(rows) >= role.connection_limit:
         doc.tone = Tone.WARNING
         doc.lines.append("At the limit: find what can go with")
-        doc.commands.append(f"/pgconn stray {role.name}{_db_flag(result.target)}")
+        doc.commands.append(f"/pgconn stray {_arg(role.name)}{_db_flag(result.target)}")
     if result.restricted:
         doc.notes.append(_RESTRICTED_NOTE)
     return doc
@@ -189,7 +195,7 @@ def _(result: RoleLimit) -> Document:
     if result.at_limit:
         doc.tone = Tone.WARNING
         doc.lines.append("Look for stray connections with")
-        doc.commands.append(f"/pgconn stray {role.name}{_db_flag(result.target)}")
+        doc.commands.append(f"/pgconn stray {_arg(role.name)}{_db_flag(result.target)}")
     if not role.can_login:
         doc.notes.append(f"{role.name} cannot log in (NOLOGIN).")
     return doc
@@ -234,7 +240,7 @@ def _(result: StrayConnections) -> Document:
     flag = _db_flag(result.target)
     doc.commands.append("/pgconn kill " + " ".join(str(c.pid) for c in rows[:MAX_PIDS]) + flag)
     older = f" --older {spell_duration(result.min_idle)}" if result.min_idle else ""
-    doc.commands.append(f"/pgconn kill idle {role.name}{older}{flag}")
+    doc.commands.append(f"/pgconn kill idle {_arg(role.name)}{older}{flag}")
     if result.restricted:
         doc.notes.append(_RESTRICTED_NOTE)
     return doc

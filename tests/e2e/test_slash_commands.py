@@ -217,3 +217,21 @@ async def _hold_open(reader: asyncio.StreamReader, writer: asyncio.StreamWriter)
         await reader.read()
     finally:
         writer.close()
+
+
+async def test_healthz_is_503_when_the_state_database_does_not_answer(bot: BotUnderTest) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from bot.db.state import StateStore
+    from bot.slack.web import build_web_app
+
+    dead_state = StateStore("postgresql://postgres@127.0.0.1:1/postgres", timeout=0.5)
+    await dead_state.open()
+    client = TestClient(TestServer(build_web_app(bot.server.app, dead_state)))
+    await client.start_server()
+    try:
+        response = await client.get("/healthz")
+        assert response.status == 503
+    finally:
+        await client.close()
+        await dead_state.close()

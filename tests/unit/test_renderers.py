@@ -139,3 +139,13 @@ def test_help_and_problems() -> None:
 def test_console_output_cannot_drive_the_terminal() -> None:
     text = render_text(RoleConnections("default", BOB, [conn(1, app="\x1b[2Jgotcha")]))
     assert "\x1b" not in text
+
+
+def test_suggested_commands_parse_back_for_awkward_role_names() -> None:
+    from bot.core.commands import FindStray
+    from bot.core.parser import parse_command
+
+    awkward = RoleInfo("Mixed Case's", 5, False, True)
+    text = render_text(RoleLimit("default", awkward, 5))
+    suggested = next(line.strip() for line in text.splitlines() if line.strip().startswith("/pgconn stray"))
+    assert parse_command(suggested) == FindStray(role="Mixed Case's")
