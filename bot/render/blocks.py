@@ -76,7 +76,8 @@ def document_blocks(doc: Document) -> SlackMessage:
         if hidden > 0:
             blocks.append(_context(f"… and {hidden} more not shown"))
     if doc.commands:
-        blocks.append(_section("\n".join(f"`{escape(command)}`" for command in doc.commands)))
+        intro = [escape(doc.commands_intro)] if doc.commands_intro else []
+        blocks.append(_section("\n".join(intro + [f"`{escape(command)}`" for command in doc.commands])))
     for note in doc.notes:
         blocks.append(_context(escape(note)))
     blocks = blocks[:MAX_BLOCKS]

@@ -51,6 +51,7 @@ class Document:
     lines: list[str] = field(default_factory=list)
     table: Table | None = None
     commands: list[str] = field(default_factory=list)  # shown as copyable code
+    commands_intro: str = ""  # the sentence that leads into the commands
     notes: list[str] = field(default_factory=list)  # small print
     tone: Tone = Tone.INFO
 
@@ -178,7 +179,7 @@ def _(result: RoleConnections) -> Document:
         doc.lines.append(_breakdown("applications", [one_line(c.application, 24) or "(none)" for c in rows]))
     if role.limited and len(rows) >= role.connection_limit:
         doc.tone = Tone.WARNING
-        doc.lines.append("At the limit: find what can go with")
+        doc.commands_intro = "At the limit. See what looks stray with:"
         doc.commands.append(f"/pgconn stray {_arg(role.name)}{_db_flag(result.target)}")
     if result.restricted:
         doc.notes.append(_RESTRICTED_NOTE)
@@ -194,7 +195,7 @@ def _(result: RoleLimit) -> Document:
         doc.lines.append(f"database {db.database} has its own limit: {db.used}/{db.limit} — {state}")
     if result.at_limit:
         doc.tone = Tone.WARNING
-        doc.lines.append("Look for stray connections with")
+        doc.commands_intro = "Look for stray connections with:"
         doc.commands.append(f"/pgconn stray {_arg(role.name)}{_db_flag(result.target)}")
     if not role.can_login:
         doc.notes.append(f"{role.name} cannot log in (NOLOGIN).")
@@ -236,7 +237,7 @@ def _(result: StrayConnections) -> Document:
         lines=[limit_phrase(result.total_connections, role)] if role.limited else [],
         table=_connection_table(rows, idle_first=True),
     )
-    doc.lines.append("To ask for their termination (an approver must confirm):")
+    doc.commands_intro = "To ask for their termination (an approver must confirm):"
     flag = _db_flag(result.target)
     doc.commands.append("/pgconn kill " + " ".join(str(c.pid) for c in rows[:MAX_PIDS]) + flag)
     older = f" --older {spell_duration(result.min_idle)}" if result.min_idle else ""

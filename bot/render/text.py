@@ -24,6 +24,8 @@ def render_text(result: Result) -> str:
         out.extend(table_lines(doc.table))
     if doc.commands:
         out.append("")
+        if doc.commands_intro:
+            out.append(doc.commands_intro)
         out.extend(f"  {command}" for command in doc.commands)
     if doc.notes:
         out.append("")
