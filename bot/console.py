@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import logging
 import sys
 from typing import TextIO
 
 from bot.core.policy import Identity
+from bot.errors import first_line
 from bot.render.text import render_text
 from bot.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 PROMPT = "pgconn> "
 BANNER = "pgconn-bot console — type `help`, `as <SLACK_USER_ID>` to switch identity, `quit` to leave."
@@ -53,8 +57,12 @@ async def run_console(runtime: Runtime, identity: str, stdin: TextIO, stdout: Te
             who = Identity(user_id=words[1])
             say(f"now acting as {who.user_id}")
             continue
-        outcome = await runtime.service.handle(text, who)
-        say(render_text(outcome.result))
+        try:
+            outcome = await runtime.service.handle(text, who)
+            say(render_text(outcome.result))
+        except Exception as exc:  # one bad line must not end the session
+            log.exception("console command failed")
+            say(f"✗ Something went wrong: {first_line(exc)}")
         say("")
     return 0
 

@@ -46,7 +46,8 @@ class Runtime:
         await self.targets.open()
         await self.state.open()
         try:
-            await self.state.migrate()
+            # Console mode carries on without state, so it should not wait long for it.
+            await self.state.migrate(wait_seconds=10.0 if require_state else 2.0)
         except Exception as exc:
             if require_state:
                 raise

@@ -20,6 +20,10 @@ from tests.support.fake_slack import FakeSlack
 
 TEST_DSN = os.environ.get("PGCONN_TEST_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 PREFIX = "pgct_"
+RUN_LOCK_KEY = 7_261_904_213
+_RUN_LOCK: psycopg.Connection[Any] | None = None
+RUN_LOCK_KEY = 7_261_904_213
+_RUN_LOCK: psycopg.Connection[Any] | None = None
 
 
 def _admin() -> psycopg.Connection[Any]:
@@ -36,12 +40,17 @@ def _sweep(conn: psycopg.Connection[Any], like: str) -> None:
 @pytest.fixture(scope="session")
 def pg_dsn() -> str:
     """The admin DSN of the test server; stops the whole run at once if none answers."""
+    global _RUN_LOCK
     try:
-        with _admin() as conn:
-            conn.execute("SELECT 1")
-            _sweep(conn, PREFIX + "%")
-            for (name,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (PREFIX + "%",)):
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        # Held for the whole run: leftovers of crashed runs are swept only when no other run is
+        # in progress on this server, so concurrent runs never drop each other's objects.
+        _RUN_LOCK = _admin()
+        alone = _RUN_LOCK.execute("SELECT pg_try_advisory_lock(%s)", (RUN_LOCK_KEY,)).fetchone()
+        if alone and alone[0]:
+            with _admin() as conn:
+                _sweep(conn, PREFIX + "%")
+                for (name,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (PREFIX + "%",)):
+                    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
     except psycopg.OperationalError as exc:
         first = str(exc).strip().splitlines()[0]
         pytest.exit(

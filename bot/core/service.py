@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from bot.core.commands import (
     Command,
@@ -131,7 +132,7 @@ class CommandService:
     # --- read path -------------------------------------------------------------------------
 
     async def _for_role(
-        self, target: str, role_name: str, work: Callable[[Conn, int, RoleInfo], Awaitable[Result]]
+        self, target: str, role_name: str, work: Callable[[Conn, int, RoleInfo], Coroutine[Any, Any, Result]]
     ) -> Result:
         """Resolve the role via pg_roles first, so an unknown role is told apart from an idle one."""
 

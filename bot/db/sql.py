@@ -24,6 +24,13 @@ PING = "SELECT 1"
 
 # --- monitored server ----------------------------------------------------------------------
 
+# Without pg_read_all_stats the server reports other users' backend_type as NULL; those are still
+# sessions that count against limits, so NULL is read as a client backend (and the answer is marked
+# restricted, since their details are hidden too).
+_CLIENT_BACKEND = (
+    "({alias}.backend_type = 'client backend' OR ({alias}.backend_type IS NULL AND {alias}.usesysid IS NOT NULL))"
+)
+
 # A backend is the bot's own when it is this very connection, or another connection of the bot's
 # login role carrying the bot's application_name (its other pool members, other replicas).
 # Requiring both keeps a user from hiding a session by naming it "pgconn-bot".
@@ -46,7 +53,7 @@ SELECT a.pid,
        (a.pid = pg_catalog.pg_backend_pid()
         OR (a.usename = session_user AND a.application_name = %(bot_app)s)) AS own
   FROM pg_catalog.pg_stat_activity a
- WHERE a.backend_type = 'client backend'
+ WHERE {_CLIENT_BACKEND.format(alias="a")}
 """
 
 # Exact match first; case-insensitive matches become "did you mean" suggestions.
@@ -78,16 +85,16 @@ ALL_CLIENT_BACKENDS = f"SELECT * FROM ({_ACTIVITY}) activity ORDER BY backend_st
 
 # Counts include every client backend of the role, the bot's too: that is what the server
 # enforces CONNECTION LIMIT against.
-ROLE_USAGE = """
+ROLE_USAGE = f"""
 SELECT count(*) AS used
   FROM pg_catalog.pg_stat_activity a
- WHERE a.backend_type = 'client backend' AND a.usesysid = %(role_oid)s
+ WHERE {_CLIENT_BACKEND.format(alias="a")} AND a.usesysid = %(role_oid)s
 """
 
-DATABASE_LIMITS_FOR_ROLE = """
+DATABASE_LIMITS_FOR_ROLE = f"""
 SELECT d.datname::text AS database, d.datconnlimit AS limit,
        (SELECT count(*) FROM pg_catalog.pg_stat_activity x
-         WHERE x.datid = d.oid AND x.backend_type = 'client backend') AS used
+         WHERE x.datid = d.oid AND {_CLIENT_BACKEND.format(alias="x")}) AS used
   FROM pg_catalog.pg_database d
  WHERE d.datconnlimit >= 0
    AND d.oid IN (SELECT a.datid FROM pg_catalog.pg_stat_activity a WHERE a.usesysid = %(role_oid)s)
@@ -96,11 +103,11 @@ SELECT d.datname::text AS database, d.datconnlimit AS limit,
 
 # Roles at or above ``percent`` of their limit, fullest first. Superusers are never limited;
 # a limit of 0 with connections present (possible after ALTER ROLE) is over the limit.
-ROLES_NEAR_LIMIT = """
+ROLES_NEAR_LIMIT = f"""
 SELECT r.rolname::text AS role, r.rolconnlimit AS limit, count(a.pid) AS used
   FROM pg_catalog.pg_roles r
   LEFT JOIN pg_catalog.pg_stat_activity a
-         ON a.usesysid = r.oid AND a.backend_type = 'client backend'
+         ON a.usesysid = r.oid AND {_CLIENT_BACKEND.format(alias="a")}
  WHERE r.rolconnlimit >= 0 AND NOT r.rolsuper
  GROUP BY r.rolname, r.rolconnlimit
 HAVING (r.rolconnlimit > 0 AND count(a.pid) * 100 >= r.rolconnlimit * %(percent)s)

@@ -38,10 +38,10 @@ class StateStore:
     async def close(self) -> None:
         await self.pool.close(timeout=2)
 
-    async def migrate(self) -> list[int]:
+    async def migrate(self, wait_seconds: float = 10.0) -> list[int]:
         """Bring the schema up to date; returns the versions applied now. Safe with many replicas."""
         applied_now: list[int] = []
-        async with self.pool.connection(timeout=10) as conn, conn.transaction():
+        async with self.pool.connection(timeout=wait_seconds) as conn, conn.transaction():
             await conn.execute(sql.MIGRATION_LOCK)
             await conn.execute(sql.STATE_VERSION_TABLE)
             cur = await conn.execute(sql.STATE_APPLIED_VERSIONS)

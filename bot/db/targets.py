@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, TypeVar
 
 import psycopg
@@ -70,6 +70,7 @@ class TargetPools:
             )
             for name, dsn in self._dsns.items()
         }
+        self._background: set[asyncio.Future[None]] = set()
 
     def _connect_kwargs(self) -> dict[str, Any]:
         return {
@@ -105,17 +106,22 @@ class TargetPools:
         except KeyError:
             raise UnknownTargetError(name, self.names) from None
 
-    async def run(self, name: str, work: Callable[[Conn], Awaitable[T]]) -> T:
+    async def run(self, name: str, work: Callable[[Conn], Coroutine[Any, Any, T]]) -> T:
         """Run ``work`` on a pooled connection of target ``name`` within the command budget."""
         pool = self._pool(name)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
         conn = await self._checkout(name, pool, deadline)
+        task = asyncio.create_task(work(conn))
+        done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline - loop.time()) + 0.2)
+        if not done:
+            # Answer now; cancelling a query on a silent server can itself take seconds, so that
+            # and the connection's disposal happen in the background.
+            task.cancel()
+            task.add_done_callback(lambda _: self._dispose_later(pool, conn))
+            raise TargetUnavailableError(name, f"no answer within {self._timeout:g}s")
         try:
-            async with asyncio.timeout_at(deadline + 0.2):
-                return await work(conn)
-        except TimeoutError:
-            raise TargetUnavailableError(name, f"no answer within {self._timeout:g}s") from None
+            return task.result()
         except psycopg.errors.QueryCanceled:
             raise TargetUnavailableError(name, f"the query took longer than {self._timeout:g}s") from None
         except psycopg.OperationalError as exc:
@@ -123,37 +129,74 @@ class TargetPools:
         finally:
             await pool.putconn(conn)
 
+    def _dispose_later(self, pool: AsyncConnectionPool[Conn], conn: Conn) -> None:
+        async def dispose() -> None:
+            with contextlib.suppress(Exception):
+                await conn.close()
+            with contextlib.suppress(Exception):
+                await pool.putconn(conn)  # a closed connection is discarded and replaced
+
+        self._background.add(task := asyncio.ensure_future(dispose()))
+        task.add_done_callback(self._background.discard)
+
+    def _return_when_done(self, pool: AsyncConnectionPool[Conn], waiting: asyncio.Task[Conn]) -> None:
+        """A checkout we gave up on may still succeed: hand that connection back."""
+
+        def give_back(task: asyncio.Task[Conn]) -> None:
+            if not task.cancelled() and task.exception() is None:
+                self._background.add(putback := asyncio.ensure_future(pool.putconn(task.result())))
+                putback.add_done_callback(self._background.discard)
+
+        waiting.add_done_callback(give_back)
+
     async def _checkout(self, name: str, pool: AsyncConnectionPool[Conn], deadline: float) -> Conn:
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await self._checkout_within(name, pool, deadline)
+        except TimeoutError:
+            # The pool's connection check can hang on a server that went silent after connecting.
+            raise TargetUnavailableError(name, f"no answer within {self._timeout:g}s") from None
+
+    async def _checkout_within(self, name: str, pool: AsyncConnectionPool[Conn], deadline: float) -> Conn:
         loop = asyncio.get_running_loop()
-        with contextlib.suppress(PoolTimeout):
-            return await pool.getconn(timeout=QUICK_CHECKOUT_SECONDS)
+        first = asyncio.create_task(pool.getconn(timeout=QUICK_CHECKOUT_SECONDS))
+        try:
+            return await asyncio.shield(first)
+        except PoolTimeout:
+            pass
+        except asyncio.CancelledError:
+            self._return_when_done(pool, first)
+            raise
         # Slow: either every connection is busy, or the server is not answering. Keep waiting,
         # and meanwhile ask the server directly so a dead one is reported with its reason.
         waiting = asyncio.create_task(pool.getconn(timeout=max(0.05, deadline - loop.time())))
         probe = asyncio.create_task(self._probe(name, deadline))
-        done, _ = await asyncio.wait({waiting, probe}, return_when=asyncio.FIRST_COMPLETED)
-        if waiting in done:
+        try:
+            done, _ = await asyncio.wait({waiting, probe}, return_when=asyncio.FIRST_COMPLETED)
+            if waiting in done:
+                try:
+                    return waiting.result()
+                except PoolTimeout:
+                    raise TargetUnavailableError(name, await self._await_probe(probe)) from None
+            failure = probe.result()
+            if failure is None:  # the server answers: the pool is just busy, so keep waiting for it
+                try:
+                    return await asyncio.shield(waiting)
+                except PoolTimeout:
+                    raise TargetUnavailableError(
+                        name, f"all {pool.max_size} of the bot's connections are busy"
+                    ) from None
+            raise TargetUnavailableError(name, failure)
+        finally:
             probe.cancel()
-            try:
-                return waiting.result()
-            except PoolTimeout:
-                raise TargetUnavailableError(name, await self._await_probe(probe)) from None
-        failure = probe.result()
-        if failure is None:  # the server answers: the pool is just busy, so keep waiting for it
-            try:
-                return await waiting
-            except PoolTimeout:
-                raise TargetUnavailableError(name, f"all {pool.max_size} of the bot's connections are busy") from None
-        waiting.cancel()
-        with contextlib.suppress(asyncio.CancelledError, PoolTimeout):
-            # If the pool handed out a connection while we were deciding, return it.
-            conn = await waiting
-            await pool.putconn(conn)
-        raise TargetUnavailableError(name, failure)
+            if not waiting.done():
+                waiting.cancel()
+                self._return_when_done(pool, waiting)
 
     @staticmethod
     async def _await_probe(probe: asyncio.Task[str | None]) -> str:
-        with contextlib.suppress(asyncio.CancelledError):
+        """The probe's reason if it has one by now (it runs to the same deadline)."""
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             result = await asyncio.wait_for(asyncio.shield(probe), timeout=0.3)
             if result:
                 return result

@@ -310,3 +310,79 @@ async def _wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> No
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.02)
+
+
+async def test_without_pg_monitor_counts_stay_true_and_the_answer_says_details_are_hidden(
+    world: PgWorld,
+) -> None:
+    weak_bot = world.role("weakbot", limit=None)  # no pg_monitor: other sessions' details are hidden
+    pools = TargetPools({"default": world.dsn_for(weak_bot)}, command_timeout=2.0)
+    await pools.open()
+    try:
+        policy = Policy(
+            viewers=(), requesters=(), approvers=(), default_role=AccessRole.VIEWER, groups=NoGroupDirectory()
+        )
+        service = CommandService(targets=pools, policy=policy, thresholds=Thresholds())
+        bob = world.role("bob", limit=5)
+        conns = [world.connect(bob) for _ in range(5)]
+
+        listed = await run(service, f"list {bob}")
+        limit = await run(service, f"limit {bob}")
+    finally:
+        await pools.close()
+
+    assert isinstance(listed, RoleConnections) and listed.restricted
+    assert sorted(c.pid for c in listed.connections) == sorted(world.pid_of(c) for c in conns)
+    assert isinstance(limit, RoleLimit) and limit.used == 5 and limit.at_limit
+
+
+async def test_a_target_that_goes_silent_after_connecting_is_reported_within_the_budget(
+    make_service: Any, pg_dsn: str
+) -> None:
+    proxy = _FreezableProxy()
+    port = await proxy.start()
+    try:
+        service = await make_service({"flaky": f"postgresql://postgres@127.0.0.1:{port}/postgres"}, timeout=1.5)
+        assert isinstance(await run(service, "status --db flaky"), ServerStatus)
+        proxy.frozen = True
+        started = time.monotonic()
+        result = await run(service, "status --db flaky")
+        elapsed = time.monotonic() - started
+        healthy = await run(service, "status")
+    finally:
+        proxy.close()
+
+    assert isinstance(result, TargetUnreachable) and "target flaky is unreachable" in result.message
+    assert elapsed < 2.5
+    assert isinstance(healthy, ServerStatus)
+
+
+class _FreezableProxy:
+    """A loopback TCP proxy to the test server that can stop forwarding (a hung network)."""
+
+    def __init__(self) -> None:
+        self.frozen = False
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", 5432)
+        self._writers += [writer, up_writer]
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True)
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            if self.frozen:
+                continue  # swallow: the peer waits forever
+            writer.write(data)
+            await writer.drain()
+
+    def close(self) -> None:
+        for writer in self._writers:
+            writer.close()
+        if self._server:
+            self._server.close()

@@ -162,3 +162,15 @@ def test_any_text_gives_a_command_or_a_parse_error(text: str) -> None:
 def test_grammar_fragments_never_crash(words: list[str]) -> None:
     result = parse_command(" ".join(words))
     assert isinstance(result, ParseError) or result.name
+
+
+def test_surrogates_and_no_break_spaces() -> None:
+    assert isinstance(parse_command("list \udcffbob"), ParseError)
+    assert parse_command("list\u00a0bob") == ListConnections(role="bob")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.characters(codec=None, exclude_categories=()), max_size=50))
+def test_any_code_point_including_surrogates_is_handled(text: str) -> None:
+    result = parse_command(text)
+    assert isinstance(result, ParseError) or result.name

@@ -149,3 +149,9 @@ def test_suggested_commands_parse_back_for_awkward_role_names() -> None:
     text = render_text(RoleLimit("default", awkward, 5))
     suggested = next(line.strip() for line in text.splitlines() if line.strip().startswith("/pgconn stray"))
     assert parse_command(suggested) == FindStray(role="Mixed Case's")
+
+
+def test_slack_entities_in_command_text_are_decoded_once() -> None:
+    from bot.slack.listeners.commands import slack_text
+
+    assert slack_text("list a&amp;b &lt;x&gt;") == "list a&b <x>"

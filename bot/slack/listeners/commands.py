@@ -22,6 +22,11 @@ from bot.slack import metrics
 log = logging.getLogger(__name__)
 
 
+def slack_text(text: str) -> str:
+    """Slack sends &, < and > in command text as entities; the parser wants what the user typed."""
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
 async def acknowledge(ack: AsyncAck) -> None:
     await ack()
 
@@ -34,7 +39,7 @@ def make_answer(service: CommandService) -> Any:
             team_id=body.get("team_id"),
             display=body.get("user_name"),
         )
-        text = str(body.get("text") or "")
+        text = slack_text(str(body.get("text") or ""))
         try:
             outcome = await service.handle(text, identity)
             result = outcome.result
