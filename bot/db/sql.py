@@ -97,7 +97,8 @@ SELECT d.datname::text AS database, d.datconnlimit AS limit,
          WHERE x.datid = d.oid AND {_CLIENT_BACKEND.format(alias="x")}) AS used
   FROM pg_catalog.pg_database d
  WHERE d.datconnlimit >= 0
-   AND d.oid IN (SELECT a.datid FROM pg_catalog.pg_stat_activity a WHERE a.usesysid = %(role_oid)s)
+   AND (d.datname = current_database()
+        OR d.oid IN (SELECT a.datid FROM pg_catalog.pg_stat_activity a WHERE a.usesysid = %(role_oid)s))
  ORDER BY d.datname
 """
 
