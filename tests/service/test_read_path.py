@@ -31,6 +31,12 @@ from tests.conftest import PgWorld
 ME = Identity("U0VIEWER")
 
 
+def service_over(pools: TargetPools) -> CommandService:
+    """The core as every test here uses it: everyone is a viewer."""
+    policy = Policy(viewers=(), requesters=(), approvers=(), default_role=AccessRole.VIEWER, groups=NoGroupDirectory())
+    return CommandService(targets=pools, policy=policy, thresholds=Thresholds(0.7, 0.9))
+
+
 @pytest.fixture
 async def make_service(pg_dsn: str) -> AsyncIterator[Callable[..., Any]]:
     opened: list[TargetPools] = []
@@ -39,10 +45,7 @@ async def make_service(pg_dsn: str) -> AsyncIterator[Callable[..., Any]]:
         pools = TargetPools({"default": pg_dsn, **(targets or {})}, command_timeout=timeout)
         await pools.open()
         opened.append(pools)
-        policy = Policy(
-            viewers=(), requesters=(), approvers=(), default_role=AccessRole.VIEWER, groups=NoGroupDirectory()
-        )
-        return CommandService(targets=pools, policy=policy, thresholds=Thresholds(0.7, 0.9))
+        return service_over(pools)
 
     yield make
     for pools in opened:
@@ -94,10 +97,7 @@ async def test_the_bots_own_backends_are_never_listed_but_a_spoofed_name_is(worl
     pools = TargetPools({"default": world.dsn_for(bot_role)}, command_timeout=2.0)
     await pools.open()
     try:
-        policy = Policy(
-            viewers=(), requesters=(), approvers=(), default_role=AccessRole.VIEWER, groups=NoGroupDirectory()
-        )
-        service = CommandService(targets=pools, policy=policy, thresholds=Thresholds())
+        service = service_over(pools)
         student = world.role("student")
         spoof = world.connect(student, "pgconn-bot")
 
@@ -319,10 +319,7 @@ async def test_without_pg_monitor_counts_stay_true_and_the_answer_says_details_a
     pools = TargetPools({"default": world.dsn_for(weak_bot)}, command_timeout=2.0)
     await pools.open()
     try:
-        policy = Policy(
-            viewers=(), requesters=(), approvers=(), default_role=AccessRole.VIEWER, groups=NoGroupDirectory()
-        )
-        service = CommandService(targets=pools, policy=policy, thresholds=Thresholds())
+        service = service_over(pools)
         bob = world.role("bob", limit=5)
         conns = [world.connect(bob) for _ in range(5)]
 
