@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import psycopg
@@ -219,10 +219,3 @@ class TargetPools:
 
     def _reason(self, exc: BaseException) -> str:
         return redact_dsn(first_line(exc), list(self._dsns.values()))
-
-    @contextlib.asynccontextmanager
-    async def connection(self, name: str) -> AsyncIterator[Conn]:
-        """Direct access for callers that manage their own statements (e.g. tests, doctor)."""
-        pool = self._pool(name)
-        async with pool.connection(timeout=self._timeout) as conn:
-            yield conn
