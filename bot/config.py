@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     approval_channel: str | None = Field(None, validation_alias="PGCONN_APPROVAL_CHANNEL")
     audit_channel: str | None = Field(None, validation_alias="PGCONN_AUDIT_CHANNEL")
     alert_channel: str | None = Field(None, validation_alias="PGCONN_ALERT_CHANNEL")
-    approval_ttl: int = Field(3600, ge=30, validation_alias="PGCONN_APPROVAL_TTL")
+    approval_ttl: int = Field(3600, ge=1, validation_alias="PGCONN_APPROVAL_TTL")
     required_approvals: int = Field(1, ge=1, le=10, validation_alias="PGCONN_REQUIRED_APPROVALS")
     allow_self_approval: bool = Field(False, validation_alias="PGCONN_ALLOW_SELF_APPROVAL")
     protected_roles: Annotated[tuple[str, ...], NoDecode] = Field((), validation_alias="PGCONN_PROTECTED_ROLES")

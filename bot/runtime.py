@@ -1,4 +1,4 @@
-"""Wiring: settings → pools, state store, policy, service. Shared by every mode."""
+"""Wiring: settings → pools, state store, policy, approvals, service. Shared by every mode."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ import logging
 from dataclasses import dataclass
 
 from bot.config import Settings
+from bot.core.approvals import Announcer, ApprovalRules, Approvals, NoAnnouncer
 from bot.core.commands import AccessRole
+from bot.core.housekeeping import HOUSEKEEPING_SECONDS, Housekeeper
 from bot.core.policy import GroupDirectory, NoGroupDirectory, Policy
 from bot.core.service import CommandService, Thresholds
+from bot.db.requests import RequestStore
 from bot.db.state import StateStore
 from bot.db.targets import TargetPools
 
@@ -20,10 +23,20 @@ class Runtime:
     settings: Settings
     targets: TargetPools
     state: StateStore
+    approvals: Approvals
+    housekeeper: Housekeeper
     service: CommandService
+    background: bool = False
 
     @classmethod
-    def build(cls, settings: Settings, groups: GroupDirectory | None = None) -> Runtime:
+    def build(
+        cls,
+        settings: Settings,
+        groups: GroupDirectory | None = None,
+        announcer: Announcer | None = None,
+        *,
+        housekeeping_seconds: float = HOUSEKEEPING_SECONDS,
+    ) -> Runtime:
         targets = TargetPools(
             settings.target_dsns(), command_timeout=settings.command_timeout, max_size=settings.pool_max_size
         )
@@ -35,14 +48,39 @@ class Runtime:
             default_role=AccessRole[settings.default_role.upper()],
             groups=groups or NoGroupDirectory(),
         )
+        store = RequestStore(state, audit_channel=settings.audit_channel)
+        approvals = Approvals(
+            targets=targets,
+            store=store,
+            policy=policy,
+            rules=ApprovalRules(
+                ttl_seconds=settings.approval_ttl,
+                required_approvals=settings.required_approvals,
+                allow_self_approval=settings.allow_self_approval,
+                protected_roles=settings.protected_roles,
+                approval_channel=settings.approval_channel,
+            ),
+            announcer=announcer or NoAnnouncer(),
+        )
+        housekeeper = Housekeeper(approvals, store, interval=housekeeping_seconds)
+        approvals.set_audit_hook(housekeeper.wake)
         service = CommandService(
             targets=targets,
             policy=policy,
             thresholds=Thresholds(settings.alert_utilization_warn, settings.alert_utilization_crit),
+            approvals=approvals,
         )
-        return cls(settings=settings, targets=targets, state=state, service=service)
+        return cls(
+            settings=settings,
+            targets=targets,
+            state=state,
+            approvals=approvals,
+            housekeeper=housekeeper,
+            service=service,
+        )
 
-    async def start(self, *, require_state: bool = True) -> None:
+    async def start(self, *, require_state: bool = True, background: bool = False) -> None:
+        """``background``: run expiry, message updates and audit delivery (serve and socket modes)."""
         await self.targets.open()
         await self.state.open()
         try:
@@ -52,7 +90,13 @@ class Runtime:
             if require_state:
                 raise
             log.warning("state database unavailable (%s); read-only commands still work", exc)
+        if background and not self.background:
+            self.housekeeper.start()
+            self.background = True
 
     async def stop(self) -> None:
+        if self.background:
+            await self.housekeeper.stop()
+            self.background = False
         await self.targets.close()
         await self.state.close()

@@ -8,10 +8,11 @@ import logging
 from aiohttp import web
 
 from bot.config import Settings
+from bot.core.housekeeping import HOUSEKEEPING_SECONDS
 from bot.core.policy import CachedGroups
 from bot.runtime import Runtime
 from bot.slack.app import build_app
-from bot.slack.gateway import SlackGroupDirectory, build_web_client
+from bot.slack.gateway import SlackAnnouncer, SlackGroupDirectory, build_web_client
 from bot.slack.web import build_web_app
 
 log = logging.getLogger(__name__)
@@ -20,13 +21,28 @@ STATE_STARTUP_SECONDS = 15.0
 
 
 class HttpServer:
-    def __init__(self, settings: Settings, *, host: str = "0.0.0.0", port: int | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        host: str = "0.0.0.0",
+        port: int | None = None,
+        housekeeping_seconds: float = HOUSEKEEPING_SECONDS,
+    ) -> None:
         self.settings = settings
         self._host = host
         self._port = settings.port if port is None else port
         token = settings.bot_token() or ""
         self.web_client = build_web_client(token, settings.slack_api_url)
-        self.runtime = Runtime.build(settings, groups=CachedGroups(SlackGroupDirectory(self.web_client)))
+        announcer = SlackAnnouncer(
+            self.web_client, build_web_client(token, settings.slack_api_url, wait_on_rate_limit=False)
+        )
+        self.runtime = Runtime.build(
+            settings,
+            groups=CachedGroups(SlackGroupDirectory(self.web_client)),
+            announcer=announcer,
+            housekeeping_seconds=housekeeping_seconds,
+        )
         secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else ""
         self.app = build_app(
             service=self.runtime.service,
@@ -61,7 +77,7 @@ async def _start_with_retry(runtime: Runtime, wait: float) -> None:
     delay = 0.25
     while True:
         try:
-            await runtime.start(require_state=True)
+            await runtime.start(require_state=True, background=True)
             return
         except Exception as exc:
             if loop.time() + delay > deadline:

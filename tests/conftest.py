@@ -22,8 +22,6 @@ TEST_DSN = os.environ.get("PGCONN_TEST_DSN", "postgresql://postgres@127.0.0.1:54
 PREFIX = "pgct_"
 RUN_LOCK_KEY = 7_261_904_213
 _RUN_LOCK: psycopg.Connection[Any] | None = None
-RUN_LOCK_KEY = 7_261_904_213
-_RUN_LOCK: psycopg.Connection[Any] | None = None
 
 
 def _admin() -> psycopg.Connection[Any]:
@@ -64,6 +62,19 @@ def pg_dsn() -> str:
 @pytest.fixture(scope="session")
 def state_dsn(pg_dsn: str) -> Iterator[str]:
     """A throwaway database for the bot's own state."""
+    name = f"{PREFIX}state_{uuid.uuid4().hex[:8]}"
+    with _admin() as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    params = conninfo_to_dict(pg_dsn)
+    params["dbname"] = name
+    yield make_conninfo(**params)
+    with _admin() as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def fresh_state_dsn(pg_dsn: str) -> Iterator[str]:
+    """A state database of this test's own: no other test's requests or audit entries in it."""
     name = f"{PREFIX}state_{uuid.uuid4().hex[:8]}"
     with _admin() as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))

@@ -174,6 +174,166 @@ class ServerStatus:
         return Health.HEALTHY
 
 
+# --- approval requests ----------------------------------------------------------------------
+
+
+class RequestStatus:
+    PENDING = "pending"
+    EXECUTING = "executing"
+    EXECUTED = "executed"
+    DENIED = "denied"
+    EXPIRED = "expired"
+    WITHDRAWN = "withdrawn"  # could not be posted for approval
+    INTERRUPTED = "interrupted"  # the bot stopped while executing
+
+    FINAL = (EXECUTED, DENIED, EXPIRED, WITHDRAWN, INTERRUPTED)
+
+
+class TargetOutcome:
+    TERMINATED = "terminated"
+    CANCELLED = "cancelled"
+    GONE = "gone"
+    REPLACED = "replaced"
+    PROTECTED = "protected"
+    FAILED = "failed"
+    STILL_RUNNING = "still_running"
+
+
+OUTCOME_LABELS = {
+    TargetOutcome.TERMINATED: "terminated",
+    TargetOutcome.CANCELLED: "cancelled",
+    TargetOutcome.GONE: "already gone",
+    TargetOutcome.REPLACED: "replaced by another session, not signalled",
+    TargetOutcome.PROTECTED: "protected now, not signalled",
+    TargetOutcome.FAILED: "failed",
+    TargetOutcome.STILL_RUNNING: "signalled, still running",
+}
+
+
+@dataclass(frozen=True)
+class RequestTarget:
+    """One backend as the requester saw it; the identity (pid, backend_start, role) is re-checked."""
+
+    pid: int
+    backend_start: datetime
+    role_oid: int
+    role: str
+    database: str | None
+    application: str | None
+    client: str | None
+    state: str | None
+    state_change: datetime | None
+    xact_start: datetime | None
+    observed_at: datetime
+    blocks: tuple[int, ...] = ()
+    outcome: str | None = None
+    detail: str | None = None
+
+    @property
+    def idle_for(self) -> timedelta | None:
+        if self.state in IDLE_STATES and self.state_change:
+            return self.observed_at - self.state_change
+        return None
+
+    @property
+    def transaction_age(self) -> timedelta | None:
+        return self.observed_at - self.xact_start if self.xact_start else None
+
+
+@dataclass(frozen=True)
+class Approval:
+    approver: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class SignalRequest:
+    id: int
+    action: str  # terminate | cancel
+    scope: str  # pids | user | idle
+    target: str
+    role_name: str | None
+    older_than: timedelta | None
+    reason: str | None
+    command_text: str
+    requester: str
+    requester_name: str | None
+    created_at: datetime
+    expires_at: datetime
+    now: datetime  # the state database's clock when this was read
+    status: str
+    required_approvals: int
+    approvals: tuple[Approval, ...] = ()
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    finished_at: datetime | None = None
+    channel: str | None = None
+    message_ts: str | None = None
+    targets: tuple[RequestTarget, ...] = ()
+    fills: tuple[RoleFill, ...] = ()
+
+    @property
+    def pending(self) -> bool:
+        return self.status == RequestStatus.PENDING and self.now < self.expires_at
+
+    @property
+    def pids(self) -> list[int]:
+        return [t.pid for t in self.targets]
+
+    @property
+    def roles(self) -> list[str]:
+        return sorted({t.role for t in self.targets})
+
+    @property
+    def verb(self) -> str:
+        return "terminate" if self.action == "terminate" else "cancel the running query of"
+
+
+@dataclass(frozen=True)
+class RequestOpened:
+    """Answer to the requester: the request exists and where approvers will see it."""
+
+    request: SignalRequest
+    posted_in: str | None  # channel id, None when not posted (console)
+    console: bool = False
+
+
+@dataclass(frozen=True)
+class Decided:
+    """A click or ``approve``/``deny`` that changed a request."""
+
+    request: SignalRequest
+    effect: str  # approval_recorded | executed | denied
+
+
+@dataclass(frozen=True)
+class PendingRequests:
+    requests: list[SignalRequest]
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    id: int
+    at: datetime
+    event: str
+    request_id: int | None
+    action: str | None
+    target: str | None
+    role_name: str | None
+    pids: tuple[int, ...]
+    actor: str | None
+    requester: str | None
+    approvers: tuple[str, ...]
+    outcome: str | None
+    message_ref: str | None
+
+
+@dataclass(frozen=True)
+class AuditTrail:
+    entries: list[AuditEntry]  # newest first
+    asked: int
+
+
 # --- answers that are not data -------------------------------------------------------------
 
 
@@ -210,4 +370,31 @@ class InternalError(Problem):
     pass
 
 
-Result = HelpResult | RoleConnections | RoleLimit | LimitsOverview | StrayConnections | ServerStatus | Problem
+@dataclass(frozen=True)
+class StateUnavailable(Problem):
+    pass
+
+
+@dataclass(frozen=True)
+class NothingToSignal(Problem):
+    """A kill/cancel refused at once: nothing matched, or a target is protected."""
+
+
+@dataclass(frozen=True)
+class DecisionRefused(Problem):
+    """A click that changed nothing, with why (not an approver, own request, already decided…)."""
+
+
+Result = (
+    HelpResult
+    | RoleConnections
+    | RoleLimit
+    | LimitsOverview
+    | StrayConnections
+    | ServerStatus
+    | RequestOpened
+    | Decided
+    | PendingRequests
+    | AuditTrail
+    | Problem
+)

@@ -14,12 +14,20 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import psycopg
+from psycopg_pool import PoolTimeout
+
+from bot.core.approvals import Approvals
 from bot.core.commands import (
     Command,
+    Decide,
     FindStray,
     Help,
     ListConnections,
+    ListRequests,
     ParseError,
+    RequestSignal,
+    ShowAudit,
     ShowLimit,
     ShowLimits,
     ShowStatus,
@@ -39,6 +47,7 @@ from bot.core.results import (
     RoleInfo,
     RoleLimit,
     ServerStatus,
+    StateUnavailable,
     StrayConnections,
     TargetUnreachable,
     UnknownTarget,
@@ -83,24 +92,51 @@ class Outcome:
 
 
 class CommandService:
-    def __init__(self, *, targets: TargetPools, policy: Policy, thresholds: Thresholds) -> None:
+    def __init__(
+        self, *, targets: TargetPools, policy: Policy, thresholds: Thresholds, approvals: Approvals | None = None
+    ) -> None:
         self._targets = targets
         self._policy = policy
         self._thresholds = thresholds
+        self._approvals = approvals
 
-    async def handle(self, text: str, identity: Identity) -> Outcome:
+    @property
+    def approvals(self) -> Approvals | None:
+        return self._approvals
+
+    async def handle(self, text: str, identity: Identity, *, channel: str | None = None) -> Outcome:
+        """``channel``: where the command was typed (the approval channel when none is configured)."""
         command = parse_command(text)
         if isinstance(command, ParseError):
             return Outcome(command, Problem(command.message, command.usage))
+        return Outcome(command, await self.execute(command, identity, text=text, channel=channel))
+
+    async def decide(self, request_id: int, approve: bool, identity: Identity) -> Outcome:
+        """A click on Approve or Deny: the same path as the console's ``approve N`` / ``deny N``."""
+        command = Decide(request_id=request_id, approve=approve, name="approve" if approve else "deny")
         return Outcome(command, await self.execute(command, identity))
 
-    async def execute(self, command: Command, identity: Identity) -> Result:
-        allowed, role = await self._policy.permits(identity, command)
-        if not allowed:
-            log.info("refused %s for %s (role %s)", command.name, identity.user_id, role.label)
-            return Refused(refusal_message(command, role))
+    async def execute(
+        self, command: Command, identity: Identity, *, text: str = "", channel: str | None = None
+    ) -> Result:
+        # Approvers are checked inside the decision itself, where a refused click is also audited.
+        if not isinstance(command, Decide):
+            allowed, role = await self._policy.permits(identity, command)
+            if not allowed:
+                log.info("refused %s for %s (role %s)", command.name, identity.user_id, role.label)
+                message = refusal_message(command, role)
+                if isinstance(command, RequestSignal) and self._approvals is not None:
+                    await self._approvals.record_refusal(command, identity, f"{role.label} may not request this")
+                return Refused(message)
         try:
-            return await self._dispatch(command)
+            return await self._dispatch(command, identity, text, channel)
+        except (PoolTimeout, psycopg.OperationalError) as exc:
+            # Target errors arrive as TargetUnavailableError; these come from the state database.
+            log.error("state database unavailable for %s: %s", command.name, exc)
+            return StateUnavailable(
+                f"{command.name} needs the bot's state database (PGCONN_STATE_URL), which is not answering; "
+                "nothing was changed. Try again shortly."
+            )
         except UnknownTargetError as exc:
             return UnknownTarget(f"unknown target {shorten(exc.name, 30)!r}; known targets: {', '.join(exc.known)}")
         except TargetUnavailableError as exc:
@@ -113,7 +149,7 @@ class CommandService:
                 "the details are in the bot's log."
             )
 
-    async def _dispatch(self, command: Command) -> Result:
+    async def _dispatch(self, command: Command, identity: Identity, text: str, channel: str | None) -> Result:
         match command:
             case Help(topic=topic):
                 return HelpResult(topic)
@@ -127,6 +163,17 @@ class CommandService:
                 return await self._stray(command)
             case ShowStatus():
                 return await self._status(command)
+        if self._approvals is None:
+            return StateUnavailable(f"{command.name} needs the bot's state database, which is not set up in this mode.")
+        match command:
+            case RequestSignal():
+                return await self._approvals.open(command, identity, text=text, channel=channel)
+            case Decide(request_id=request_id, approve=approve):
+                return await self._approvals.decide(request_id, approve, identity)
+            case ListRequests():
+                return await self._approvals.pending()
+            case ShowAudit(count=count):
+                return await self._approvals.audit_trail(count)
         return Problem(f"{command.name} is not available in this version of pgconn-bot yet.")
 
     # --- read path -------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 PostgreSQL 13–17 differences are handled here and nowhere else:
 - ``reserved_connections`` exists from 16 on: read with ``current_setting(name, true)``, which
   yields NULL (→ 0) on older servers instead of an error.
-- ``pg_terminate_backend(pid, timeout)`` exists from 14 on (used by the approval flow).
+- ``pg_terminate_backend(pid, timeout)`` exists from 14 on: ``signal_statement`` picks the waiting
+  form there and the plain one on 13, where the executor polls ``STILL_RUNNING`` instead.
 Everything else used here (``backend_type``, ``pg_roles``, ``state_change``) exists on all of them.
 """
 
@@ -141,5 +142,381 @@ CREATE TABLE IF NOT EXISTS pgconn.schema_version (
 STATE_APPLIED_VERSIONS = "SELECT version FROM pgconn.schema_version"
 STATE_RECORD_VERSION = "INSERT INTO pgconn.schema_version (version) VALUES (%(version)s)"
 
+
+# --- approval flow on the monitored server --------------------------------------------------
+
+# Backends that lock waits are queued behind: "which other pids each target blocks".
+_BLOCKED_BY = """
+SELECT b.pid AS blocked, blocker
+  FROM pg_catalog.pg_stat_activity b,
+       unnest(pg_catalog.pg_blocking_pids(b.pid)) AS blocker
+ WHERE b.wait_event_type = 'Lock'
+"""
+
+# Everything needed to decide whether a backend may be signalled, and to show it to an approver.
+# The three filters are optional so one statement serves ``kill <pids>``, ``kill user`` and
+# ``kill idle``; for pids every backend type is returned, so a refusal can say what the pid is.
+SIGNAL_CANDIDATES = f"""
+WITH blocked AS ({_BLOCKED_BY})
+SELECT a.pid,
+       a.usesysid                 AS role_oid,
+       a.usename::text            AS role,
+       a.datname::text            AS database,
+       a.application_name,
+       host(a.client_addr)        AS client_addr,
+       a.client_port,
+       a.state,
+       a.backend_type,
+       a.backend_start,
+       a.xact_start,
+       a.query_start,
+       a.state_change,
+       NULL::text                 AS wait_event,
+       NULL::text                 AS query,
+       now()                      AS observed_at,
+       {_CLIENT_BACKEND.format(alias="a")} AS client_backend,
+       coalesce(r.rolsuper, false) AS superuser,
+       r.rolconnlimit             AS role_limit,
+       (SELECT count(*) FROM pg_catalog.pg_stat_activity x
+         WHERE x.usesysid = a.usesysid AND {_CLIENT_BACKEND.format(alias="x")}) AS role_used,
+       (a.pid = pg_catalog.pg_backend_pid()
+        OR (a.usename = session_user AND a.application_name = %(bot_app)s)) AS own,
+       coalesce((SELECT array_agg(blocked ORDER BY blocked) FROM blocked WHERE blocker = a.pid), '{{}}') AS blocks
+  FROM pg_catalog.pg_stat_activity a
+  LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.usesysid
+ WHERE (%(pids)s::int[] IS NULL OR a.pid = ANY(%(pids)s::int[]))
+   AND (%(role_oid)s::oid IS NULL
+        OR (a.usesysid = %(role_oid)s::oid AND {_CLIENT_BACKEND.format(alias="a")}
+            AND NOT (a.pid = pg_catalog.pg_backend_pid()
+                     OR (a.usename = session_user AND a.application_name = %(bot_app)s))))
+   AND (%(idle_for)s::interval IS NULL
+        OR (a.state IN ('idle', 'idle in transaction', 'idle in transaction (aborted)')
+            AND a.state_change <= now() - %(idle_for)s::interval))
+ ORDER BY a.state_change NULLS LAST, a.pid
+"""
+
+# The re-check and the signal are one statement: the backend is signalled only if the pid still
+# belongs to the very session the approver saw (same backend_start, same role oid) and is not
+# protected now (a role may have become superuser or protected since the request).
+_SIGNAL = """
+SELECT checked.verdict, checked.state,
+       CASE WHEN checked.verdict = 'signal' THEN {signal} END AS signalled
+  FROM (SELECT t.pid, a.state,
+               CASE WHEN a.pid IS NULL THEN 'gone'
+                    WHEN a.backend_start IS DISTINCT FROM %(backend_start)s
+                      OR a.usesysid IS DISTINCT FROM %(role_oid)s::oid THEN 'replaced'
+                    WHEN coalesce(r.rolsuper, true) OR r.rolname = ANY(%(protected)s::text[])
+                      OR (a.usename = session_user AND a.application_name = %(bot_app)s)
+                      OR a.pid = pg_catalog.pg_backend_pid() THEN 'protected'
+                    ELSE 'signal' END AS verdict
+          FROM (SELECT %(pid)s::int AS pid) t
+          LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = t.pid
+          LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.usesysid) checked
+"""
+TERMINATE_AND_WAIT = _SIGNAL.format(signal="pg_catalog.pg_terminate_backend(checked.pid, %(wait_ms)s::bigint)")
+TERMINATE = _SIGNAL.format(signal="pg_catalog.pg_terminate_backend(checked.pid)")
+CANCEL = _SIGNAL.format(signal="pg_catalog.pg_cancel_backend(checked.pid)")
+
+# Sessions (pid + backend_start) that still exist: what a terminate is still waiting for.
+STILL_RUNNING = """
+SELECT a.pid
+  FROM unnest(%(pids)s::int[], %(starts)s::timestamptz[]) AS t(pid, backend_start)
+  JOIN pg_catalog.pg_stat_activity a ON a.pid = t.pid AND a.backend_start = t.backend_start
+"""
+
+TERMINATE_TIMEOUT_SINCE = 140000  # server_version_num that has pg_terminate_backend(pid, timeout)
+
+
+def signal_statement(action: str, server_version_num: int) -> str:
+    if action == "cancel":
+        return CANCEL
+    return TERMINATE_AND_WAIT if server_version_num >= TERMINATE_TIMEOUT_SINCE else TERMINATE
+
+
+# --- state: requests, approvals, audit ------------------------------------------------------
+
+_SCHEMA_V1 = r"""
+CREATE TABLE pgconn.request (
+    id                 bigserial PRIMARY KEY,
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    expires_at         timestamptz NOT NULL,
+    requester          text NOT NULL,
+    requester_name     text,
+    action             text NOT NULL CHECK (action IN ('terminate', 'cancel')),
+    scope              text NOT NULL CHECK (scope IN ('pids', 'user', 'idle')),
+    target             text NOT NULL,
+    role_name          text,
+    older_than         interval,
+    reason             text,
+    command_text       text NOT NULL,
+    fills              jsonb NOT NULL DEFAULT '[]',
+    required_approvals integer NOT NULL CHECK (required_approvals >= 1),
+    status             text NOT NULL DEFAULT 'pending' CHECK (status IN
+                       ('pending', 'executing', 'executed', 'denied', 'expired', 'withdrawn', 'interrupted')),
+    decided_by         text,
+    decided_at         timestamptz,
+    finished_at        timestamptz,
+    origin_channel     text,
+    channel            text,
+    message_ts         text,
+    shown_state        text,
+    sync_attempts      integer NOT NULL DEFAULT 0,
+    sync_after         timestamptz,
+    requester_told     boolean NOT NULL DEFAULT false
+);
+CREATE INDEX request_pending ON pgconn.request (expires_at) WHERE status = 'pending';
+
+CREATE TABLE pgconn.request_target (
+    request_id    bigint NOT NULL REFERENCES pgconn.request (id),
+    pid           integer NOT NULL,
+    backend_start timestamptz NOT NULL,
+    role_oid      oid NOT NULL,
+    role_name     text NOT NULL,
+    database      text,
+    application   text,
+    client        text,
+    state         text,
+    state_change  timestamptz,
+    xact_start    timestamptz,
+    observed_at   timestamptz NOT NULL,
+    blocks        integer[] NOT NULL DEFAULT '{}',
+    outcome       text CHECK (outcome IN
+                  ('terminated', 'cancelled', 'gone', 'replaced', 'protected', 'failed', 'still_running')),
+    detail        text,
+    PRIMARY KEY (request_id, pid)
+);
+
+CREATE TABLE pgconn.approval (
+    request_id  bigint NOT NULL REFERENCES pgconn.request (id),
+    approver    text NOT NULL,
+    approved_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (request_id, approver)
+);
+
+CREATE TABLE pgconn.audit (
+    id          bigserial PRIMARY KEY,
+    at          timestamptz NOT NULL DEFAULT now(),
+    event       text NOT NULL,
+    request_id  bigint,
+    action      text,
+    target      text,
+    role_name   text,
+    pids        integer[] NOT NULL DEFAULT '{}',
+    actor       text,
+    requester   text,
+    approvers   text[] NOT NULL DEFAULT '{}',
+    outcome     text,
+    message_ref text
+);
+CREATE INDEX audit_request ON pgconn.audit (request_id);
+
+CREATE FUNCTION pgconn.audit_is_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'pgconn.audit is append-only';
+END
+$$;
+CREATE TRIGGER audit_no_update BEFORE UPDATE OR DELETE ON pgconn.audit
+    FOR EACH ROW EXECUTE FUNCTION pgconn.audit_is_append_only();
+CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON pgconn.audit
+    FOR EACH STATEMENT EXECUTE FUNCTION pgconn.audit_is_append_only();
+
+-- Audit entries waiting to be posted to Slack. A row leaves the queue only when Slack accepted it.
+CREATE TABLE pgconn.audit_outbox (
+    audit_id     bigint PRIMARY KEY REFERENCES pgconn.audit (id),
+    channel      text NOT NULL,
+    attempts     integer NOT NULL DEFAULT 0,
+    next_attempt timestamptz NOT NULL DEFAULT now(),
+    leased_until timestamptz,
+    last_error   text,
+    delivered_at timestamptz,
+    delivered_ts text
+);
+CREATE INDEX audit_outbox_due ON pgconn.audit_outbox (next_attempt) WHERE delivered_at IS NULL;
+"""
+
 # Each migration runs once, in order, in its own transaction. Append; never edit a shipped one.
-STATE_MIGRATIONS: list[tuple[int, str]] = []
+STATE_MIGRATIONS: list[tuple[int, str]] = [(1, _SCHEMA_V1)]
+
+_REQUEST_COLUMNS = """
+r.id, r.created_at, r.expires_at, r.requester, r.requester_name, r.action, r.scope, r.target, r.role_name,
+r.older_than, r.reason, r.command_text, r.fills, r.required_approvals, r.status, r.decided_by, r.decided_at,
+r.finished_at, r.origin_channel, r.channel, r.message_ts, now() AS now
+"""
+
+INSERT_REQUEST = """
+INSERT INTO pgconn.request (expires_at, requester, requester_name, action, scope, target, role_name, older_than,
+                            reason, command_text, fills, required_approvals, origin_channel)
+VALUES (now() + make_interval(secs => %(ttl)s), %(requester)s, %(requester_name)s, %(action)s, %(scope)s,
+        %(target)s, %(role_name)s, %(older_than)s, %(reason)s, %(command_text)s, %(fills)s,
+        %(required_approvals)s, %(origin_channel)s)
+RETURNING id
+"""
+
+INSERT_TARGET = """
+INSERT INTO pgconn.request_target (request_id, pid, backend_start, role_oid, role_name, database, application,
+                                   client, state, state_change, xact_start, observed_at, blocks)
+VALUES (%(request_id)s, %(pid)s, %(backend_start)s, %(role_oid)s, %(role_name)s, %(database)s, %(application)s,
+        %(client)s, %(state)s, %(state_change)s, %(xact_start)s, %(observed_at)s, %(blocks)s)
+"""
+
+SELECT_REQUEST = f"SELECT {_REQUEST_COLUMNS} FROM pgconn.request r WHERE r.id = %(id)s"
+
+# Every decision starts here: the row lock serialises clicks on one request across replicas.
+LOCK_REQUEST = f"SELECT {_REQUEST_COLUMNS} FROM pgconn.request r WHERE r.id = %(id)s FOR UPDATE"
+
+SELECT_TARGETS = "SELECT * FROM pgconn.request_target WHERE request_id = %(id)s ORDER BY pid"
+
+SELECT_APPROVALS = (
+    "SELECT approver, approved_at FROM pgconn.approval WHERE request_id = %(id)s ORDER BY approved_at, approver"
+)
+
+ADD_APPROVAL = """
+INSERT INTO pgconn.approval (request_id, approver) VALUES (%(id)s, %(approver)s)
+ON CONFLICT DO NOTHING
+"""
+
+# The conditional ``status = 'pending'`` is what makes a decision happen at most once.
+DECIDE = """
+UPDATE pgconn.request
+   SET status = %(status)s, decided_by = %(decided_by)s, decided_at = now()
+ WHERE id = %(id)s AND status = 'pending'
+RETURNING id
+"""
+
+SET_MESSAGE = "UPDATE pgconn.request SET channel = %(channel)s, message_ts = %(ts)s WHERE id = %(id)s"
+
+WITHDRAW = """
+UPDATE pgconn.request SET status = 'withdrawn', decided_at = now(), finished_at = now()
+ WHERE id = %(id)s AND status = 'pending'
+RETURNING id
+"""
+
+RECORD_OUTCOME = """
+UPDATE pgconn.request_target SET outcome = %(outcome)s, detail = %(detail)s
+ WHERE request_id = %(request_id)s AND pid = %(pid)s
+"""
+
+FINISH = """
+UPDATE pgconn.request SET status = 'executed', finished_at = now()
+ WHERE id = %(id)s AND status = 'executing'
+RETURNING id
+"""
+
+EXPIRE_ONE = """
+UPDATE pgconn.request SET status = 'expired', decided_at = expires_at, finished_at = now()
+ WHERE id = %(id)s AND status = 'pending' AND expires_at <= now()
+RETURNING id
+"""
+
+EXPIRE_DUE = """
+UPDATE pgconn.request SET status = 'expired', decided_at = expires_at, finished_at = now()
+ WHERE status = 'pending' AND expires_at <= now()
+RETURNING id
+"""
+
+# A request left 'executing' this long was cut off by a crash: it is never re-run (signals are
+# not repeated blindly); it is reported instead.
+INTERRUPT_STALE = """
+UPDATE pgconn.request SET status = 'interrupted', finished_at = now()
+ WHERE status = 'executing' AND decided_at < now() - make_interval(secs => %(after)s)
+RETURNING id
+"""
+
+PENDING_REQUESTS = f"""
+SELECT {_REQUEST_COLUMNS} FROM pgconn.request r
+ WHERE r.status = 'pending' AND r.expires_at > now()
+ ORDER BY r.id
+ LIMIT %(limit)s
+"""
+
+# The message shows status plus approval count; when that differs from what was last rendered,
+# the message needs an update (after a crash, a Slack outage, a console decision or an expiry).
+_MESSAGE_STATE = "r.status || ':' || (SELECT count(*) FROM pgconn.approval p WHERE p.request_id = r.id)"
+
+MESSAGE_STATE = f"SELECT {_MESSAGE_STATE} AS state FROM pgconn.request r WHERE r.id = %(id)s"
+
+# Not while executing: the buttons go only when the outcome can be shown with them gone, so
+# "no Approve button" always means "decided, and done".
+UNSYNCED_MESSAGES = f"""
+SELECT r.id FROM pgconn.request r
+ WHERE r.message_ts IS NOT NULL AND r.status <> 'executing'
+   AND r.shown_state IS DISTINCT FROM {_MESSAGE_STATE}
+   AND (r.sync_after IS NULL OR r.sync_after <= now())
+ ORDER BY r.id
+ LIMIT %(limit)s
+"""
+
+MESSAGE_SHOWN = """
+UPDATE pgconn.request SET shown_state = %(state)s, sync_attempts = 0, sync_after = NULL WHERE id = %(id)s
+"""
+
+MESSAGE_SYNC_FAILED = """
+UPDATE pgconn.request
+   SET sync_attempts = sync_attempts + 1,
+       sync_after = now() + make_interval(secs => least(300, 2 ^ least(sync_attempts, 8)))
+ WHERE id = %(id)s
+"""
+
+# Claimed by exactly one process; told once.
+CLAIM_REQUESTER_NOTICE = """
+UPDATE pgconn.request SET requester_told = true
+ WHERE id = %(id)s AND NOT requester_told AND status IN ('executed', 'denied', 'expired', 'interrupted')
+RETURNING id
+"""
+
+APPEND_AUDIT = """
+WITH entry AS (
+    INSERT INTO pgconn.audit (event, request_id, action, target, role_name, pids, actor, requester, approvers,
+                              outcome, message_ref)
+    VALUES (%(event)s, %(request_id)s, %(action)s, %(target)s, %(role_name)s, %(pids)s, %(actor)s,
+            %(requester)s, %(approvers)s, %(outcome)s, %(message_ref)s)
+    RETURNING id
+), queued AS (
+    INSERT INTO pgconn.audit_outbox (audit_id, channel)
+    SELECT id, %(channel)s FROM entry WHERE %(channel)s::text IS NOT NULL
+)
+SELECT id FROM entry
+"""
+
+RECENT_AUDIT = "SELECT * FROM pgconn.audit ORDER BY id DESC LIMIT %(limit)s"
+
+# Strictly in order: only the oldest undelivered entry can be claimed, and only when it is due,
+# so the channel reads in order and a failing Slack holds back everything behind it. A lease
+# (not a transaction held open while Slack answers) keeps two replicas from posting it twice.
+CLAIM_AUDIT_DELIVERY = """
+UPDATE pgconn.audit_outbox o
+   SET leased_until = now() + make_interval(secs => %(lease)s), attempts = o.attempts + 1
+ WHERE o.audit_id = (
+        SELECT q.audit_id FROM pgconn.audit_outbox q
+         WHERE q.delivered_at IS NULL
+         ORDER BY q.audit_id
+         LIMIT 1
+           FOR UPDATE SKIP LOCKED)
+   AND o.next_attempt <= now()
+   AND (o.leased_until IS NULL OR o.leased_until < now())
+RETURNING o.audit_id, o.channel, o.attempts
+"""
+
+# The request message's place is looked up at delivery: "requested" is written before it is posted.
+SELECT_AUDIT_FOR_DELIVERY = """
+SELECT a.*, r.channel AS request_channel, r.message_ts AS request_ts
+  FROM pgconn.audit a
+  LEFT JOIN pgconn.request r ON r.id = a.request_id
+ WHERE a.id = %(id)s
+"""
+
+AUDIT_DELIVERED = """
+UPDATE pgconn.audit_outbox SET delivered_at = now(), delivered_ts = %(ts)s, leased_until = NULL, last_error = NULL
+ WHERE audit_id = %(id)s
+"""
+
+AUDIT_DELIVERY_FAILED = """
+UPDATE pgconn.audit_outbox
+   SET leased_until = NULL, last_error = %(error)s, next_attempt = now() + make_interval(secs => %(delay)s)
+ WHERE audit_id = %(id)s
+"""
+
+NEXT_AUDIT_DUE = """
+SELECT extract(epoch FROM min(next_attempt) - now()) AS seconds, count(*) AS waiting
+  FROM pgconn.audit_outbox WHERE delivered_at IS NULL
+"""

@@ -106,12 +106,16 @@ class TargetPools:
         except KeyError:
             raise UnknownTargetError(name, self.names) from None
 
-    async def run(self, name: str, work: Callable[[Conn], Coroutine[Any, Any, T]]) -> T:
-        """Run ``work`` on a pooled connection of target ``name`` within the command budget."""
+    async def run(self, name: str, work: Callable[[Conn], Coroutine[Any, Any, T]], *, budget: float | None = None) -> T:
+        """Run ``work`` on a pooled connection of target ``name`` within the command budget.
+
+        ``budget`` widens the overall time for work of several statements (executing a request);
+        each statement still has the command budget as its statement_timeout.
+        """
         pool = self._pool(name)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._timeout
-        conn = await self._checkout(name, pool, deadline)
+        deadline = loop.time() + (budget or self._timeout)
+        conn = await self._checkout(name, pool, min(deadline, loop.time() + self._timeout))
         task = asyncio.create_task(work(conn))
         done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline - loop.time()) + 0.2)
         if not done:
@@ -119,7 +123,7 @@ class TargetPools:
             # and the connection's disposal happen in the background.
             task.cancel()
             task.add_done_callback(lambda _: self._dispose_later(pool, conn))
-            raise TargetUnavailableError(name, f"no answer within {self._timeout:g}s")
+            raise TargetUnavailableError(name, f"no answer within {budget or self._timeout:g}s")
         try:
             return task.result()
         except psycopg.errors.QueryCanceled:

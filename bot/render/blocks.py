@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bot.core.results import Result
+from bot.core.markup import to_slack
+from bot.core.results import AuditEntry, Result, SignalRequest
 from bot.render.document import Document, Tone, table_lines, to_document
+from bot.render.requests import audit_line, confirm_text, request_document, status_line, what
 
 MAX_BLOCKS = 50
 MAX_SECTION_TEXT = 3000
@@ -28,9 +30,12 @@ class SlackMessage:
 
 
 def escape(text: str) -> str:
-    """Slack mrkdwn escaping: the three control characters, plus no code-span breakouts."""
+    """Slack mrkdwn escaping: the three control characters, plus no code-span breakouts.
+
+    The core's mention/time markers survive escaping and become Slack's own syntax here.
+    """
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return text.replace("`", "ˋ")
+    return to_slack(text.replace("`", "ˋ"))
 
 
 def _clip(text: str, limit: int) -> str:
@@ -91,3 +96,65 @@ def _context(text: str) -> dict[str, Any]:
 
 def render_blocks(result: Result) -> SlackMessage:
     return document_blocks(to_document(result))
+
+
+# --- approval requests and audit entries ---------------------------------------------------
+
+APPROVE_ACTION = "pgconn_approve"
+DENY_ACTION = "pgconn_deny"
+REQUEST_BLOCK = "pgconn_request"
+
+
+def _plain(text: str, limit: int) -> dict[str, Any]:
+    return {"type": "plain_text", "text": _clip(text, limit), "emoji": True}
+
+
+def request_message(request: SignalRequest) -> SlackMessage:
+    """The visible approval message; it carries the buttons only while the request is approvable."""
+    message = document_blocks(request_document(request))
+    blocks = list(message.blocks)
+    if request.pending:
+        # The value is only the id: what is executed always comes from the stored request.
+        value = str(request.id)
+        confirm_verb = "Terminate" if request.action == "terminate" else "Cancel queries"
+        blocks.insert(
+            len(blocks) - 1 if blocks and blocks[-1]["type"] == "context" else len(blocks),
+            {
+                "type": "actions",
+                "block_id": REQUEST_BLOCK,
+                "elements": [
+                    {
+                        "type": "button",
+                        "action_id": APPROVE_ACTION,
+                        "text": _plain("Approve", 75),
+                        "style": "primary",
+                        "value": value,
+                        "confirm": {
+                            "title": _plain(f"Approve request #{request.id}?", 100),
+                            "text": {"type": "mrkdwn", "text": _clip(escape(confirm_text(request)), 300)},
+                            "confirm": _plain(confirm_verb, 30),
+                            "deny": _plain("Back", 30),
+                            "style": "danger",
+                        },
+                    },
+                    {
+                        "type": "button",
+                        "action_id": DENY_ACTION,
+                        "text": _plain("Deny", 75),
+                        "style": "danger",
+                        "value": value,
+                    },
+                ],
+            },
+        )
+    fallback = f"Request #{request.id}: {what(request)} — {status_line(request)}"
+    return SlackMessage(text=escape(_clip(fallback, MAX_FALLBACK_TEXT)), blocks=blocks[:MAX_BLOCKS])
+
+
+def audit_message(entry: AuditEntry, request_ref: str | None) -> SlackMessage:
+    """One audit entry: everything in the text itself, so it reads the same in notifications and search."""
+    text = escape(_clip("Audit: " + audit_line(entry), MAX_FALLBACK_TEXT - 200))
+    if request_ref and "/" in request_ref:
+        channel, ts = request_ref.split("/", 1)
+        text += f" · <https://slack.com/archives/{channel}/p{ts.replace('.', '')}|request message> ({channel} {ts})"
+    return SlackMessage(text=text, blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": text}}])

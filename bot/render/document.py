@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from bot.config import DEFAULT_TARGET
 from bot.core.durations import format_duration, spell_duration
+from bot.core.markup import strip
 from bot.core.parser import MAX_PIDS, USAGE
 from bot.core.results import (
     Connection,
@@ -72,7 +73,7 @@ def _db_flag(target: str) -> str:
 def one_line(text: str | None, limit: int = QUERY_PREVIEW) -> str:
     if not text:
         return ""
-    text = " ".join(text.split())
+    text = " ".join(strip(text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -288,8 +289,9 @@ def _(result: ServerStatus) -> Document:
 
 
 def table_lines(table: Table, max_cell: int = 28) -> list[str]:
-    """Fixed-width rows (header first); both adapters show tables monospaced."""
-    rows = [[cell if len(cell) <= max_cell else cell[: max_cell - 1] + "…" for cell in row] for row in table.rows]
+    """Fixed-width rows (header first); both adapters show tables monospaced. Cells never carry markers."""
+    cells = [[strip(cell) for cell in row] for row in table.rows]
+    rows = [[cell if len(cell) <= max_cell else cell[: max_cell - 1] + "…" for cell in row] for row in cells]
     widths = [len(h) for h in table.headers]
     for row in rows:
         widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
@@ -297,3 +299,7 @@ def table_lines(table: Table, max_cell: int = 28) -> list[str]:
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in [table.headers, *rows]
     ]
+
+
+# Registers the approval flow's documents (kept in their own module for size).
+from bot.render import requests as _requests  # noqa: E402, F401

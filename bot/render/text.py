@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from bot.core.markup import to_plain
 from bot.core.results import Result
 from bot.render.document import Tone, table_lines, to_document
 
@@ -13,7 +14,7 @@ _MARK = {Tone.INFO: "", Tone.WARNING: "! ", Tone.PROBLEM: "✗ "}
 
 def _clean(text: str) -> str:
     # Application names and queries come from database clients: keep them from driving the terminal.
-    return _UNPRINTABLE.sub("?", text)
+    return _UNPRINTABLE.sub("?", to_plain(text))
 
 
 def render_text(result: Result) -> str:

@@ -8,8 +8,9 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
 
 from bot.core.service import CommandService
+from bot.render.blocks import APPROVE_ACTION, DENY_ACTION
 from bot.slack.gateway import build_web_client
-from bot.slack.listeners import commands
+from bot.slack.listeners import actions, commands
 
 log = logging.getLogger(__name__)
 
@@ -30,4 +31,6 @@ def build_app(*, service: CommandService, bot_token: str, signing_secret: str, a
         raise_error_for_unhandled_request=False,
     )
     app.command(SLASH_COMMAND)(ack=commands.acknowledge, lazy=[commands.make_answer(service)])
+    app.action(APPROVE_ACTION)(ack=actions.acknowledge, lazy=[actions.make_click_handler(service, approve=True)])
+    app.action(DENY_ACTION)(ack=actions.acknowledge, lazy=[actions.make_click_handler(service, approve=False)])
     return app

@@ -3,27 +3,30 @@
 from __future__ import annotations
 
 import logging
+import re
+from typing import Any
 
+from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.core.approvals import AnnounceError
+from bot.core.results import AuditEntry, SignalRequest
+from bot.errors import first_line
+from bot.render.blocks import audit_message, request_message
+
 log = logging.getLogger(__name__)
 
 
-def build_web_client(token: str | None, api_url: str) -> AsyncWebClient:
-    """A client that honours 429 Retry-After and retries dropped connections."""
-    return AsyncWebClient(
-        token=token,
-        base_url=api_url,
-        timeout=10,
-        retry_handlers=[
-            AsyncRateLimitErrorRetryHandler(max_retry_count=2),
-            AsyncConnectionErrorRetryHandler(max_retry_count=1),
-        ],
-    )
+def build_web_client(token: str | None, api_url: str, *, wait_on_rate_limit: bool = True) -> AsyncWebClient:
+    """A client that retries dropped connections and (unless told not to) honours 429 Retry-After."""
+    handlers: list[Any] = [AsyncConnectionErrorRetryHandler(max_retry_count=1)]
+    if wait_on_rate_limit:
+        handlers.insert(0, AsyncRateLimitErrorRetryHandler(max_retry_count=2))
+    return AsyncWebClient(token=token, base_url=api_url, timeout=10, retry_handlers=handlers)
 
 
 class SlackGroupDirectory:
@@ -35,3 +38,87 @@ class SlackGroupDirectory:
     async def members(self, group_id: str) -> frozenset[str]:
         response = await self._client.usergroups_users_list(usergroup=group_id)
         return frozenset(response.get("users") or [])
+
+
+_SLACK_USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
+
+
+def _retry_after(response: Any) -> float | None:
+    headers = getattr(response, "headers", None) or {}
+    for key, value in dict(headers).items():
+        if key.lower() == "retry-after":
+            try:
+                return max(1.0, float(value if not isinstance(value, list) else value[0]))
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+def _failure(exc: Exception) -> AnnounceError:
+    if isinstance(exc, SlackApiError):
+        data = exc.response.data if isinstance(exc.response.data, dict) else {}
+        status = exc.response.status_code
+        reason = str(data.get("error") or f"HTTP {status}")
+        return AnnounceError(reason, _retry_after(exc.response) if status == 429 else None)
+    return AnnounceError(first_line(exc) or type(exc).__name__)
+
+
+class SlackAnnouncer:
+    """Approval messages, their updates, requester notices and audit entries, via the Web API.
+
+    Audit entries go through a client without the built-in 429 sleep: the outbox does its own
+    backoff, so a rate-limited channel never stalls the housekeeper.
+    """
+
+    can_post = True
+
+    def __init__(self, client: AsyncWebClient, outbox_client: AsyncWebClient) -> None:
+        self._client = client
+        self._outbox_client = outbox_client
+
+    async def post_request(self, request: SignalRequest, channel: str) -> str:
+        message = request_message(request)
+        try:
+            response = await self._client.chat_postMessage(channel=channel, text=message.text, blocks=message.blocks)
+        except Exception as exc:
+            raise _failure(exc) from exc
+        return str(response["ts"])
+
+    async def update_request(self, request: SignalRequest) -> None:
+        assert request.channel and request.message_ts
+        message = request_message(request)
+        try:
+            await self._client.chat_update(
+                channel=request.channel, ts=request.message_ts, text=message.text, blocks=message.blocks
+            )
+        except Exception as exc:
+            raise _failure(exc) from exc
+
+    async def tell_requester(self, request: SignalRequest) -> None:
+        if not _SLACK_USER.match(request.requester):
+            return  # a console identity: nobody to message in Slack
+        message = request_message(request)
+        # A user ID as the channel posts into the bot's direct messages with that person.
+        await self._client.chat_postMessage(
+            channel=request.requester,
+            text=f"Your request #{request.id} is {request.status}. {message.text}",
+            blocks=message.blocks,
+        )
+
+    async def post_audit(self, entry: AuditEntry, channel: str, request_message: str | None) -> str | None:
+        message = audit_message(entry, request_message)
+        try:
+            response = await self._outbox_client.chat_postMessage(
+                channel=channel, text=message.text, blocks=message.blocks, unfurl_links=False
+            )
+        except Exception as exc:
+            raise _failure(exc) from exc
+        return str(response.get("ts") or "") or None
+
+
+async def post_ephemeral(
+    client: AsyncWebClient, channel: str | None, user: str, text: str, blocks: list[dict[str, Any]]
+) -> None:
+    """A private note in a channel (for a click that came without a response_url)."""
+    if channel:
+        await client.chat_postEphemeral(channel=channel, user=user, text=text, blocks=blocks)

@@ -11,3 +11,5 @@ COMMAND_SECONDS = Histogram(
     ["subcommand"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5),
 )
+
+CLICKS = Counter("pgconn_button_clicks_total", "Approve/Deny clicks by decision and outcome", ["decision", "outcome"])

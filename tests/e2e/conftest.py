@@ -13,7 +13,7 @@ import pytest
 
 from bot.server import HttpServer
 from tests.support.fake_slack import FakeSlack
-from tests.support.slack_requests import SIGNING_SECRET, sign, slash_command_body
+from tests.support.slack_requests import SIGNING_SECRET, block_actions_body, sign, slash_command_body
 
 BOT_TOKEN = "xoxb-test-token-not-real"
 
@@ -45,11 +45,91 @@ class BotUnderTest:
             elapsed = time.perf_counter() - started
             return Sent(response.status, text_body, elapsed, response_url)
 
-    async def ask(self, text: str, user_id: str = "U0VIEWER", timeout: float = 5.0) -> dict[str, Any]:
+    async def ask(
+        self, text: str, user_id: str = "U0VIEWER", timeout: float = 5.0, channel_id: str = "C0TEST01"
+    ) -> dict[str, Any]:
         """Send a command and return the answer the bot delivered to the response URL."""
-        sent = await self.command(text, user_id)
-        assert sent.status == 200, sent.body
-        return await self.slack.wait_for_response(sent.response_url, timeout)
+        response_url = self.slack.new_response_url()
+        body = slash_command_body(text, user_id=user_id, response_url=response_url, channel_id=channel_id)
+        async with await self.post(body, sign(body)) as response:
+            assert response.status == 200, await response.text()
+        return await self.slack.wait_for_response(response_url, timeout)
+
+    async def click(self, message: Posted, button: str, user_id: str, *, with_response_url: bool = True) -> Clicked:
+        """Click a button ("Approve"/"Deny") on a posted message, as Slack would send it."""
+        action_id, value = message.button(button)
+        response_url = self.slack.new_response_url() if with_response_url else None
+        body = block_actions_body(
+            user_id=user_id,
+            action_id=action_id,
+            value=value,
+            channel_id=message.channel,
+            message_ts=message.ts,
+            response_url=response_url,
+        )
+        started = time.perf_counter()
+        async with await self.post(body, sign(body)) as response:
+            text = await response.text()
+            return Clicked(response.status, text, time.perf_counter() - started, response_url)
+
+
+@dataclass
+class Clicked:
+    status: int
+    body: str
+    ack_seconds: float
+    response_url: str | None
+
+
+@dataclass
+class Posted:
+    """A message the bot posted with chat.postMessage, as it stands in the fake Slack now."""
+
+    channel: str
+    ts: str
+    payload: dict[str, Any]
+
+    def buttons(self) -> dict[str, tuple[str, str]]:
+        found = {}
+        for block in self.payload.get("blocks") or []:
+            for element in block.get("elements", []):
+                if element.get("type") == "button":
+                    found[element["text"]["text"]] = (element["action_id"], element["value"])
+        return found
+
+    def button(self, label: str) -> tuple[str, str]:
+        for text, ids in self.buttons().items():
+            if label in text:
+                return ids
+        raise AssertionError(f"no {label!r} button in {self.payload}")
+
+    @property
+    def text(self) -> str:
+        return message_text(self.payload)
+
+
+def posted_messages(slack: FakeSlack, channel: str) -> list[Posted]:
+    return [Posted(channel, ts, payload) for ts, payload in slack.messages.get(channel, {}).items()]
+
+
+async def wait_for_request_message(slack: FakeSlack, channel: str, request_id: int, timeout: float = 5.0) -> Posted:
+    def find() -> Posted | None:
+        for message in posted_messages(slack, channel):
+            if f"Request #{request_id}:" in message.payload.get("text", ""):
+                return message
+        return None
+
+    return await slack.wait_for(find, timeout)  # type: ignore[no-any-return]
+
+
+async def wait_for_message_state(slack: FakeSlack, message: Posted, predicate: Any, timeout: float = 8.0) -> Posted:
+    """Wait until the message (re-read after chat.update calls) satisfies ``predicate``."""
+
+    def current() -> Posted | None:
+        now = Posted(message.channel, message.ts, slack.messages[message.channel][message.ts])
+        return now if predicate(now) else None
+
+    return await slack.wait_for(current, timeout)  # type: ignore[no-any-return]
 
 
 @pytest.fixture
@@ -63,7 +143,7 @@ async def start_bot(make_settings: Callable[..., Any], fake_slack: FakeSlack) ->
             slack_api_url=fake_slack.api_url,
             **overrides,
         )
-        server = HttpServer(settings, host="127.0.0.1", port=0)
+        server = HttpServer(settings, host="127.0.0.1", port=0, housekeeping_seconds=0.2)
         await server.start(state_wait=2)
         session = aiohttp.ClientSession()
         started.append((server, session))
@@ -87,6 +167,7 @@ def message_text(answer: dict[str, Any]) -> str:
         if "text" in block:
             parts.append(block["text"]["text"])
         for element in block.get("elements", []):
-            parts.append(element.get("text", ""))
+            text = element.get("text", "")
+            parts.append(text.get("text", "") if isinstance(text, dict) else text)
     # Read it as a person would: Slack shows &lt; as <.
     return html.unescape("\n".join(parts))

@@ -29,7 +29,10 @@ class FakeSlack:
     usergroups: dict[str, list[str]] = field(default_factory=dict)
     overrides: dict[str, Callable[[dict[str, Any]], web.Response | None]] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
+    # channel → ts → the message as last posted or updated
+    messages: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     base_url: str = ""
+    _next_ts: int = 1
     _changed: asyncio.Condition | None = None
     _runner: web.AppRunner | None = None
 
@@ -84,6 +87,18 @@ class FakeSlack:
             return web.json_response({"ok": True, "users": self.usergroups[group]})
         if method == "auth.test":
             return web.json_response({"ok": True, "user_id": "UBOT", "bot_id": "BBOT", "team_id": "T1"})
+        channel = str(payload.get("channel"))
+        if method == "chat.postMessage":
+            ts = f"1700000000.{self._next_ts:06d}"
+            self._next_ts += 1
+            self.messages.setdefault(channel, {})[ts] = _decoded(payload)
+            return web.json_response({"ok": True, "ts": ts, "channel": channel})
+        if method == "chat.update":
+            ts = str(payload.get("ts"))
+            if ts not in self.messages.get(channel, {}):
+                return web.json_response({"ok": False, "error": "message_not_found"})
+            self.messages[channel][ts] = _decoded(payload)
+            return web.json_response({"ok": True, "ts": ts, "channel": channel})
         return web.json_response({"ok": True, "ts": "1700000000.000100", "channel": payload.get("channel")})
 
     async def _respond(self, request: web.Request) -> web.Response:
@@ -91,8 +106,14 @@ class FakeSlack:
         await self._record(Call(request.path, "respond", dict(request.headers), payload))
         return web.Response(text="ok")
 
-    def api_calls(self, method: str) -> list[Call]:
-        return [c for c in self.calls if c.method == method]
+    def api_calls(self, method: str, channel: str | None = None) -> list[Call]:
+        return [
+            c for c in self.calls if c.method == method and (channel is None or c.payload.get("channel") == channel)
+        ]
+
+    def channel_messages(self, channel: str) -> list[dict[str, Any]]:
+        """Messages in a channel as they stand now (after updates), oldest first."""
+        return list(self.messages.get(channel, {}).values())
 
     def responses_to(self, response_url: str) -> list[dict[str, Any]]:
         path = response_url.removeprefix(self.base_url)
@@ -109,3 +130,11 @@ class FakeSlack:
     async def wait_for_response(self, response_url: str, timeout: float = 5.0) -> dict[str, Any]:
         responses = await self.wait_for(lambda: self.responses_to(response_url), timeout)
         return responses[0]  # type: ignore[no-any-return]
+
+
+def _decoded(payload: dict[str, Any]) -> dict[str, Any]:
+    """Form-encoded calls carry blocks as a JSON string; tests want them as data."""
+    message = dict(payload)
+    if isinstance(message.get("blocks"), str):
+        message["blocks"] = json.loads(message["blocks"])
+    return message

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import time
+from typing import Any
 from urllib.parse import urlencode
 
 SIGNING_SECRET = "test-signing-secret-0123456789abcdef"
@@ -38,3 +40,40 @@ def slash_command_body(text: str, *, user_id: str, response_url: str, channel_id
             "trigger_id": "1.2.3",
         }
     )
+
+
+def block_actions_body(
+    *,
+    user_id: str,
+    action_id: str,
+    value: str,
+    channel_id: str,
+    message_ts: str,
+    response_url: str | None,
+    block_id: str = "pgconn_request",
+) -> str:
+    """A button click as Slack sends it: form field ``payload`` holding the JSON."""
+    payload: dict[str, Any] = {
+        "type": "block_actions",
+        "user": {"id": user_id, "username": user_id.lower(), "name": user_id.lower(), "team_id": "T0TEST01"},
+        "api_app_id": "A0TEST01",
+        "token": "legacy-verification-token",
+        "container": {"type": "message", "message_ts": message_ts, "channel_id": channel_id, "is_ephemeral": False},
+        "trigger_id": "1.2.3",
+        "team": {"id": "T0TEST01", "domain": "pgct"},
+        "channel": {"id": channel_id, "name": "approvals"},
+        "message": {"type": "message", "ts": message_ts, "text": "request"},
+        "actions": [
+            {
+                "type": "button",
+                "action_id": action_id,
+                "block_id": block_id,
+                "value": value,
+                "text": {"type": "plain_text", "text": "Approve"},
+                "action_ts": f"{time.time():.6f}",
+            }
+        ],
+    }
+    if response_url:
+        payload["response_url"] = response_url
+    return urlencode({"payload": json.dumps(payload)})

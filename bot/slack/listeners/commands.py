@@ -41,7 +41,7 @@ def make_answer(service: CommandService) -> Any:
         )
         text = slack_text(str(body.get("text") or ""))
         try:
-            outcome = await service.handle(text, identity)
+            outcome = await service.handle(text, identity, channel=body.get("channel_id"))
             result = outcome.result
             subcommand, status = outcome.subcommand, outcome.status
         except Exception:

@@ -1,0 +1,465 @@
+"""Kill/cancel requests: open → approve/deny → execute, each step audited.
+
+The rules live here and nowhere else; the Slack buttons and the console's ``approve N`` both
+call ``Approvals.decide``. Exactly-once comes from the state database: a decision is made
+under the request's row lock and the pending → executing/denied change is conditional, so
+double clicks, Slack retries and several replicas execute a request at most once.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from bot.config import DEFAULT_TARGET
+from bot.core.commands import AccessRole, KillScope, RequestSignal
+from bot.core.durations import spell_duration
+from bot.core.markup import mention, moment
+from bot.core.parser import shorten
+from bot.core.policy import Identity, Policy
+from bot.core.results import (
+    OUTCOME_LABELS,
+    AuditEntry,
+    AuditTrail,
+    Decided,
+    DecisionRefused,
+    NoSuchRole,
+    NothingToSignal,
+    PendingRequests,
+    Problem,
+    RequestOpened,
+    RequestStatus,
+    Result,
+    RoleFill,
+    SignalRequest,
+    TargetOutcome,
+)
+from bot.db import catalog, signals
+from bot.db.requests import NewAuditEntry, NewRequest, RequestStore
+from bot.db.signals import Candidate, SignalOutcome
+from bot.db.targets import Conn, TargetPools, TargetUnavailableError, UnknownTargetError
+from bot.errors import first_line
+
+log = logging.getLogger(__name__)
+
+EXECUTION_WAIT_SECONDS = 5.0  # how long a terminate may take to end the backend
+INTERRUPTED_AFTER_SECONDS = 600.0
+
+
+class AnnounceError(Exception):
+    """Slack (or whatever announces) did not take the message; ``retry_after`` if it said when to retry."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class Announcer(Protocol):
+    """Where requests, outcomes and audit entries are shown (Slack in serve mode)."""
+
+    @property
+    def can_post(self) -> bool: ...
+
+    async def post_request(self, request: SignalRequest, channel: str) -> str:
+        """Post the approval message; returns its ts. Raises AnnounceError."""
+        ...
+
+    async def update_request(self, request: SignalRequest) -> None: ...
+
+    async def tell_requester(self, request: SignalRequest) -> None: ...
+
+    async def post_audit(self, entry: AuditEntry, channel: str, request_message: str | None) -> str | None:
+        """Post an audit entry; returns its ts. Raises AnnounceError."""
+        ...
+
+
+class NoAnnouncer:
+    """The console: nothing is posted anywhere; requests are decided with ``approve N``."""
+
+    can_post = False
+
+    async def post_request(self, request: SignalRequest, channel: str) -> str:
+        raise AnnounceError("no Slack in this mode")
+
+    async def update_request(self, request: SignalRequest) -> None:
+        return None
+
+    async def tell_requester(self, request: SignalRequest) -> None:
+        return None
+
+    async def post_audit(self, entry: AuditEntry, channel: str, request_message: str | None) -> str | None:
+        raise AnnounceError("no Slack in this mode")
+
+
+@dataclass(frozen=True)
+class ApprovalRules:
+    ttl_seconds: int = 3600
+    required_approvals: int = 1
+    allow_self_approval: bool = False
+    protected_roles: tuple[str, ...] = ()
+    approval_channel: str | None = None
+
+
+class StateUnavailableError(Exception):
+    pass
+
+
+class Approvals:
+    def __init__(
+        self,
+        *,
+        targets: TargetPools,
+        store: RequestStore,
+        policy: Policy,
+        rules: ApprovalRules,
+        announcer: Announcer,
+        on_audit: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._targets = targets
+        self._store = store
+        self._policy = policy
+        self._rules = rules
+        self.announcer = announcer
+        self._on_audit = on_audit
+
+    def set_audit_hook(self, hook: Callable[[], None]) -> None:
+        self._on_audit = hook
+
+    # --- opening a request -------------------------------------------------------------------
+
+    async def open(self, command: RequestSignal, identity: Identity, *, text: str, channel: str | None) -> Result:
+        resolved = await self._targets.run(command.target, lambda conn: self._resolve(conn, command))
+        if isinstance(resolved, Problem):
+            await self.record_refusal(command, identity, resolved.message)
+            return resolved
+        candidates, fills = resolved
+        request = await self._store.open_request(
+            NewRequest(
+                action=command.action.value,
+                scope=command.scope.value,
+                target=command.target,
+                role_name=command.role,
+                older_than=command.older_than,
+                reason=command.reason,
+                command_text=text,
+                requester=identity.user_id,
+                requester_name=identity.display,
+                required_approvals=self._rules.required_approvals,
+                ttl_seconds=self._rules.ttl_seconds,
+                origin_channel=channel,
+                targets=[c.as_target() for c in candidates],
+                fills=fills,
+            ),
+            NewAuditEntry(
+                event="requested",
+                action=command.action.value,
+                target=command.target,
+                role_name=_role_label(c.role for c in candidates),
+                pids=[c.pid for c in candidates],
+                actor=identity.user_id,
+                requester=identity.user_id,
+                outcome=f"reason: {command.reason}" if command.reason else None,
+            ),
+        )
+        log.info("request #%d opened by %s: %s %s", request.id, identity.user_id, request.action, request.pids)
+        where = self._rules.approval_channel or channel
+        if not self.announcer.can_post or not where:
+            self._on_audit()
+            return RequestOpened(request, posted_in=None, console=not self.announcer.can_post)
+        try:
+            ts = await self.announcer.post_request(request, where)
+        except AnnounceError as exc:
+            return await self._withdraw(request, where, exc.reason)
+        await self._store.set_message(request.id, where, ts)
+        await self._store.message_shown(request.id, f"{RequestStatus.PENDING}:0")
+        self._on_audit()
+        return RequestOpened(request, posted_in=where)
+
+    async def _withdraw(self, request: SignalRequest, channel: str, reason: str) -> Result:
+        log.warning("request #%d could not be posted to %s: %s", request.id, channel, reason)
+        await self._store.withdraw(
+            request.id,
+            _audit("withdrawn", request, outcome=f"could not be posted for approval in {channel}: {reason}"),
+        )
+        self._on_audit()
+        hint = (
+            " Invite the bot to that channel (/invite @pgconn-bot), or ask the admins to set PGCONN_APPROVAL_CHANNEL."
+            if reason in ("not_in_channel", "channel_not_found", "is_archived")
+            else " Try again in a moment."
+        )
+        return Problem(
+            f"Request #{request.id} could not be posted for approval ({reason}), so it was withdrawn; "
+            f"nothing was signalled.{hint}"
+        )
+
+    async def record_refusal(self, command: RequestSignal, identity: Identity, why: str) -> None:
+        try:
+            await self._store.append_audit(
+                NewAuditEntry(
+                    event="refused",
+                    action=command.action.value,
+                    target=command.target,
+                    role_name=command.role,
+                    pids=list(command.pids),
+                    actor=identity.user_id,
+                    requester=identity.user_id,
+                    outcome=why,
+                )
+            )
+        except Exception as exc:  # the refusal itself has been answered; the log keeps the trace
+            log.error("could not audit a refused %s by %s (%s): %s", command.name, identity.user_id, why, exc)
+            return
+        self._on_audit()
+
+    async def _resolve(self, conn: Conn, command: RequestSignal) -> tuple[list[Candidate], list[RoleFill]] | Problem:
+        if command.scope is KillScope.PIDS:
+            found = {c.pid: c for c in await signals.candidates(conn, pids=command.pids)}
+            reasons = [why for pid in command.pids if (why := self._why_not(pid, found.get(pid), command.target))]
+            if reasons:
+                return NothingToSignal("Nothing was requested: " + "; ".join(reasons) + ".")
+            chosen = [found[pid] for pid in command.pids]
+        else:
+            assert command.role is not None
+            match = await catalog.find_role(conn, command.role)
+            if match.info is None or match.oid is None:
+                hint = f"; did you mean {' or '.join(repr(s) for s in match.suggestions)}?" if match.suggestions else ""
+                return NoSuchRole(f"no role named {shorten(command.role)!r}{_on(command.target)}{hint}")
+            role = match.info.name
+            if match.info.superuser:
+                return NothingToSignal(
+                    f"Nothing was requested: {role} is a superuser; superusers' sessions are protected."
+                )
+            if role in self._rules.protected_roles:
+                return NothingToSignal(f"Nothing was requested: {role} is a protected role (PGCONN_PROTECTED_ROLES).")
+            idle_for = (command.older_than or timedelta(0)) if command.scope is KillScope.IDLE else None
+            chosen = await signals.candidates(conn, role_oid=match.oid, idle_for=idle_for)
+            if not chosen:
+                what = "connections" if idle_for is None else "idle connections"
+                if command.older_than:
+                    what += f" idle for {spell_duration(command.older_than)} or more"
+                return NothingToSignal(f"Nothing to do: {role} has no {what}{_on(command.target)}.")
+            if any(c.backend_start is None for c in chosen):
+                return NothingToSignal(
+                    "Nothing was requested: the bot cannot see these sessions' details (grant it pg_monitor), "
+                    "so it could not make sure it signals the right ones."
+                )
+        fills: dict[str, RoleFill] = {}
+        for c in chosen:
+            if c.role and c.role not in fills:
+                fills[c.role] = RoleFill(c.role, c.role_used, c.role_limit if c.role_limit is not None else -1)
+        return chosen, list(fills.values())
+
+    def _why_not(self, pid: int, found: Candidate | None, target: str) -> str | None:
+        if found is None:
+            return f"pid {pid} is not a session{_on(target) or ' on this server'} (it may have ended)"
+        if found.own:
+            return f"pid {pid} is pgconn-bot's own connection"
+        if not found.client_backend:
+            return f"pid {pid} is a {found.backend_type or 'server process'}, not a client session"
+        if found.superuser:
+            return f"pid {pid} belongs to superuser {found.role}; superusers' sessions are protected"
+        if found.role in self._rules.protected_roles:
+            return f"pid {pid} belongs to {found.role}, a protected role"
+        if found.backend_start is None or found.role_oid is None:
+            return (
+                f"the bot cannot see the details of pid {pid} (grant it pg_monitor), "
+                "so it could not make sure it signals the right session"
+            )
+        return None
+
+    # --- deciding ----------------------------------------------------------------------------
+
+    async def decide(self, request_id: int, approve: bool, identity: Identity) -> Result:
+        role = await self._policy.role_of(identity)  # before the row lock: may ask Slack
+        execute: SignalRequest | None = None
+        result: Result
+        async with self._store.locked(request_id) as locked:
+            if locked is None:
+                return DecisionRefused(f"There is no request #{request_id}.")
+            request = locked.request
+            verb = "approve" if approve else "deny"
+            if role < AccessRole.APPROVER:
+                await locked.audit(
+                    _audit("click_refused", request, actor=identity.user_id, outcome=f"{verb}: not an approver")
+                )
+                result = DecisionRefused(
+                    f"Sorry, only approvers can {verb} requests, and you have "
+                    f"{'no access' if role is AccessRole.NONE else 'the ' + role.label + ' role'}. "
+                    f"Request #{request_id} is unchanged."
+                )
+            elif request.status != RequestStatus.PENDING:
+                result = DecisionRefused(_already_decided(request))
+            elif request.now >= request.expires_at:
+                if await locked.expire():
+                    await locked.audit(_audit("expired", await locked.reload()))
+                result = DecisionRefused(
+                    f"Request #{request_id} expired {_when(request.expires_at)}; nothing was done. "
+                    "Ask again if it is still needed."
+                )
+            elif not approve:
+                await locked.set_status(RequestStatus.DENIED, identity.user_id)
+                request = await locked.reload()
+                await locked.audit(_audit("denied", request, actor=identity.user_id))
+                result = Decided(request, "denied")
+            elif identity.user_id == request.requester and not self._rules.allow_self_approval:
+                await locked.audit(
+                    _audit("click_refused", request, actor=identity.user_id, outcome="approve: own request")
+                )
+                result = DecisionRefused(f"You asked for request #{request_id}, so another approver has to approve it.")
+            elif any(a.approver == identity.user_id for a in request.approvals):
+                result = DecisionRefused(
+                    f"You have already approved request #{request_id}; it needs "
+                    f"{request.required_approvals - len(request.approvals)} more approval(s) from other approvers."
+                )
+            else:
+                await locked.add_approval(identity.user_id)
+                if len(request.approvals) + 1 < request.required_approvals:
+                    request = await locked.reload()
+                    await locked.audit(
+                        _audit(
+                            "approval",
+                            request,
+                            actor=identity.user_id,
+                            outcome=f"{len(request.approvals)} of {request.required_approvals} approvals",
+                        )
+                    )
+                    result = Decided(request, "approval_recorded")
+                else:
+                    await locked.set_status(RequestStatus.EXECUTING, identity.user_id)
+                    execute = await locked.reload()
+                    await locked.audit(_audit("approved", execute, actor=identity.user_id))
+                    result = Decided(execute, "executing")
+        self._on_audit()
+        if execute is not None:
+            result = Decided(await self._execute(execute), "executed")
+            self._on_audit()
+        await self.publish(request_id)
+        return result
+
+    async def _execute(self, request: SignalRequest) -> SignalRequest:
+        targets = request.targets
+
+        async def work(conn: Conn) -> list[SignalOutcome]:
+            return await signals.execute(
+                conn,
+                action=request.action,
+                targets=targets,
+                protected_roles=self._rules.protected_roles,
+                wait_seconds=EXECUTION_WAIT_SECONDS,
+                statement_seconds=self._targets.timeout,
+            )
+
+        budget = self._targets.timeout * 2 + EXECUTION_WAIT_SECONDS + 0.2 * len(targets)
+        try:
+            outcomes = await self._targets.run(request.target, work, budget=budget)
+        except (TargetUnavailableError, UnknownTargetError) as exc:
+            why = exc.reason if isinstance(exc, TargetUnavailableError) else "the target is no longer configured"
+            outcomes = [SignalOutcome(t.pid, TargetOutcome.FAILED, why) for t in targets]
+        except Exception as exc:
+            reference = uuid.uuid4().hex[:8]
+            log.exception("executing request #%d failed (ref %s)", request.id, reference)
+            outcomes = [
+                SignalOutcome(t.pid, TargetOutcome.FAILED, f"{first_line(exc)} (ref {reference})") for t in targets
+            ]
+        summary = outcome_summary([(o.pid, o.outcome, o.detail) for o in outcomes])
+        log.info("request #%d executed: %s", request.id, summary)
+        return await self._store.finish(
+            request.id,
+            [(o.pid, o.outcome, o.detail) for o in outcomes],
+            _audit("executed", request, actor=request.decided_by, outcome=summary),
+        )
+
+    # --- showing ------------------------------------------------------------------------------
+
+    async def publish(self, request_id: int) -> None:
+        """Bring the request's message up to date and, once it is final, tell the requester."""
+        state = await self._store.message_state(request_id)  # read first: a later change is synced again
+        request = await self._store.get(request_id)
+        if request is None or state is None:
+            return
+        if request.channel and request.message_ts and self.announcer.can_post:
+            try:
+                await self.announcer.update_request(request)
+                await self._store.message_shown(request_id, state)
+            except Exception as exc:
+                log.warning("could not update the message of request #%d: %s", request_id, exc)
+                await self._store.message_sync_failed(request_id)
+        if request.status in RequestStatus.FINAL and await self._store.claim_requester_notice(request_id):
+            try:
+                await self.announcer.tell_requester(request)
+            except Exception as exc:
+                log.warning("could not tell %s about request #%d: %s", request.requester, request_id, exc)
+
+    async def pending(self) -> Result:
+        return PendingRequests(await self._store.pending())
+
+    async def audit_trail(self, count: int) -> Result:
+        return AuditTrail(await self._store.recent_audit(count), count)
+
+
+def audit_for_closed(request: SignalRequest) -> NewAuditEntry:
+    if request.status == RequestStatus.EXPIRED:
+        return _audit("expired", request, outcome="nothing was done")
+    return _audit(
+        "interrupted",
+        request,
+        actor=request.decided_by,
+        outcome="the bot stopped while executing; check the sessions with /pgconn list",
+    )
+
+
+def outcome_summary(outcomes: Sequence[tuple[int, str | None, str | None]]) -> str:
+    parts = []
+    for pid, outcome, detail in outcomes:
+        label = OUTCOME_LABELS.get(outcome or "", outcome or "not run")
+        parts.append(f"{pid} {label}" + (f" ({detail})" if detail and outcome == TargetOutcome.FAILED else ""))
+    return ", ".join(parts)
+
+
+def _audit(
+    event: str, request: SignalRequest, *, actor: str | None = None, outcome: str | None = None
+) -> NewAuditEntry:
+    return NewAuditEntry(
+        event=event,
+        request_id=request.id,
+        action=request.action,
+        target=request.target,
+        role_name=_role_label(request.roles) or request.role_name,
+        pids=request.pids,
+        actor=actor,
+        requester=request.requester,
+        approvers=[a.approver for a in request.approvals],
+        outcome=outcome,
+        message_ref=f"{request.channel}/{request.message_ts}" if request.message_ts else None,
+    )
+
+
+def _role_label(roles: Iterable[str | None]) -> str | None:
+    return ", ".join(sorted({r for r in roles if r})) or None
+
+
+def _already_decided(request: SignalRequest) -> str:
+    who = f" by {mention(request.decided_by)}" if request.decided_by else ""
+    when = f" {_when(request.decided_at)}" if request.decided_at else ""
+    match request.status:
+        case RequestStatus.EXECUTING | RequestStatus.EXECUTED | RequestStatus.INTERRUPTED:
+            return f"Request #{request.id} was already approved{who}{when}."
+        case RequestStatus.DENIED:
+            return f"Request #{request.id} was already denied{who}{when}."
+        case RequestStatus.EXPIRED:
+            return f"Request #{request.id} expired{when}; nothing was done."
+        case _:
+            return f"Request #{request.id} was withdrawn; nothing was done."
+
+
+def _when(at: datetime) -> str:
+    return f"at {moment(at)}"
+
+
+def _on(target: str) -> str:
+    return "" if target == DEFAULT_TARGET else f" on {target}"

@@ -1,0 +1,104 @@
+"""Background work of serve/socket mode: expiry, message updates, audit delivery.
+
+Everything it does is claimed atomically in the state database, so any number of replicas can
+run it side by side, and whatever one left unfinished (a crash, a Slack outage) another picks up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from bot.core.approvals import INTERRUPTED_AFTER_SECONDS, AnnounceError, Approvals, audit_for_closed
+from bot.db.requests import RequestStore
+from bot.errors import first_line
+
+log = logging.getLogger(__name__)
+
+HOUSEKEEPING_SECONDS = 2.0
+DELIVERY_LEASE_SECONDS = 30.0
+MAX_BACKOFF_SECONDS = 300.0
+
+
+def backoff(attempts: int, retry_after: float | None) -> float:
+    if retry_after is not None:
+        return retry_after
+    return min(MAX_BACKOFF_SECONDS, 2.0 ** max(0, attempts - 1))
+
+
+class Housekeeper:
+    def __init__(self, approvals: Approvals, store: RequestStore, *, interval: float = HOUSEKEEPING_SECONDS) -> None:
+        self._approvals = approvals
+        self._store = store
+        self._interval = interval
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.undelivered = 0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="pgconn-housekeeper")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def run_once(self) -> None:
+        closed = await self._store.close_overdue(
+            interrupted_after=INTERRUPTED_AFTER_SECONDS, audit_for=audit_for_closed
+        )
+        for request in closed:
+            log.info("request #%d %s", request.id, request.status)
+        ids = {request.id for request in closed} | set(await self._store.unsynced_messages())
+        for request_id in sorted(ids):
+            await self._approvals.publish(request_id)
+        await self.deliver_audit()
+
+    async def deliver_audit(self) -> None:
+        """Post due audit entries, oldest first; stop at the first failure (it holds back the rest)."""
+        announcer = self._approvals.announcer
+        if not announcer.can_post:
+            return
+        while (delivery := await self._store.claim_delivery(DELIVERY_LEASE_SECONDS)) is not None:
+            entry = delivery.entry
+            try:
+                ts = await announcer.post_audit(entry, delivery.channel, delivery.request_ref)
+            except asyncio.CancelledError:
+                # Stopping: give the entry back now rather than when the lease runs out. If Slack
+                # did take it, it may appear twice; never zero times.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._store.delivery_failed(entry.id, "interrupted by shutdown", 0))
+                raise
+            except Exception as exc:
+                failure = exc if isinstance(exc, AnnounceError) else AnnounceError(first_line(exc))
+                delay = backoff(delivery.attempts, failure.retry_after)
+                log.warning(
+                    "audit entry %d not delivered to %s (attempt %d: %s); retrying in %.0fs",
+                    entry.id,
+                    delivery.channel,
+                    delivery.attempts,
+                    failure.reason,
+                    delay,
+                )
+                await self._store.delivery_failed(entry.id, failure.reason, delay)
+                return
+            await self._store.delivered(entry.id, ts)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+                due, self.undelivered = await self._store.next_delivery_due()
+            except Exception as exc:
+                log.warning("housekeeping failed: %s", first_line(exc))
+                due = None
+            timeout = self._interval if due is None else min(self._interval, max(0.05, due))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+            self._wake.clear()

@@ -1,0 +1,207 @@
+"""Finding what a kill/cancel would hit, and signalling exactly those sessions, on a monitored server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+
+from bot.core.results import RequestTarget, TargetOutcome
+from bot.db import sql
+from bot.db.targets import Conn
+from bot.errors import first_line
+
+POLL_SECONDS = 0.05
+# statement_timeout on target connections is the command budget; a waiting terminate must end
+# well inside it, so the wait per statement is capped below that.
+STATEMENT_MARGIN_SECONDS = 0.3
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A backend as found now, with what decides whether it may be signalled."""
+
+    pid: int
+    role_oid: int | None
+    role: str | None
+    database: str | None
+    application: str | None
+    client: str | None
+    state: str | None
+    backend_type: str | None
+    backend_start: Any
+    xact_start: Any
+    state_change: Any
+    observed_at: Any
+    client_backend: bool
+    superuser: bool
+    own: bool
+    role_limit: int | None
+    role_used: int
+    blocks: tuple[int, ...]
+
+    def as_target(self) -> RequestTarget:
+        assert self.backend_start is not None and self.role_oid is not None and self.role is not None
+        return RequestTarget(
+            pid=self.pid,
+            backend_start=self.backend_start,
+            role_oid=self.role_oid,
+            role=self.role,
+            database=self.database,
+            application=self.application,
+            client=self.client,
+            state=self.state,
+            state_change=self.state_change,
+            xact_start=self.xact_start,
+            observed_at=self.observed_at,
+            blocks=self.blocks,
+        )
+
+
+def _client(row: dict[str, Any]) -> str:
+    if row["client_addr"]:
+        return str(row["client_addr"])
+    return "local socket" if row["client_port"] == -1 else "—"
+
+
+async def candidates(
+    conn: Conn,
+    *,
+    pids: Sequence[int] | None = None,
+    role_oid: int | None = None,
+    idle_for: timedelta | None = None,
+) -> list[Candidate]:
+    cur = await conn.execute(
+        sql.SIGNAL_CANDIDATES,
+        {
+            "bot_app": sql.BOT_APPLICATION_NAME,
+            "pids": list(pids) if pids is not None else None,
+            "role_oid": role_oid,
+            "idle_for": idle_for,
+        },
+    )
+    return [
+        Candidate(
+            pid=row["pid"],
+            role_oid=int(row["role_oid"]) if row["role_oid"] is not None else None,
+            role=row["role"],
+            database=row["database"],
+            application=row["application_name"],
+            client=_client(row),
+            state=row["state"],
+            backend_type=row["backend_type"],
+            backend_start=row["backend_start"],
+            xact_start=row["xact_start"],
+            state_change=row["state_change"],
+            observed_at=row["observed_at"],
+            client_backend=bool(row["client_backend"]),
+            superuser=bool(row["superuser"]),
+            own=bool(row["own"]),
+            role_limit=row["role_limit"],
+            role_used=int(row["role_used"]),
+            blocks=tuple(row["blocks"] or ()),
+        )
+        for row in await cur.fetchall()
+    ]
+
+
+@dataclass(frozen=True)
+class SignalOutcome:
+    pid: int
+    outcome: str
+    detail: str | None = None
+
+
+async def execute(
+    conn: Conn,
+    *,
+    action: str,
+    targets: Sequence[RequestTarget],
+    protected_roles: Sequence[str],
+    wait_seconds: float,
+    statement_seconds: float,
+    force_polling: bool = False,
+) -> list[SignalOutcome]:
+    """Signal each target only if it is still the session that was approved; report each one.
+
+    Terminations are waited for: with ``pg_terminate_backend(pid, timeout)`` on 14+, then a poll
+    of what is left (which is all of the waiting on 13, or with ``force_polling``).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_seconds
+    version = 0 if force_polling else conn.info.server_version
+    statement = sql.signal_statement(action, version)
+    outcomes: dict[int, SignalOutcome] = {}
+    waiting: list[RequestTarget] = []
+    for target in targets:
+        wait_ms = int(max(0.001, min(deadline - loop.time(), statement_seconds - STATEMENT_MARGIN_SECONDS)) * 1000)
+        try:
+            cur = await conn.execute(
+                statement,
+                {
+                    "pid": target.pid,
+                    "backend_start": target.backend_start,
+                    "role_oid": target.role_oid,
+                    "protected": list(protected_roles),
+                    "bot_app": sql.BOT_APPLICATION_NAME,
+                    "wait_ms": wait_ms,
+                },
+            )
+            row = await cur.fetchone()
+        except psycopg.errors.QueryCanceled:
+            outcomes[target.pid] = SignalOutcome(target.pid, TargetOutcome.STILL_RUNNING, "timed out waiting")
+            waiting.append(target)
+            continue
+        except psycopg.Error as exc:
+            if conn.closed or conn.broken:
+                raise
+            outcomes[target.pid] = SignalOutcome(target.pid, TargetOutcome.FAILED, first_line(exc))
+            continue
+        assert row is not None
+        verdict = row["verdict"]
+        if verdict == "gone":
+            outcomes[target.pid] = SignalOutcome(target.pid, TargetOutcome.GONE)
+        elif verdict == "replaced":
+            outcomes[target.pid] = SignalOutcome(
+                target.pid, TargetOutcome.REPLACED, "the pid now belongs to a different session"
+            )
+        elif verdict == "protected":
+            outcomes[target.pid] = SignalOutcome(
+                target.pid, TargetOutcome.PROTECTED, "superuser, protected role or the bot's own connection"
+            )
+        elif not row["signalled"]:
+            # false: a terminate that did not finish within its wait, or a signal the server refused.
+            if action == "terminate":
+                outcomes[target.pid] = SignalOutcome(target.pid, TargetOutcome.STILL_RUNNING)
+                waiting.append(target)
+            else:
+                outcomes[target.pid] = SignalOutcome(target.pid, TargetOutcome.FAILED, "the server did not signal it")
+        elif action == "cancel":
+            detail = None if row["state"] == "active" else f"it was {row['state']}: no query was running"
+            outcomes[target.pid] = SignalOutcome(target.pid, TargetOutcome.CANCELLED, detail)
+        elif version >= sql.TERMINATE_TIMEOUT_SINCE:
+            outcomes[target.pid] = SignalOutcome(target.pid, TargetOutcome.TERMINATED)
+        else:
+            outcomes[target.pid] = SignalOutcome(target.pid, TargetOutcome.STILL_RUNNING)
+            waiting.append(target)
+    if waiting:
+        still = await _wait_until_gone(conn, waiting, deadline)
+        for target in waiting:
+            if target.pid not in still:
+                outcomes[target.pid] = SignalOutcome(target.pid, TargetOutcome.TERMINATED)
+    return [outcomes[t.pid] for t in targets]
+
+
+async def _wait_until_gone(conn: Conn, targets: Sequence[RequestTarget], deadline: float) -> set[int]:
+    loop = asyncio.get_running_loop()
+    params = {"pids": [t.pid for t in targets], "starts": [t.backend_start for t in targets]}
+    while True:
+        cur = await conn.execute(sql.STILL_RUNNING, params)
+        still = {row["pid"] for row in await cur.fetchall()}
+        if not still or loop.time() >= deadline:
+            return still
+        await asyncio.sleep(POLL_SECONDS)

@@ -1,0 +1,443 @@
+"""kill/cancel → approval message → clicks → execution → updated message → audit, over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import pytest
+from aiohttp import web
+
+from tests.conftest import PgWorld
+from tests.e2e.conftest import (
+    BotUnderTest,
+    Posted,
+    message_text,
+    wait_for_message_state,
+    wait_for_request_message,
+)
+from tests.support.fake_slack import FakeSlack
+
+REQUESTER, APPROVER, APPROVER2, VIEWER = "U0REQ", "U0APP", "U0APP2", "U0VIEWER"
+APPROVALS, AUDIT, ORIGIN = "C0APPROVE", "C0AUDIT", "C0TEST01"
+
+
+@pytest.fixture
+def start_approval_bot(fresh_state_dsn: str, start_bot: Any) -> Callable[..., Any]:
+    # fresh_state_dsn first: it is then torn down after the bots have stopped.
+    async def start(**overrides: Any) -> BotUnderTest:
+        settings: dict[str, Any] = {
+            "requesters": REQUESTER,
+            "approvers": f"{APPROVER},{APPROVER2}",
+            "approval_channel": APPROVALS,
+            "audit_channel": AUDIT,
+            "state_url": fresh_state_dsn,
+        }
+        settings.update(overrides)
+        return await start_bot(**settings)  # type: ignore[no-any-return]
+
+    return start
+
+
+def request_id_of(answer: dict[str, Any]) -> int:
+    match = re.search(r"Request #(\d+)", message_text(answer))
+    assert match, message_text(answer)
+    return int(match.group(1))
+
+
+def alive(world: PgWorld, pids: list[int]) -> set[int]:
+    rows = world.admin.execute("SELECT pid FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,)).fetchall()
+    return {row[0] for row in rows}
+
+
+def audit_rows(dsn: str, request_id: int) -> list[dict[str, Any]]:
+    with psycopg.connect(dsn, row_factory=psycopg.rows.dict_row) as conn:
+        return conn.execute("SELECT * FROM pgconn.audit WHERE request_id = %s ORDER BY id", (request_id,)).fetchall()
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """For state outside the fake Slack (the database): re-check until true."""
+    async with asyncio.timeout(timeout):
+        while not condition():  # noqa: ASYNC110 - the database cannot notify us; polling it is the wait
+            await asyncio.sleep(0.05)
+
+
+def no_buttons(message: Posted) -> bool:
+    return not message.buttons()
+
+
+async def open_request(bot: BotUnderTest, text: str, user: str = REQUESTER) -> tuple[int, Posted]:
+    answer = await bot.ask(text, user_id=user)
+    assert "sent for approval" in message_text(answer), message_text(answer)
+    request_id = request_id_of(answer)
+    return request_id, await wait_for_request_message(bot.slack, APPROVALS, request_id)
+
+
+async def ephemeral_answer(bot: BotUnderTest, clicked: Any) -> str:
+    assert clicked.status == 200, clicked.body
+    return message_text(await bot.slack.wait_for_response(clicked.response_url))
+
+
+async def test_full_flow_only_an_approver_executes_and_everything_is_on_record(
+    start_approval_bot: Any, world: PgWorld, fresh_state_dsn: str
+) -> None:
+    bot = await start_approval_bot()
+    role = world.role("ta_flow", limit=2)
+    pids = [world.pid_of(world.connect(role, "stray-notebook")) for _ in range(2)]
+
+    request_id, message = await open_request(bot, f'kill user {role} --reason "locked out before the exam"')
+    text = message.text
+    assert f"terminate all 2 sessions of {role}" in text
+    for expected in ("<@U0REQ>", "locked out before the exam", "2/2", "stray-notebook", f"Request #{request_id}"):
+        assert expected in text, expected
+    assert {"Approve", "Deny"} <= set(message.buttons())
+    approve = next(b for b in message.payload["blocks"] if b["type"] == "actions")["elements"][0]
+    assert approve["style"] == "primary" and "terminate" in approve["confirm"]["text"]["text"]
+    assert message.button("Approve")[1] == str(request_id)  # the id only
+
+    refused = await ephemeral_answer(bot, await bot.click(message, "Approve", VIEWER))
+    assert "only approvers" in refused
+    own = await ephemeral_answer(bot, await bot.click(message, "Approve", REQUESTER))
+    assert "only approvers" in own  # a TA asks; a TA cannot approve
+    assert alive(world, pids) == set(pids)
+
+    clicked = await bot.click(message, "Approve", APPROVER)
+    assert clicked.status == 200 and clicked.ack_seconds < 1.0
+    done = await wait_for_message_state(bot.slack, message, no_buttons)
+    assert "terminated" in done.text and "<@U0APP>" in done.text
+    assert alive(world, pids) == set()
+
+    executed = [row for row in audit_rows(fresh_state_dsn, request_id) if row["event"] == "executed"]
+    assert len(executed) == 1
+    assert executed[0]["requester"] == REQUESTER and executed[0]["approvers"] == [APPROVER]
+    assert sorted(executed[0]["pids"]) == sorted(pids) and executed[0]["role_name"] == role
+
+    def delivered_executed() -> list[str]:
+        texts = [message_text(m) for m in bot.slack.channel_messages(AUDIT)]
+        return [t for t in texts if f"#{request_id}" in t and "executed" in t]
+
+    (entry,) = await bot.slack.wait_for(delivered_executed)
+    for expected in ("terminate", role, str(pids[0]), "U0REQ", "U0APP", "terminated"):
+        assert expected in entry
+    # The requester hears the outcome directly.
+    await bot.slack.wait_for(lambda: bot.slack.api_calls("chat.postMessage", REQUESTER))
+
+
+async def test_an_approver_cannot_approve_their_own_request_unless_allowed(
+    start_approval_bot: Any, world: PgWorld
+) -> None:
+    bot = await start_approval_bot()
+    role = world.role("dba_self")
+    pid = world.pid_of(world.connect(role))
+    _, message = await open_request(bot, f"kill {pid}", user=APPROVER)
+    own = await ephemeral_answer(bot, await bot.click(message, "Approve", APPROVER))
+    assert "another approver has to approve it" in own
+    assert alive(world, [pid]) == {pid}
+
+    relaxed = await start_approval_bot(allow_self_approval=True)
+    _, message = await open_request(relaxed, f"kill {pid}", user=APPROVER)
+    await relaxed.click(message, "Approve", APPROVER)
+    await wait_for_message_state(relaxed.slack, message, no_buttons)
+    assert alive(world, [pid]) == set()
+
+
+async def test_deny_leaves_sessions_alone(start_approval_bot: Any, world: PgWorld, fresh_state_dsn: str) -> None:
+    bot = await start_approval_bot()
+    role = world.role("ta_deny")
+    pid = world.pid_of(world.connect(role))
+    request_id, message = await open_request(bot, f"kill {pid}")
+    clicked = await bot.click(message, "Deny", APPROVER)
+    assert clicked.status == 200
+    done = await wait_for_message_state(bot.slack, message, no_buttons)
+    assert "Denied by <@U0APP>" in done.text
+    assert alive(world, [pid]) == {pid}
+    assert [r["event"] for r in audit_rows(fresh_state_dsn, request_id)] == ["requested", "denied"]
+    late = await ephemeral_answer(bot, await bot.click(message, "Approve", APPROVER2))
+    assert "already denied by <@U0APP>" in late
+
+
+async def test_expired_request_is_updated_and_cannot_be_approved(
+    start_approval_bot: Any, world: PgWorld, fresh_state_dsn: str
+) -> None:
+    bot = await start_approval_bot()
+    role = world.role("ta_expire")
+    pid = world.pid_of(world.connect(role))
+    request_id, message = await open_request(bot, f"kill {pid}")
+    with psycopg.connect(fresh_state_dsn, autocommit=True) as conn:
+        conn.execute("UPDATE pgconn.request SET expires_at = now() - interval '1 second' WHERE id = %s", (request_id,))
+    done = await wait_for_message_state(bot.slack, message, no_buttons)  # the housekeeper expires it
+    assert "Expired" in done.text
+    late = await ephemeral_answer(bot, await bot.click(message, "Approve", APPROVER))
+    assert "expired" in late
+    assert alive(world, [pid]) == {pid}
+    assert [r["event"] for r in audit_rows(fresh_state_dsn, request_id)] == ["requested", "expired"]
+
+
+async def test_click_after_ttl_expires_it_on_the_spot(start_approval_bot: Any, world: PgWorld) -> None:
+    bot = await start_approval_bot(approval_ttl=1)
+    bot.server.runtime.housekeeper._interval = 3600  # only the click may notice
+    role = world.role("ta_ttl")
+    pid = world.pid_of(world.connect(role))
+    _, message = await open_request(bot, f"kill {pid}")
+    await asyncio.sleep(1.1)  # the TTL itself is what is under test
+    late = await ephemeral_answer(bot, await bot.click(message, "Approve", APPROVER))
+    assert "expired" in late
+    await wait_for_message_state(bot.slack, message, no_buttons)
+    assert alive(world, [pid]) == {pid}
+
+
+async def test_two_of_two_approvals(start_approval_bot: Any, world: PgWorld, fresh_state_dsn: str) -> None:
+    bot = await start_approval_bot(required_approvals=2)
+    role = world.role("ta_two")
+    pid = world.pid_of(world.connect(role))
+    request_id, message = await open_request(bot, f"kill {pid}")
+    first = await ephemeral_answer(bot, await bot.click(message, "Approve", APPROVER))
+    assert "1 of 2" in first
+    partly = await wait_for_message_state(bot.slack, message, lambda m: "approved so far by <@U0APP>" in m.text)
+    assert partly.buttons()
+    again = await ephemeral_answer(bot, await bot.click(message, "Approve", APPROVER))
+    assert "already approved" in again
+    assert alive(world, [pid]) == {pid}
+    await bot.click(message, "Approve", APPROVER2)
+    done = await wait_for_message_state(bot.slack, message, no_buttons)
+    assert "<@U0APP>" in done.text and "<@U0APP2>" in done.text and "terminated" in done.text
+    assert alive(world, [pid]) == set()
+    events = [r["event"] for r in audit_rows(fresh_state_dsn, request_id)]
+    assert events == ["requested", "approval", "approved", "executed"]
+
+
+async def test_viewer_cannot_request(start_approval_bot: Any, world: PgWorld, fresh_state_dsn: str) -> None:
+    bot = await start_approval_bot()
+    role = world.role("ta_viewer")
+    pid = world.pid_of(world.connect(role))
+    answer = await bot.ask(f"kill {pid}", user_id=VIEWER)
+    assert "needs the requester role" in message_text(answer)
+    assert bot.slack.api_calls("chat.postMessage", APPROVALS) == []
+    with psycopg.connect(fresh_state_dsn) as conn:
+        (refused,) = conn.execute("SELECT actor, event FROM pgconn.audit").fetchall()
+    assert refused == (VIEWER, "refused")
+    assert alive(world, [pid]) == {pid}
+
+
+async def test_protected_targets_are_refused_at_once(start_approval_bot: Any, world: PgWorld) -> None:
+    bot = await start_approval_bot(protected_roles="pgct_never")
+    boss = world.role("boss", superuser=True, limit=None)
+    boss_pid = world.pid_of(world.connect(boss))
+    answer = message_text(await bot.ask(f"kill {boss_pid}", user_id=REQUESTER))
+    assert "superuser" in answer and "Nothing was requested" in answer
+    answer = message_text(await bot.ask(f"kill user {boss}", user_id=REQUESTER))
+    assert "superuser" in answer
+
+    bot_pid = world.admin.execute(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgconn-bot' AND datname = current_database() "
+        "ORDER BY backend_start DESC LIMIT 1"
+    ).fetchone()
+    assert bot_pid is not None
+    answer = message_text(await bot.ask(f"kill {bot_pid[0]}", user_id=REQUESTER))
+    assert "pgconn-bot's own connection" in answer
+
+    checkpointer = world.admin.execute(
+        "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'"
+    ).fetchone()
+    assert checkpointer is not None
+    answer = message_text(await bot.ask(f"cancel {checkpointer[0]}", user_id=REQUESTER))
+    assert "checkpointer, not a client session" in answer
+
+    answer = message_text(await bot.ask("kill 999999", user_id=REQUESTER))
+    assert "pid 999999 is not a session" in answer
+    assert bot.slack.api_calls("chat.postMessage", APPROVALS) == []
+    assert alive(world, [boss_pid]) == {boss_pid}
+
+
+async def test_protected_role_setting(start_approval_bot: Any, world: PgWorld) -> None:
+    role = world.role("guarded")
+    bot = await start_approval_bot(protected_roles=f"{role},other")
+    pid = world.pid_of(world.connect(role))
+    answer = message_text(await bot.ask(f"kill {pid}", user_id=REQUESTER))
+    assert "protected role" in answer
+    answer = message_text(await bot.ask(f"kill idle {role}", user_id=REQUESTER))
+    assert "protected role" in answer
+
+
+async def test_target_gone_before_approval(start_approval_bot: Any, world: PgWorld) -> None:
+    bot = await start_approval_bot()
+    role = world.role("ta_gone")
+    conn = world.connect(role)
+    pid = world.pid_of(conn)
+    _, message = await open_request(bot, f"kill {pid}")
+    conn.close()
+    await bot.click(message, "Approve", APPROVER)
+    done = await wait_for_message_state(bot.slack, message, no_buttons)
+    assert "already gone" in done.text
+
+
+async def test_replaced_session_is_not_signalled(start_approval_bot: Any, world: PgWorld, fresh_state_dsn: str) -> None:
+    bot = await start_approval_bot()
+    role = world.role("ta_reuse")
+    pid = world.pid_of(world.connect(role))
+    request_id, message = await open_request(bot, f"kill {pid}")
+    # As if the pid had been reused by a newer session: the stored start no longer matches.
+    with psycopg.connect(fresh_state_dsn, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE pgconn.request_target SET backend_start = backend_start - interval '1 hour' WHERE request_id = %s",
+            (request_id,),
+        )
+    await bot.click(message, "Approve", APPROVER)
+    done = await wait_for_message_state(bot.slack, message, no_buttons)
+    assert "replaced by another session" in done.text
+    assert alive(world, [pid]) == {pid}
+
+
+async def test_simultaneous_approvals_on_two_replicas_execute_once(
+    start_approval_bot: Any, world: PgWorld, fresh_state_dsn: str
+) -> None:
+    first = await start_approval_bot()
+    second = await start_approval_bot()
+    role = world.role("ta_race")
+    pids = [world.pid_of(world.connect(role)) for _ in range(3)]
+    request_id, message = await open_request(first, f"kill user {role}")
+    clicks = await asyncio.gather(
+        first.click(message, "Approve", APPROVER),
+        second.click(message, "Approve", APPROVER2),
+        first.click(message, "Approve", APPROVER2),
+        second.click(message, "Approve", APPROVER),
+    )
+    assert all(c.status == 200 for c in clicks)
+    await wait_for_message_state(first.slack, message, no_buttons)
+
+    def settled() -> bool:
+        events = [r["event"] for r in audit_rows(fresh_state_dsn, request_id)]
+        return "executed" in events
+
+    await first.slack.wait_for(settled)
+    # Every click has been answered or has finished by the time the late ones said "already approved".
+    late = [c for c in clicks if first.slack.responses_to(c.response_url or "")]
+    await first.slack.wait_for(lambda: len([c for c in clicks if first.slack.responses_to(c.response_url or "")]) >= 3)
+    assert len(late) <= 3
+    events = [r["event"] for r in audit_rows(fresh_state_dsn, request_id)]
+    assert events.count("approved") == 1 and events.count("executed") == 1
+    assert alive(world, pids) == set()
+
+
+async def test_request_survives_a_restart(start_approval_bot: Any, world: PgWorld) -> None:
+    before = await start_approval_bot()
+    role = world.role("ta_restart")
+    pid = world.pid_of(world.connect(role))
+    _, message = await open_request(before, f"kill {pid}")
+    await before.server.stop()
+
+    after = await start_approval_bot()
+    await after.click(message, "Approve", APPROVER)
+    done = await wait_for_message_state(after.slack, message, no_buttons)
+    assert "terminated" in done.text
+    assert alive(world, [pid]) == set()
+
+
+async def test_click_without_response_url_is_answered_in_channel(start_approval_bot: Any, world: PgWorld) -> None:
+    bot = await start_approval_bot()
+    role = world.role("ta_nourl")
+    pid = world.pid_of(world.connect(role))
+    _, message = await open_request(bot, f"kill {pid}")
+    await bot.click(message, "Approve", VIEWER, with_response_url=False)
+    (note,) = await bot.slack.wait_for(lambda: bot.slack.api_calls("chat.postEphemeral"))
+    assert note.payload["user"] == VIEWER and note.payload["channel"] == APPROVALS
+    assert "only approvers" in note.payload["text"]
+
+
+async def test_audit_entries_survive_slack_failures_and_arrive_once(
+    start_approval_bot: Any, world: PgWorld, fake_slack: FakeSlack, fresh_state_dsn: str
+) -> None:
+    failures = ["500", "429", "500"]
+
+    def flaky(payload: dict[str, Any]) -> web.Response | None:
+        if payload.get("channel") != AUDIT or not failures:
+            return None
+        kind = failures.pop(0)
+        if kind == "429":
+            return web.json_response({"ok": False, "error": "ratelimited"}, status=429, headers={"Retry-After": "1"})
+        return web.Response(status=500, text="internal error")
+
+    fake_slack.overrides["chat.postMessage"] = flaky
+    bot = await start_approval_bot()
+    role = world.role("ta_flaky")
+    pid = world.pid_of(world.connect(role))
+    request_id, message = await open_request(bot, f"kill {pid}")
+    await bot.click(message, "Approve", APPROVER)
+    await wait_for_message_state(bot.slack, message, no_buttons)
+
+    def delivered() -> list[str]:
+        return [message_text(m) for m in fake_slack.channel_messages(AUDIT)]
+
+    await fake_slack.wait_for(lambda: any("executed" in t for t in delivered()), timeout=15)
+    texts = delivered()
+    for event in ("requested", "approved", "executed"):
+        assert len([t for t in texts if f"#{request_id} · {event}" in t]) == 1, (event, texts)
+    assert failures == []
+
+    def outbox_empty() -> bool:
+        with psycopg.connect(fresh_state_dsn) as conn:
+            row = conn.execute("SELECT count(*) FROM pgconn.audit_outbox WHERE delivered_at IS NULL").fetchone()
+        return row == (0,)
+
+    await eventually(outbox_empty)
+
+
+async def test_undelivered_audit_entries_are_sent_after_a_restart(
+    start_approval_bot: Any, world: PgWorld, fake_slack: FakeSlack
+) -> None:
+    fake_slack.overrides["chat.postMessage"] = lambda p: (
+        web.Response(status=503, text="down") if p.get("channel") == AUDIT else None
+    )
+    before = await start_approval_bot()
+    role = world.role("ta_outage")
+    pid = world.pid_of(world.connect(role))
+    request_id, _ = await open_request(before, f"kill {pid}")
+    await fake_slack.wait_for(lambda: fake_slack.api_calls("chat.postMessage", AUDIT))
+    await before.server.stop()
+
+    del fake_slack.overrides["chat.postMessage"]
+    await start_approval_bot()
+    await fake_slack.wait_for(
+        lambda: any(f"#{request_id} · requested" in message_text(m) for m in fake_slack.channel_messages(AUDIT)),
+        timeout=10,
+    )
+
+
+async def test_request_that_cannot_be_posted_is_withdrawn(
+    start_approval_bot: Any, world: PgWorld, fake_slack: FakeSlack, fresh_state_dsn: str
+) -> None:
+    fake_slack.overrides["chat.postMessage"] = lambda p: (
+        web.json_response({"ok": False, "error": "not_in_channel"}) if p.get("channel") == APPROVALS else None
+    )
+    bot = await start_approval_bot()
+    role = world.role("ta_nochan")
+    pid = world.pid_of(world.connect(role))
+    answer = message_text(await bot.ask(f"kill {pid}", user_id=REQUESTER))
+    assert "could not be posted" in answer and "/invite" in answer
+    with psycopg.connect(fresh_state_dsn) as conn:
+        (status,) = conn.execute("SELECT status FROM pgconn.request").fetchone()  # type: ignore[misc]
+    assert status == "withdrawn"
+
+
+async def test_requests_and_audit_commands(start_approval_bot: Any, world: PgWorld) -> None:
+    bot = await start_approval_bot()
+    role = world.role("ta_lists")
+    pid = world.pid_of(world.connect(role))
+    request_id, _ = await open_request(bot, f'cancel {pid} --reason "runaway"')
+    pending = message_text(await bot.ask("requests"))
+    assert f"#{request_id}" in pending and "cancel the running query of pid" in pending
+    audit = message_text(await bot.ask("audit 5"))
+    assert f"#{request_id}" in audit and "requested" in audit and "runaway" in audit
+
+
+async def test_approval_channel_defaults_to_the_command_channel(start_approval_bot: Any, world: PgWorld) -> None:
+    bot = await start_approval_bot(approval_channel=None)
+    role = world.role("ta_here")
+    pid = world.pid_of(world.connect(role))
+    answer = await bot.ask(f"kill {pid}", user_id=REQUESTER)
+    request_id = request_id_of(answer)
+    message = await wait_for_request_message(bot.slack, ORIGIN, request_id)
+    assert message.buttons()
