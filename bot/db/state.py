@@ -23,6 +23,9 @@ class StateStore:
             max_size=max_size,
             open=False,
             name="pgconn-state",
+            # How long a command waits for a state connection: a dead state database must be
+            # answered within Slack's window, not after psycopg's default 30 s.
+            timeout=timeout,
             kwargs={
                 "autocommit": True,
                 "application_name": sql.BOT_APPLICATION_NAME,

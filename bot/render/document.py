@@ -137,6 +137,7 @@ def _(result: HelpResult) -> Document:
         title="pgconn-bot: PostgreSQL connections from Slack",
         lines=[
             "See who is connected, how full a role or the server is, and what looks stray.",
+            "kill and cancel never act directly: an approver has to approve each request.",
             "Durations: 90s, 30m, 2h. Every command takes --db TARGET to pick a server.",
         ],
         commands=[
@@ -146,6 +147,8 @@ def _(result: HelpResult) -> Document:
             "/pgconn stray bob --idle 30m",
             "/pgconn status --db reporting",
             '/pgconn kill idle bob --older 30m --reason "locked out before the exam"',
+            "/pgconn requests",
+            "/pgconn audit 20",
             "/pgconn help <subcommand>",
         ],
         notes=["Subcommands: " + ", ".join(USAGE)],

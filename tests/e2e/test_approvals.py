@@ -20,6 +20,7 @@ from tests.e2e.conftest import (
     wait_for_request_message,
 )
 from tests.support.fake_slack import FakeSlack
+from tests.support.slack_requests import block_actions_body, sign
 
 REQUESTER, APPROVER, APPROVER2, VIEWER = "U0REQ", "U0APP", "U0APP2", "U0VIEWER"
 APPROVALS, AUDIT, ORIGIN = "C0APPROVE", "C0AUDIT", "C0TEST01"
@@ -441,3 +442,30 @@ async def test_approval_channel_defaults_to_the_command_channel(start_approval_b
     request_id = request_id_of(answer)
     message = await wait_for_request_message(bot.slack, ORIGIN, request_id)
     assert message.buttons()
+
+
+async def test_slack_retry_of_a_click_executes_once(
+    start_approval_bot: Any, world: PgWorld, fresh_state_dsn: str
+) -> None:
+    bot = await start_approval_bot()
+    role = world.role("ta_retry")
+    pid = world.pid_of(world.connect(role))
+    request_id, message = await open_request(bot, f"kill {pid}")
+    action_id, value = message.button("Approve")
+    body = block_actions_body(
+        user_id=APPROVER,
+        action_id=action_id,
+        value=value,
+        channel_id=message.channel,
+        message_ts=message.ts,
+        response_url=bot.slack.new_response_url(),
+    )
+    async with await bot.post(body, sign(body)) as first:
+        assert first.status == 200
+    retry_headers = {**sign(body), "X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}
+    async with await bot.post(body, retry_headers) as retry:
+        assert retry.status == 200
+    await wait_for_message_state(bot.slack, message, no_buttons)
+    await eventually(lambda: [r["event"] for r in audit_rows(fresh_state_dsn, request_id)].count("executed") == 1)
+    events = [r["event"] for r in audit_rows(fresh_state_dsn, request_id)]
+    assert events.count("approved") == 1 and events.count("executed") == 1

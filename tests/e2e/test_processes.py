@@ -53,6 +53,27 @@ def test_console_answers_commands_from_stdin(world: PgWorld, pg_dsn: str, state_
     assert "Traceback" not in out + done.stderr
 
 
+def test_console_kill_is_a_request_and_approve_executes_it(world: PgWorld, pg_dsn: str, fresh_state_dsn: str) -> None:
+    bob = world.role("bob")
+    pid = world.pid_of(world.connect(bob, "left-open"))
+    env = bot_env(
+        PGCONN_DATABASE_URL=pg_dsn,
+        PGCONN_STATE_URL=fresh_state_dsn,
+        PGCONN_REQUESTERS="U0TA",
+        PGCONN_APPROVERS="U0DBA",
+    )
+    script = f"as U0TA\nkill {pid} --reason 'left open'\napprove 1\nas U0DBA\ndeny 999\napprove 1\naudit 3\n"
+    done = run_console(script, env)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert f"Request #1 created: terminate pid {pid} ({bob})" in out
+    assert "only approvers can approve" in out  # the TA's own approve
+    assert "There is no request #999" in out
+    assert "done: 1 terminated" in out
+    assert "#1 · executed" in out and "requested by @U0TA" in out and "approved by @U0DBA" in out
+    assert world.admin.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone() == (0,)
+
+
 def test_console_identity_switch_goes_through_the_policy(world: PgWorld, pg_dsn: str, state_dsn: str) -> None:
     bob = world.role("bob")
     env = bot_env(
