@@ -55,7 +55,9 @@ class HttpServer:
 
     async def start(self, state_wait: float = STATE_STARTUP_SECONDS) -> None:
         await _start_with_retry(self.runtime, state_wait)
-        self._runner = web.AppRunner(build_web_app(self.app, self.runtime.state), access_log=None)
+        self._runner = web.AppRunner(
+            build_web_app(self.app, self.runtime.state, self.runtime.housekeeper), access_log=None
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, host=self._host, port=self._port)
         await site.start()

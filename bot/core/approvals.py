@@ -176,7 +176,11 @@ class Approvals:
         except AnnounceError as exc:
             return await self._withdraw(request, where, exc.reason)
         await self._store.set_message(request.id, where, ts)
-        await self._store.message_shown(request.id, f"{RequestStatus.PENDING}:0")
+        # An approver may have clicked already (the message is visible before set_message ran).
+        if await self._store.message_state(request.id) == f"{RequestStatus.PENDING}:0":
+            await self._store.message_shown(request.id, f"{RequestStatus.PENDING}:0")
+        else:
+            await self.publish(request.id)
         self._on_audit()
         return RequestOpened(request, posted_in=where)
 
@@ -274,8 +278,13 @@ class Approvals:
 
     # --- deciding ----------------------------------------------------------------------------
 
-    async def decide(self, request_id: int, approve: bool, identity: Identity) -> Result:
+    async def decide(
+        self, request_id: int, approve: bool, identity: Identity, *, clicked_on: tuple[str, str] | None = None
+    ) -> Result:
+        """``clicked_on``: (channel, ts) of the message whose button was clicked, when there is one."""
         role = await self._policy.role_of(identity)  # before the row lock: may ask Slack
+        if clicked_on is not None:
+            await self._store.adopt_message(request_id, *clicked_on)
         execute: SignalRequest | None = None
         result: Result
         async with self._store.locked(request_id) as locked:
@@ -389,7 +398,13 @@ class Approvals:
             except Exception as exc:
                 log.warning("could not update the message of request #%d: %s", request_id, exc)
                 await self._store.message_sync_failed(request_id)
-        if request.status in RequestStatus.FINAL and await self._store.claim_requester_notice(request_id):
+        # Only a process that can reach Slack claims the notice, so a console decision leaves it
+        # to a serve replica.
+        if (
+            request.status in RequestStatus.FINAL
+            and self.announcer.can_post
+            and await self._store.claim_requester_notice(request_id)
+        ):
             try:
                 await self.announcer.tell_requester(request)
             except Exception as exc:

@@ -111,13 +111,21 @@ class CommandService:
             return Outcome(command, Problem(command.message, command.usage))
         return Outcome(command, await self.execute(command, identity, text=text, channel=channel))
 
-    async def decide(self, request_id: int, approve: bool, identity: Identity) -> Outcome:
+    async def decide(
+        self, request_id: int, approve: bool, identity: Identity, *, clicked_on: tuple[str, str] | None = None
+    ) -> Outcome:
         """A click on Approve or Deny: the same path as the console's ``approve N`` / ``deny N``."""
         command = Decide(request_id=request_id, approve=approve, name="approve" if approve else "deny")
-        return Outcome(command, await self.execute(command, identity))
+        return Outcome(command, await self.execute(command, identity, clicked_on=clicked_on))
 
     async def execute(
-        self, command: Command, identity: Identity, *, text: str = "", channel: str | None = None
+        self,
+        command: Command,
+        identity: Identity,
+        *,
+        text: str = "",
+        channel: str | None = None,
+        clicked_on: tuple[str, str] | None = None,
     ) -> Result:
         # Approvers are checked inside the decision itself, where a refused click is also audited.
         if not isinstance(command, Decide):
@@ -129,7 +137,7 @@ class CommandService:
                     await self._approvals.record_refusal(command, identity, f"{role.label} may not request this")
                 return Refused(message)
         try:
-            return await self._dispatch(command, identity, text, channel)
+            return await self._dispatch(command, identity, text, channel, clicked_on)
         except (PoolTimeout, psycopg.OperationalError) as exc:
             # Target errors arrive as TargetUnavailableError; these come from the state database.
             log.error("state database unavailable for %s: %s", command.name, exc)
@@ -149,7 +157,14 @@ class CommandService:
                 "the details are in the bot's log."
             )
 
-    async def _dispatch(self, command: Command, identity: Identity, text: str, channel: str | None) -> Result:
+    async def _dispatch(
+        self,
+        command: Command,
+        identity: Identity,
+        text: str,
+        channel: str | None,
+        clicked_on: tuple[str, str] | None,
+    ) -> Result:
         match command:
             case Help(topic=topic):
                 return HelpResult(topic)
@@ -169,7 +184,7 @@ class CommandService:
             case RequestSignal():
                 return await self._approvals.open(command, identity, text=text, channel=channel)
             case Decide(request_id=request_id, approve=approve):
-                return await self._approvals.decide(request_id, approve, identity)
+                return await self._approvals.decide(request_id, approve, identity, clicked_on=clicked_on)
             case ListRequests():
                 return await self._approvals.pending()
             case ShowAudit(count=count):

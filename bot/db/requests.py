@@ -19,6 +19,10 @@ from bot.db import sql
 from bot.db.state import StateStore
 from bot.db.targets import Conn
 
+# A message Slack keeps refusing to update (deleted, channel archived) is given up after about a
+# day of backoff; the request itself and its audit trail are unaffected.
+MAX_SYNC_ATTEMPTS = 20
+
 
 @dataclass(frozen=True)
 class NewRequest:
@@ -180,6 +184,10 @@ class RequestStore:
         async with self._state.pool.connection() as conn:
             await conn.execute(sql.SET_MESSAGE, {"id": request_id, "channel": channel, "ts": ts})
 
+    async def adopt_message(self, request_id: int, channel: str, ts: str) -> None:
+        async with self._state.pool.connection() as conn:
+            await conn.execute(sql.ADOPT_MESSAGE, {"id": request_id, "channel": channel, "ts": ts})
+
     async def withdraw(self, request_id: int, audit: NewAuditEntry) -> SignalRequest | None:
         async with self._transaction() as conn:
             cur = await conn.execute(sql.WITHDRAW, {"id": request_id})
@@ -230,7 +238,7 @@ class RequestStore:
 
     async def unsynced_messages(self, limit: int = 20) -> list[int]:
         async with self._state.pool.connection() as conn:
-            cur = await conn.execute(sql.UNSYNCED_MESSAGES, {"limit": limit})
+            cur = await conn.execute(sql.UNSYNCED_MESSAGES, {"limit": limit, "max_attempts": MAX_SYNC_ATTEMPTS})
             return [row["id"] for row in await cur.fetchall()]
 
     async def message_state(self, request_id: int) -> str | None:

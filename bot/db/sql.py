@@ -385,6 +385,13 @@ RETURNING id
 
 SET_MESSAGE = "UPDATE pgconn.request SET channel = %(channel)s, message_ts = %(ts)s WHERE id = %(id)s"
 
+# A click names the message it came from: that fills in a message whose posting was not
+# recorded (the bot died between posting and storing the ts), so it can still be updated.
+ADOPT_MESSAGE = """
+UPDATE pgconn.request SET channel = %(channel)s, message_ts = %(ts)s
+ WHERE id = %(id)s AND message_ts IS NULL
+"""
+
 WITHDRAW = """
 UPDATE pgconn.request SET status = 'withdrawn', decided_at = now(), finished_at = now()
  WHERE id = %(id)s AND status = 'pending'
@@ -442,6 +449,7 @@ SELECT r.id FROM pgconn.request r
  WHERE r.message_ts IS NOT NULL AND r.status <> 'executing'
    AND r.shown_state IS DISTINCT FROM {_MESSAGE_STATE}
    AND (r.sync_after IS NULL OR r.sync_after <= now())
+   AND r.sync_attempts < %(max_attempts)s
  ORDER BY r.id
  LIMIT %(limit)s
 """

@@ -82,7 +82,10 @@ class SlackAnnouncer:
             response = await self._client.chat_postMessage(channel=channel, text=message.text, blocks=message.blocks)
         except Exception as exc:
             raise _failure(exc) from exc
-        return str(response["ts"])
+        ts = response.get("ts")
+        if not ts:
+            raise AnnounceError("Slack accepted the message but did not say where it is (no ts)")
+        return str(ts)
 
     async def update_request(self, request: SignalRequest) -> None:
         assert request.channel and request.message_ts

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 COMMANDS = Counter("pgconn_commands_total", "Slash commands answered", ["subcommand", "outcome"])
 COMMAND_SECONDS = Histogram(
@@ -13,3 +13,7 @@ COMMAND_SECONDS = Histogram(
 )
 
 CLICKS = Counter("pgconn_button_clicks_total", "Approve/Deny clicks by decision and outcome", ["decision", "outcome"])
+
+AUDIT_UNDELIVERED = Gauge(
+    "pgconn_audit_undelivered", "Audit entries not yet accepted by Slack (as of the last housekeeping cycle)"
+)

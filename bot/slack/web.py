@@ -9,7 +9,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
 
+from bot.core.housekeeping import Housekeeper
 from bot.db.state import StateStore
+from bot.slack.metrics import AUDIT_UNDELIVERED
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +19,7 @@ EVENTS_PATH = "/slack/events"
 MAX_BODY_BYTES = 1024 * 1024
 
 
-def build_web_app(app: AsyncApp, state: StateStore) -> web.Application:
+def build_web_app(app: AsyncApp, state: StateStore, housekeeper: Housekeeper | None = None) -> web.Application:
     async def slack_events(request: web.Request) -> web.Response:
         bolt_request = await to_bolt_request(request)
         bolt_response = await app.async_dispatch(bolt_request)
@@ -29,6 +31,8 @@ def build_web_app(app: AsyncApp, state: StateStore) -> web.Application:
         return web.json_response({"status": "state database unreachable"}, status=503)
 
     async def metrics(_: web.Request) -> web.Response:
+        if housekeeper is not None:
+            AUDIT_UNDELIVERED.set(housekeeper.undelivered)
         response = web.Response(body=generate_latest())
         response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
         return response

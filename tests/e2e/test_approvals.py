@@ -469,3 +469,18 @@ async def test_slack_retry_of_a_click_executes_once(
     await eventually(lambda: [r["event"] for r in audit_rows(fresh_state_dsn, request_id)].count("executed") == 1)
     events = [r["event"] for r in audit_rows(fresh_state_dsn, request_id)]
     assert events.count("approved") == 1 and events.count("executed") == 1
+
+
+async def test_a_message_whose_ts_was_never_stored_is_still_updated(
+    start_approval_bot: Any, world: PgWorld, fresh_state_dsn: str
+) -> None:
+    bot = await start_approval_bot()
+    role = world.role("ta_adopt")
+    pid = world.pid_of(world.connect(role))
+    request_id, message = await open_request(bot, f"kill {pid}")
+    # As if the bot died between posting the message and recording where it is.
+    with psycopg.connect(fresh_state_dsn, autocommit=True) as conn:
+        conn.execute("UPDATE pgconn.request SET channel = NULL, message_ts = NULL WHERE id = %s", (request_id,))
+    await bot.click(message, "Approve", APPROVER)
+    done = await wait_for_message_state(bot.slack, message, no_buttons)
+    assert "terminated" in done.text

@@ -15,7 +15,7 @@ import aiohttp
 from tests.conftest import PgWorld
 from tests.e2e.conftest import BOT_TOKEN, message_text
 from tests.support.fake_slack import FakeSlack
-from tests.support.slack_requests import SIGNING_SECRET, sign, slash_command_body
+from tests.support.slack_requests import SIGNING_SECRET, block_actions_body, sign, slash_command_body
 
 
 def bot_env(**extra: str) -> dict[str, str]:
@@ -159,3 +159,69 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+async def test_request_survives_sigkill_of_the_serve_process(
+    world: PgWorld, pg_dsn: str, fresh_state_dsn: str, fake_slack: FakeSlack
+) -> None:
+    bob = world.role("bob")
+    pid = world.pid_of(world.connect(bob))
+    port = _free_port()
+    env = bot_env(
+        PORT=str(port),
+        SLACK_BOT_TOKEN=BOT_TOKEN,
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        SLACK_API_URL=fake_slack.api_url,
+        PGCONN_DATABASE_URL=pg_dsn,
+        PGCONN_STATE_URL=fresh_state_dsn,
+        PGCONN_MONITOR_INTERVAL="0",
+        PGCONN_REQUESTERS="U0TA",
+        PGCONN_APPROVERS="U0DBA",
+        PGCONN_APPROVAL_CHANNEL="C0APPROVE",
+    )
+    url = f"http://127.0.0.1:{port}"
+    async with aiohttp.ClientSession() as session:
+        first = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", "serve", env=env, stderr=asyncio.subprocess.PIPE
+        )
+        try:
+            await _wait_healthy(session, url + "/healthz", first)
+            body = slash_command_body(f"kill {pid}", user_id="U0TA", response_url=fake_slack.new_response_url())
+            async with session.post(url + "/slack/events", data=body.encode(), headers=sign(body)) as response:
+                assert response.status == 200
+            await fake_slack.wait_for(lambda: fake_slack.channel_messages("C0APPROVE"))
+        finally:
+            first.kill()  # SIGKILL: no chance to tidy up
+            await first.wait()
+        (ts, message), *_ = fake_slack.messages["C0APPROVE"].items()
+        approve = next(
+            e
+            for b in message["blocks"]
+            if b["type"] == "actions"
+            for e in b["elements"]
+            if "Approve" in e["text"]["text"]
+        )
+
+        second = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", "serve", env=env, stderr=asyncio.subprocess.PIPE
+        )
+        try:
+            await _wait_healthy(session, url + "/healthz", second)
+            click = block_actions_body(
+                user_id="U0DBA",
+                action_id=approve["action_id"],
+                value=approve["value"],
+                channel_id="C0APPROVE",
+                message_ts=ts,
+                response_url=fake_slack.new_response_url(),
+            )
+            async with session.post(url + "/slack/events", data=click.encode(), headers=sign(click)) as response:
+                assert response.status == 200
+            await fake_slack.wait_for(lambda: fake_slack.api_calls("chat.update", "C0APPROVE"), timeout=10)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(second.wait(), timeout=15) == 0
+    updated = fake_slack.messages["C0APPROVE"][ts]
+    assert not [b for b in updated["blocks"] if b["type"] == "actions"]
+    assert "terminated" in message_text(updated)
+    assert world.admin.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone() == (0,)

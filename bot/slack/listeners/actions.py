@@ -34,6 +34,15 @@ def _request_id(body: dict[str, Any]) -> int | None:
     return int(value) if value.isdigit() and 0 < int(value) < 2**63 else None
 
 
+def _message_of(body: dict[str, Any]) -> tuple[str, str] | None:
+    container = body.get("container") or {}
+    channel = container.get("channel_id") or (body.get("channel") or {}).get("id")
+    ts = container.get("message_ts") or (body.get("message") or {}).get("ts")
+    if container.get("is_ephemeral") or not channel or not ts:
+        return None
+    return str(channel), str(ts)
+
+
 def make_click_handler(service: CommandService, *, approve: bool) -> Any:
     decision = "approve" if approve else "deny"
 
@@ -52,7 +61,7 @@ def make_click_handler(service: CommandService, *, approve: bool) -> Any:
             result, status = Problem("This button does not belong to a pgconn-bot request."), "invalid"
         else:
             try:
-                outcome = await service.decide(request_id, approve, identity)
+                outcome = await service.decide(request_id, approve, identity, clicked_on=_message_of(body))
                 result, status = outcome.result, outcome.status
             except Exception:
                 log.exception("unhandled error deciding request %s for %s", request_id, identity.user_id)
