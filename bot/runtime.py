@@ -9,8 +9,10 @@ from bot.config import Settings
 from bot.core.approvals import Announcer, ApprovalRules, Approvals, NoAnnouncer
 from bot.core.commands import AccessRole
 from bot.core.housekeeping import HOUSEKEEPING_SECONDS, Housekeeper
+from bot.core.monitor import AlertAnnouncer, Monitor, MonitorThresholds
 from bot.core.policy import GroupDirectory, NoGroupDirectory, Policy
 from bot.core.service import CommandService, Thresholds
+from bot.db.alerts import AlertStore
 from bot.db.requests import RequestStore
 from bot.db.state import StateStore
 from bot.db.targets import TargetPools
@@ -25,6 +27,7 @@ class Runtime:
     state: StateStore
     approvals: Approvals
     housekeeper: Housekeeper
+    monitor: Monitor
     service: CommandService
     background: bool = False
 
@@ -34,6 +37,7 @@ class Runtime:
         settings: Settings,
         groups: GroupDirectory | None = None,
         announcer: Announcer | None = None,
+        alert_announcer: AlertAnnouncer | None = None,
         *,
         housekeeping_seconds: float = HOUSEKEEPING_SECONDS,
     ) -> Runtime:
@@ -62,6 +66,21 @@ class Runtime:
             ),
             announcer=announcer or NoAnnouncer(),
         )
+        alerts = AlertStore(state)
+        monitor = Monitor(
+            targets=targets,
+            store=alerts,
+            state_dsn=settings.state_dsn(),
+            announcer=alert_announcer or NoAnnouncer(),
+            thresholds=MonitorThresholds(
+                utilization_warn=settings.alert_utilization_warn,
+                utilization_critical=settings.alert_utilization_crit,
+                idle_in_tx_seconds=settings.alert_idle_in_tx_seconds,
+                long_query_seconds=settings.alert_long_query_seconds,
+            ),
+            interval=settings.monitor_interval,
+            channel=settings.alert_channel,
+        )
         housekeeper = Housekeeper(approvals, store, interval=housekeeping_seconds)
         approvals.set_audit_hook(housekeeper.wake)
         service = CommandService(
@@ -69,6 +88,8 @@ class Runtime:
             policy=policy,
             thresholds=Thresholds(settings.alert_utilization_warn, settings.alert_utilization_crit),
             approvals=approvals,
+            alerts=alerts,
+            monitoring=settings.monitor_interval > 0,
         )
         return cls(
             settings=settings,
@@ -76,11 +97,12 @@ class Runtime:
             state=state,
             approvals=approvals,
             housekeeper=housekeeper,
+            monitor=monitor,
             service=service,
         )
 
     async def start(self, *, require_state: bool = True, background: bool = False) -> None:
-        """``background``: run expiry, message updates and audit delivery (serve and socket modes)."""
+        """``background``: run expiry, message updates, audit delivery and the monitor (serve, socket)."""
         await self.targets.open()
         await self.state.open()
         try:
@@ -92,11 +114,14 @@ class Runtime:
             log.warning("state database unavailable (%s); read-only commands still work", exc)
         if background and not self.background:
             self.housekeeper.start()
+            if self.settings.monitor_interval > 0:
+                self.monitor.start()
             self.background = True
 
     async def stop(self) -> None:
         if self.background:
             await self.housekeeper.stop()
+            await self.monitor.stop()
             self.background = False
         await self.targets.close()
         await self.state.close()

@@ -41,6 +41,7 @@ class HttpServer:
             settings,
             groups=CachedGroups(SlackGroupDirectory(self.web_client)),
             announcer=announcer,
+            alert_announcer=announcer,
             housekeeping_seconds=housekeeping_seconds,
         )
         secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else ""

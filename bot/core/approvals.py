@@ -23,6 +23,7 @@ from bot.core.parser import shorten
 from bot.core.policy import Identity, Policy
 from bot.core.results import (
     OUTCOME_LABELS,
+    Alert,
     AuditEntry,
     AuditTrail,
     Decided,
@@ -94,6 +95,15 @@ class NoAnnouncer:
 
     async def post_audit(self, entry: AuditEntry, channel: str, request_message: str | None) -> str | None:
         raise AnnounceError("no Slack in this mode")
+
+    async def post_alert(self, alert: Alert, channel: str) -> str:
+        raise AnnounceError("no Slack in this mode")
+
+    async def update_alert(self, alert: Alert) -> None:
+        return None
+
+    async def reply_resolved(self, alert: Alert) -> None:
+        return None
 
 
 @dataclass(frozen=True)
@@ -223,7 +233,12 @@ class Approvals:
     async def _resolve(self, conn: Conn, command: RequestSignal) -> tuple[list[Candidate], list[RoleFill]] | Problem:
         if command.scope is KillScope.PIDS:
             found = {c.pid: c for c in await signals.candidates(conn, pids=command.pids)}
-            reasons = [why for pid in command.pids if (why := self._why_not(pid, found.get(pid), command.target))]
+            expected = dict(command.expected_starts)
+            reasons = [
+                why
+                for pid in command.pids
+                if (why := self._why_not(pid, found.get(pid), command.target, expected.get(pid)))
+            ]
             if reasons:
                 return NothingToSignal("Nothing was requested: " + "; ".join(reasons) + ".")
             chosen = [found[pid] for pid in command.pids]
@@ -258,9 +273,13 @@ class Approvals:
                 fills[c.role] = RoleFill(c.role, c.role_used, c.role_limit if c.role_limit is not None else -1)
         return chosen, list(fills.values())
 
-    def _why_not(self, pid: int, found: Candidate | None, target: str) -> str | None:
+    def _why_not(
+        self, pid: int, found: Candidate | None, target: str, expected_start: datetime | None = None
+    ) -> str | None:
         if found is None:
             return f"pid {pid} is not a session{_on(target) or ' on this server'} (it may have ended)"
+        if expected_start is not None and found.backend_start != expected_start:
+            return f"pid {pid} now belongs to a different session than the one the alert was about"
         if found.own:
             return f"pid {pid} is pgconn-bot's own connection"
         if not found.client_backend:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from bot.config import DEFAULT_TARGET
 
@@ -99,6 +99,8 @@ class RequestSignal(Command):
     role: str | None = None
     older_than: timedelta | None = None
     reason: str | None = None
+    # From an alert's button: the pid must still be the session the alert was about.
+    expected_starts: tuple[tuple[int, datetime], ...] = ()
     name: str = "kill"
     required_role: AccessRole = AccessRole.REQUESTER
 

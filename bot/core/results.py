@@ -334,6 +334,46 @@ class AuditTrail:
     asked: int
 
 
+# --- alerts ---------------------------------------------------------------------------------
+
+
+class AlertKind:
+    ROLE_LIMIT = "role_limit"
+    SERVER_FILL = "server_fill"
+    IDLE_IN_TRANSACTION = "idle_in_transaction"
+    LONG_QUERY = "long_query"
+    TARGET_DOWN = "target_down"
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One problem on one target, open until it clears. ``details`` holds what the message shows."""
+
+    id: int
+    target: str
+    kind: str
+    subject: str
+    severity: str  # warning | critical
+    summary: str
+    details: dict[str, object]
+    opened_at: datetime
+    last_seen_at: datetime
+    resolved_at: datetime | None = None
+    resolution: str | None = None
+    channel: str | None = None
+    message_ts: str | None = None
+
+    @property
+    def open(self) -> bool:
+        return self.resolved_at is None
+
+
+@dataclass(frozen=True)
+class OpenAlerts:
+    alerts: list[Alert]
+    monitoring: bool  # whether a monitor runs in this process's configuration
+
+
 # --- answers that are not data -------------------------------------------------------------
 
 
@@ -396,5 +436,6 @@ Result = (
     | Decided
     | PendingRequests
     | AuditTrail
+    | OpenAlerts
     | Problem
 )

@@ -11,7 +11,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -23,6 +23,8 @@ from bot.core.commands import (
     Decide,
     FindStray,
     Help,
+    KillScope,
+    ListAlerts,
     ListConnections,
     ListRequests,
     ParseError,
@@ -31,15 +33,19 @@ from bot.core.commands import (
     ShowLimit,
     ShowLimits,
     ShowStatus,
+    SignalAction,
 )
 from bot.core.parser import parse_command, shorten
 from bot.core.policy import Identity, Policy, refusal_message
 from bot.core.results import (
+    Alert,
+    AlertKind,
     Connection,
     HelpResult,
     InternalError,
     LimitsOverview,
     NoSuchRole,
+    OpenAlerts,
     Problem,
     Refused,
     Result,
@@ -53,6 +59,7 @@ from bot.core.results import (
     UnknownTarget,
 )
 from bot.db import catalog
+from bot.db.alerts import AlertStore
 from bot.db.targets import Conn, TargetPools, TargetUnavailableError, UnknownTargetError
 
 log = logging.getLogger(__name__)
@@ -93,12 +100,21 @@ class Outcome:
 
 class CommandService:
     def __init__(
-        self, *, targets: TargetPools, policy: Policy, thresholds: Thresholds, approvals: Approvals | None = None
+        self,
+        *,
+        targets: TargetPools,
+        policy: Policy,
+        thresholds: Thresholds,
+        approvals: Approvals | None = None,
+        alerts: AlertStore | None = None,
+        monitoring: bool = False,
     ) -> None:
         self._targets = targets
         self._policy = policy
         self._thresholds = thresholds
         self._approvals = approvals
+        self._alerts = alerts
+        self._monitoring = monitoring
 
     @property
     def approvals(self) -> Approvals | None:
@@ -117,6 +133,22 @@ class CommandService:
         """A click on Approve or Deny: the same path as the console's ``approve N`` / ``deny N``."""
         command = Decide(request_id=request_id, approve=approve, name="approve" if approve else "deny")
         return Outcome(command, await self.execute(command, identity, clicked_on=clicked_on))
+
+    async def request_from_alert(self, alert_id: int, identity: Identity, *, channel: str | None) -> Outcome:
+        """The button on an alert: the matching kill/cancel request, through the same checks and audit."""
+        try:
+            alert = await self._alerts.get(alert_id) if self._alerts is not None else None
+        except (PoolTimeout, psycopg.OperationalError):
+            alert = None
+        if alert is None:
+            return Outcome(ListAlerts(), Problem(f"There is no alert #{alert_id} (or the state database is down)."))
+        if alert.resolved_at is not None:
+            return Outcome(ListAlerts(), Problem(f"Alert #{alert_id} is resolved; there is nothing to clean up."))
+        command = command_for_alert(alert)
+        if command is None:
+            return Outcome(ListAlerts(), Problem(f"Alert #{alert_id} has no request to offer."))
+        text = f"{command.name} (from alert #{alert.id}: {alert.summary})"
+        return Outcome(command, await self.execute(command, identity, text=text, channel=channel))
 
     async def execute(
         self,
@@ -189,6 +221,8 @@ class CommandService:
                 return await self._approvals.pending()
             case ShowAudit(count=count):
                 return await self._approvals.audit_trail(count)
+            case ListAlerts() if self._alerts is not None:
+                return OpenAlerts(await self._alerts.open_alerts(), self._monitoring)
         return Problem(f"{command.name} is not available in this version of pgconn-bot yet.")
 
     # --- read path -------------------------------------------------------------------------
@@ -267,6 +301,29 @@ class CommandService:
             critical_at=self._thresholds.critical,
             restricted=_restricted(others),
         )
+
+
+def command_for_alert(alert: Alert) -> RequestSignal | None:
+    reason = f"alert #{alert.id}: {alert.summary}"
+    if alert.kind == AlertKind.ROLE_LIMIT:
+        return RequestSignal(
+            action=SignalAction.TERMINATE, scope=KillScope.IDLE, role=alert.subject, reason=reason, target=alert.target
+        )
+    if alert.kind in (AlertKind.IDLE_IN_TRANSACTION, AlertKind.LONG_QUERY):
+        pid = int(alert.subject.split(":")[0])
+        started = alert.details.get("backend_start")
+        expected = ((pid, datetime.fromisoformat(started)),) if isinstance(started, str) else ()
+        cancel = alert.kind == AlertKind.LONG_QUERY
+        return RequestSignal(
+            action=SignalAction.CANCEL if cancel else SignalAction.TERMINATE,
+            scope=KillScope.PIDS,
+            pids=(pid,),
+            reason=reason,
+            target=alert.target,
+            expected_starts=expected,
+            name="cancel" if cancel else "kill",
+        )
+    return None
 
 
 def _query_age(conn: Connection) -> timedelta:

@@ -528,3 +528,140 @@ NEXT_AUDIT_DUE = """
 SELECT extract(epoch FROM min(next_attempt) - now()) AS seconds, count(*) AS waiting
   FROM pgconn.audit_outbox WHERE delivered_at IS NULL
 """
+
+# --- monitor ---------------------------------------------------------------------------------
+
+# One statement per target per cycle, whatever the number of roles or sessions: the server
+# aggregates, and only what is over a threshold comes back (full roles with a few of their
+# sessions, long idle transactions, long queries). The bot's own sessions never raise alerts but
+# do count towards fill, as they do for the server.
+MONITOR_SNAPSHOT = f"""
+WITH activity AS MATERIALIZED (
+    SELECT a.pid, a.usesysid, a.usename::text AS role, a.datname::text AS database, a.application_name,
+           host(a.client_addr) AS client_addr, a.state, a.backend_start, a.xact_start, a.query_start,
+           a.state_change, left(a.query, {QUERY_PREVIEW_CHARS}) AS query,
+           (a.pid = pg_catalog.pg_backend_pid()
+            OR (a.usename = session_user AND a.application_name = %(bot_app)s)) AS own
+      FROM pg_catalog.pg_stat_activity a
+     WHERE {_CLIENT_BACKEND.format(alias="a")}
+), full_roles AS (
+    SELECT r.rolname::text AS role, r.rolconnlimit AS "limit", count(*) AS used, r.oid
+      FROM activity x
+      JOIN pg_catalog.pg_roles r ON r.oid = x.usesysid
+     WHERE r.rolconnlimit >= 0 AND NOT r.rolsuper
+     GROUP BY r.oid, r.rolname, r.rolconnlimit
+    HAVING count(*) >= r.rolconnlimit
+)
+SELECT current_setting('server_version') AS server_version,
+       current_setting('max_connections')::int AS max_connections,
+       current_setting('superuser_reserved_connections')::int AS superuser_reserved,
+       coalesce(current_setting('reserved_connections', true), '0')::int AS reserved,
+       now() AS observed_at,
+       (SELECT count(*) FROM activity) AS client_backends,
+       (SELECT coalesce(json_agg(json_build_object(
+                   'role', f.role, 'limit', f."limit", 'used', f.used,
+                   'sessions', (SELECT coalesce(json_agg(json_build_object(
+                                        'pid', s.pid, 'state', s.state, 'application', s.application_name,
+                                        'client', s.client_addr, 'state_change', s.state_change)
+                                        ORDER BY s.state_change NULLS LAST), '[]')
+                                  FROM (SELECT * FROM activity y WHERE y.usesysid = f.oid
+                                         ORDER BY y.state_change NULLS LAST LIMIT 10) s))
+               ORDER BY f.role), '[]')
+          FROM full_roles f) AS full_roles,
+       (SELECT coalesce(json_agg(json_build_object(
+                   'pid', i.pid, 'role', i.role, 'database', i.database, 'application', i.application_name,
+                   'client', i.client_addr, 'backend_start', i.backend_start, 'xact_start', i.xact_start,
+                   'state_change', i.state_change, 'query', i.query) ORDER BY i.state_change), '[]')
+          FROM activity i
+         WHERE NOT i.own AND i.state IN ('idle in transaction', 'idle in transaction (aborted)')
+           AND i.state_change <= now() - make_interval(secs => %(idle_in_tx)s)) AS idle_in_transaction,
+       (SELECT coalesce(json_agg(json_build_object(
+                   'pid', q.pid, 'role', q.role, 'database', q.database, 'application', q.application_name,
+                   'client', q.client_addr, 'backend_start', q.backend_start, 'query_start', q.query_start,
+                   'query', q.query) ORDER BY q.query_start), '[]')
+          FROM activity q
+         WHERE NOT q.own AND q.state = 'active'
+           AND q.query_start <= now() - make_interval(secs => %(long_query)s)) AS long_queries
+"""
+
+_SCHEMA_V2 = r"""
+CREATE TABLE pgconn.alert (
+    id            bigserial PRIMARY KEY,
+    target        text NOT NULL,
+    kind          text NOT NULL,
+    subject       text NOT NULL,
+    severity      text NOT NULL,
+    summary       text NOT NULL,
+    details       jsonb NOT NULL DEFAULT '{}',
+    opened_at     timestamptz NOT NULL DEFAULT now(),
+    last_seen_at  timestamptz NOT NULL DEFAULT now(),
+    resolved_at   timestamptz,
+    resolution    text,
+    channel       text,
+    message_ts    text,
+    shown_state   text,
+    reply_posted  boolean NOT NULL DEFAULT false,
+    sync_attempts integer NOT NULL DEFAULT 0,
+    sync_after    timestamptz
+);
+-- At most one open alert per problem: what makes "once per problem" hold across restarts.
+CREATE UNIQUE INDEX alert_open_problem ON pgconn.alert (target, kind, subject) WHERE resolved_at IS NULL;
+CREATE INDEX alert_unsettled ON pgconn.alert (id) WHERE resolved_at IS NULL OR NOT reply_posted;
+"""
+
+STATE_MIGRATIONS.append((2, _SCHEMA_V2))
+
+# Serialises the monitor across replicas: a session-level lock on the state database, held by
+# the leader's dedicated connection; if that process dies the server releases it.
+MONITOR_LEADER_LOCK = "SELECT pg_catalog.pg_try_advisory_lock(1507393542) AS leader"
+
+OPEN_ALERTS_OF_TARGET = "SELECT * FROM pgconn.alert WHERE target = %(target)s AND resolved_at IS NULL"
+
+OPEN_ALERTS = "SELECT * FROM pgconn.alert WHERE resolved_at IS NULL ORDER BY opened_at, id LIMIT %(limit)s"
+
+OPEN_ALERT = """
+INSERT INTO pgconn.alert (target, kind, subject, severity, summary, details)
+VALUES (%(target)s, %(kind)s, %(subject)s, %(severity)s, %(summary)s, %(details)s)
+ON CONFLICT (target, kind, subject) WHERE resolved_at IS NULL DO NOTHING
+"""
+
+REFRESH_ALERT = """
+UPDATE pgconn.alert SET severity = %(severity)s, summary = %(summary)s, details = %(details)s, last_seen_at = now()
+ WHERE id = %(id)s AND resolved_at IS NULL
+"""
+
+RESOLVE_ALERT = """
+UPDATE pgconn.alert SET resolved_at = now(), resolution = %(resolution)s
+ WHERE id = %(id)s AND resolved_at IS NULL
+"""
+
+# What still has to be said in Slack: new alerts to post, changed ones to edit, resolved ones to
+# reply to. An alert that came and went before it could be posted needs nothing.
+UNSETTLED_ALERTS = """
+SELECT * FROM pgconn.alert
+ WHERE (sync_after IS NULL OR sync_after <= now())
+   AND sync_attempts < %(max_attempts)s
+   AND ((resolved_at IS NULL AND (message_ts IS NULL OR shown_state IS DISTINCT FROM severity || ':' || summary))
+        OR (resolved_at IS NOT NULL AND message_ts IS NOT NULL AND NOT reply_posted))
+ ORDER BY id
+ LIMIT 50
+"""
+
+ALERT_POSTED = """
+UPDATE pgconn.alert SET channel = %(channel)s, message_ts = %(ts)s, shown_state = %(state)s, sync_attempts = 0,
+       sync_after = NULL
+ WHERE id = %(id)s
+"""
+
+ALERT_SHOWN = "UPDATE pgconn.alert SET shown_state = %(state)s, sync_attempts = 0, sync_after = NULL WHERE id = %(id)s"
+
+ALERT_REPLIED = "UPDATE pgconn.alert SET reply_posted = true, sync_attempts = 0, sync_after = NULL WHERE id = %(id)s"
+
+ALERT_SYNC_FAILED = """
+UPDATE pgconn.alert
+   SET sync_attempts = sync_attempts + 1,
+       sync_after = now() + make_interval(secs => coalesce(%(retry_after)s, least(300, 2 ^ least(sync_attempts, 8))))
+ WHERE id = %(id)s
+"""
+
+SELECT_ALERT = "SELECT * FROM pgconn.alert WHERE id = %(id)s"

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.core.markup import to_slack
-from bot.core.results import AuditEntry, Result, SignalRequest
+from bot.core.results import Alert, AlertKind, AuditEntry, Result, SignalRequest
+from bot.render.alerts import alert_document, resolved_text
 from bot.render.document import Document, Tone, table_lines, to_document
 from bot.render.requests import audit_line, confirm_text, request_document, status_line, what
 
@@ -158,3 +159,42 @@ def audit_message(entry: AuditEntry, request_ref: str | None) -> SlackMessage:
         channel, ts = request_ref.split("/", 1)
         text += f" · <https://slack.com/archives/{channel}/p{ts.replace('.', '')}|request message> ({channel} {ts})"
     return SlackMessage(text=text, blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": text}}])
+
+
+# --- alerts ----------------------------------------------------------------------------------
+
+ALERT_REQUEST_ACTION = "pgconn_alert_request"
+_ALERT_BUTTON = {
+    AlertKind.ROLE_LIMIT: "Request cleanup",
+    AlertKind.IDLE_IN_TRANSACTION: "Request termination",
+    AlertKind.LONG_QUERY: "Request cancel",
+}
+
+
+def alert_message(alert: Alert) -> SlackMessage:
+    """An open alert offers one click into the approval flow; a resolved one offers nothing."""
+    message = document_blocks(alert_document(alert))
+    blocks = list(message.blocks)
+    label = _ALERT_BUTTON.get(alert.kind)
+    if alert.resolved_at is None and label:
+        blocks.insert(
+            len(blocks) - 1 if blocks and blocks[-1]["type"] == "context" else len(blocks),
+            {
+                "type": "actions",
+                "block_id": "pgconn_alert",
+                "elements": [
+                    {
+                        "type": "button",
+                        "action_id": ALERT_REQUEST_ACTION,
+                        "text": _plain(label, 75),
+                        "value": str(alert.id),
+                    }
+                ],
+            },
+        )
+    return SlackMessage(text=message.text, blocks=blocks[:MAX_BLOCKS])
+
+
+def resolved_reply(alert: Alert) -> SlackMessage:
+    text = escape(resolved_text(alert))
+    return SlackMessage(text=text, blocks=[_section(text)])

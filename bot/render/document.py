@@ -305,4 +305,5 @@ def table_lines(table: Table, max_cell: int = 28) -> list[str]:
 
 
 # Registers the approval flow's documents (kept in their own module for size).
+from bot.render import alerts as _alerts  # noqa: E402, F401
 from bot.render import requests as _requests  # noqa: E402, F401

@@ -8,7 +8,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
 
 from bot.core.service import CommandService
-from bot.render.blocks import APPROVE_ACTION, DENY_ACTION
+from bot.render.blocks import ALERT_REQUEST_ACTION, APPROVE_ACTION, DENY_ACTION
 from bot.slack.gateway import build_web_client
 from bot.slack.listeners import actions, commands
 
@@ -33,4 +33,5 @@ def build_app(*, service: CommandService, bot_token: str, signing_secret: str, a
     app.command(SLASH_COMMAND)(ack=commands.acknowledge, lazy=[commands.make_answer(service)])
     app.action(APPROVE_ACTION)(ack=actions.acknowledge, lazy=[actions.make_click_handler(service, approve=True)])
     app.action(DENY_ACTION)(ack=actions.acknowledge, lazy=[actions.make_click_handler(service, approve=False)])
+    app.action(ALERT_REQUEST_ACTION)(ack=actions.acknowledge, lazy=[actions.make_alert_request_handler(service)])
     return app

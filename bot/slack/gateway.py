@@ -14,9 +14,9 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.approvals import AnnounceError
-from bot.core.results import AuditEntry, SignalRequest
+from bot.core.results import Alert, AuditEntry, SignalRequest
 from bot.errors import first_line
-from bot.render.blocks import audit_message, request_message
+from bot.render.blocks import alert_message, audit_message, request_message, resolved_reply
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,44 @@ class SlackAnnouncer:
         except Exception as exc:
             raise _failure(exc) from exc
         return str(response.get("ts") or "") or None
+
+    # Alerts use the client without the 429 sleep: the monitor retries on its next cycle instead,
+    # after the Retry-After it was given.
+
+    async def post_alert(self, alert: Alert, channel: str) -> str:
+        message = alert_message(alert)
+        try:
+            response = await self._outbox_client.chat_postMessage(
+                channel=channel, text=message.text, blocks=message.blocks, unfurl_links=False
+            )
+        except Exception as exc:
+            raise _failure(exc) from exc
+        ts = response.get("ts")
+        if not ts:
+            raise AnnounceError("Slack did not return the alert message's ts")
+        return str(ts)
+
+    async def update_alert(self, alert: Alert) -> None:
+        if not alert.channel or not alert.message_ts:
+            return
+        message = alert_message(alert)
+        try:
+            await self._outbox_client.chat_update(
+                channel=alert.channel, ts=alert.message_ts, text=message.text, blocks=message.blocks
+            )
+        except Exception as exc:
+            raise _failure(exc) from exc
+
+    async def reply_resolved(self, alert: Alert) -> None:
+        if not alert.channel or not alert.message_ts:
+            return
+        message = resolved_reply(alert)
+        try:
+            await self._outbox_client.chat_postMessage(
+                channel=alert.channel, thread_ts=alert.message_ts, text=message.text, blocks=message.blocks
+            )
+        except Exception as exc:
+            raise _failure(exc) from exc
 
 
 async def post_ephemeral(

@@ -1,7 +1,8 @@
-"""Approve / Deny buttons: acknowledge at once, decide through the core, explain refusals privately.
+"""Buttons: Approve / Deny on requests, and the request button on alerts.
 
-Everything executed comes from the stored request; the button's value is only its id. Who
-clicked is taken from the signed payload, never from anything the message carries.
+Each is acknowledged at once and decided through the core. Everything executed comes from the
+stored request or alert; a button's value is only an id. Who clicked is taken from the signed
+payload, never from anything the message carries.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.policy import Identity
 from bot.core.results import Decided, InternalError, Problem, Result
-from bot.core.service import CommandService
+from bot.core.service import CommandService, Outcome
 from bot.render.blocks import render_blocks
 from bot.slack import metrics
 from bot.slack.gateway import post_ephemeral
@@ -28,7 +29,7 @@ async def acknowledge(ack: AsyncAck) -> None:
     await ack()
 
 
-def _request_id(body: dict[str, Any]) -> int | None:
+def _clicked_id(body: dict[str, Any]) -> int | None:
     actions = body.get("actions") or [{}]
     value = str(actions[0].get("value") or "")
     return int(value) if value.isdigit() and 0 < int(value) < 2**63 else None
@@ -43,50 +44,76 @@ def _message_of(body: dict[str, Any]) -> tuple[str, str] | None:
     return str(channel), str(ts)
 
 
+def _identity(body: dict[str, Any]) -> Identity:
+    user = body.get("user") or {}
+    return Identity(
+        user_id=str(user.get("id") or ""),
+        team_id=(body.get("team") or {}).get("id"),
+        display=user.get("username") or user.get("name"),
+    )
+
+
+async def _answer_privately(
+    body: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient, user: str, result: Result
+) -> None:
+    message = render_blocks(result)
+    try:
+        if body.get("response_url"):
+            await respond(text=message.text, blocks=message.blocks, response_type="ephemeral", replace_original=False)
+        else:
+            where = _message_of(body)
+            await post_ephemeral(client, where[0] if where else None, user, message.text, message.blocks)
+    except Exception as exc:
+        log.error("could not answer %s's click: %s", user, exc)
+
+
+async def _guarded(kind: str, clicked: int | None, identity: Identity, work: Any) -> tuple[Result, str]:
+    if clicked is None:
+        return Problem(f"This button does not belong to a pgconn-bot {kind}."), "invalid"
+    try:
+        outcome: Outcome = await work(clicked)
+        return outcome.result, outcome.status
+    except Exception:
+        log.exception("unhandled error on a click on %s %s by %s", kind, clicked, identity.user_id)
+        return InternalError("Something went wrong; the details are in the bot's log."), "error"
+
+
 def make_click_handler(service: CommandService, *, approve: bool) -> Any:
     decision = "approve" if approve else "deny"
 
     async def handle_click(body: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient) -> None:
         started = time.perf_counter()
-        user = body.get("user") or {}
-        identity = Identity(
-            user_id=str(user.get("id") or ""),
-            team_id=(body.get("team") or {}).get("id"),
-            display=user.get("username") or user.get("name"),
-        )
-        request_id = _request_id(body)
-        result: Result
-        status = "ok"
-        if request_id is None:
-            result, status = Problem("This button does not belong to a pgconn-bot request."), "invalid"
-        else:
-            try:
-                outcome = await service.decide(request_id, approve, identity, clicked_on=_message_of(body))
-                result, status = outcome.result, outcome.status
-            except Exception:
-                log.exception("unhandled error deciding request %s for %s", request_id, identity.user_id)
-                result, status = InternalError("Something went wrong; the details are in the bot's log."), "error"
+        identity = _identity(body)
+        request_id = _clicked_id(body)
+
+        async def decide(request_id: int) -> Outcome:
+            return await service.decide(request_id, approve, identity, clicked_on=_message_of(body))
+
+        result, status = await _guarded("request", request_id, identity, decide)
         # The message itself shows executions and denials; the clicker hears only about the rest.
         if not (isinstance(result, Decided) and result.effect in ("executed", "denied")):
-            message = render_blocks(result)
-            try:
-                if body.get("response_url"):
-                    await respond(
-                        text=message.text, blocks=message.blocks, response_type="ephemeral", replace_original=False
-                    )
-                else:
-                    channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
-                    await post_ephemeral(client, channel, identity.user_id, message.text, message.blocks)
-            except Exception as exc:
-                log.error("could not tell %s about their %s click: %s", identity.user_id, decision, exc)
+            await _answer_privately(body, respond, client, identity.user_id, result)
         metrics.CLICKS.labels(decision=decision, outcome=status).inc()
+        elapsed_ms = (time.perf_counter() - started) * 1000
         log.info(
-            "click %s on request #%s by %s: %s in %.0f ms",
-            decision,
-            request_id,
-            identity.user_id,
-            status,
-            (time.perf_counter() - started) * 1000,
+            "click %s on request #%s by %s: %s in %.0f ms", decision, request_id, identity.user_id, status, elapsed_ms
         )
 
     return handle_click
+
+
+def make_alert_request_handler(service: CommandService) -> Any:
+    async def handle_alert_click(body: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient) -> None:
+        identity = _identity(body)
+        alert_id = _clicked_id(body)
+        where = _message_of(body)
+
+        async def request(alert_id: int) -> Outcome:
+            return await service.request_from_alert(alert_id, identity, channel=where[0] if where else None)
+
+        result, status = await _guarded("alert", alert_id, identity, request)
+        await _answer_privately(body, respond, client, identity.user_id, result)
+        metrics.CLICKS.labels(decision="alert_request", outcome=status).inc()
+        log.info("click on alert #%s by %s: %s", alert_id, identity.user_id, status)
+
+    return handle_alert_click

@@ -1,0 +1,311 @@
+"""The alert monitor: every cycle, one snapshot per target → findings → open/refresh/resolve alerts.
+
+Alert state lives in the state database (one open row per target + kind + subject), so a
+problem is posted once however many cycles it lasts, however often the bot restarts, and
+whichever replica leads. Only the replica holding the leader lock runs cycles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from psycopg import AsyncConnection
+
+from bot.core.approvals import AnnounceError
+from bot.core.durations import format_duration
+from bot.core.results import Alert, AlertKind
+from bot.db import sql
+from bot.db.alerts import AlertStore, Clearance, Finding
+from bot.db.monitoring import Snapshot, take_snapshot
+from bot.db.targets import TargetPools, TargetUnavailableError
+from bot.errors import first_line
+
+log = logging.getLogger(__name__)
+
+WARNING, CRITICAL = "warning", "critical"
+
+
+@dataclass(frozen=True)
+class MonitorThresholds:
+    utilization_warn: float = 0.7
+    utilization_critical: float = 0.9
+    idle_in_tx_seconds: float = 300
+    long_query_seconds: float = 1800
+
+
+class AlertAnnouncer(Protocol):
+    @property
+    def can_post(self) -> bool: ...
+
+    async def post_alert(self, alert: Alert, channel: str) -> str: ...
+
+    async def update_alert(self, alert: Alert) -> None: ...
+
+    async def reply_resolved(self, alert: Alert) -> None: ...
+
+
+def _epoch(value: Any) -> str:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return str(int(value.timestamp())) if isinstance(value, datetime) else "0"
+
+
+def _on(target: str) -> str:
+    return f" on {target}"
+
+
+def detect(snapshot: Snapshot, thresholds: MonitorThresholds) -> list[Finding]:
+    """What is wrong on a target now. Summaries stay stable while a problem lasts (numbers go in details)."""
+    findings: list[Finding] = []
+    target = snapshot.target
+    for role in snapshot.full_roles:
+        over = role["used"] > role["limit"]
+        findings.append(
+            Finding(
+                kind=AlertKind.ROLE_LIMIT,
+                subject=role["role"],
+                severity=CRITICAL if over else WARNING,
+                summary=f"{role['role']} is {'over' if over else 'at'} its connection limit{_on(target)}",
+                details={
+                    "used": role["used"],
+                    "limit": role["limit"],
+                    "sessions": role["sessions"],
+                    "observed_at": snapshot.observed_at.isoformat(),
+                },
+            )
+        )
+    fill = snapshot.fill
+    if fill >= thresholds.utilization_warn:
+        critical = fill >= thresholds.utilization_critical
+        findings.append(
+            Finding(
+                kind=AlertKind.SERVER_FILL,
+                subject="",
+                severity=CRITICAL if critical else WARNING,
+                summary=f"{target} is {'critically ' if critical else ''}close to max_connections",
+                details={
+                    "client_backends": snapshot.client_backends,
+                    "usable_slots": snapshot.usable_slots,
+                    "max_connections": snapshot.max_connections,
+                    "fill": round(fill, 4),
+                },
+            )
+        )
+    for session in snapshot.idle_in_transaction:
+        findings.append(
+            Finding(
+                kind=AlertKind.IDLE_IN_TRANSACTION,
+                subject=f"{session['pid']}:{_epoch(session['xact_start'] or session['backend_start'])}",
+                severity=WARNING,
+                summary=f"pid {session['pid']} ({session['role']}) is idle in transaction{_on(target)}",
+                details={**session, "observed_at": snapshot.observed_at.isoformat()},
+            )
+        )
+    for query in snapshot.long_queries:
+        findings.append(
+            Finding(
+                kind=AlertKind.LONG_QUERY,
+                subject=f"{query['pid']}:{_epoch(query['query_start'])}",
+                severity=WARNING,
+                summary=f"pid {query['pid']} ({query['role']}) has a long-running query{_on(target)}",
+                details={**query, "observed_at": snapshot.observed_at.isoformat()},
+            )
+        )
+    return findings
+
+
+def resolution(alert: Alert, snapshot: Snapshot | None) -> str:
+    match alert.kind:
+        case AlertKind.ROLE_LIMIT:
+            return f"{alert.subject} is below its connection limit again"
+        case AlertKind.SERVER_FILL if snapshot is not None:
+            return (
+                f"{alert.target} is back to {round(snapshot.fill * 100)}% "
+                f"({snapshot.client_backends} of {snapshot.usable_slots} usable slots)"
+            )
+        case AlertKind.IDLE_IN_TRANSACTION:
+            return f"pid {alert.subject.split(':')[0]} is no longer idle in that transaction"
+        case AlertKind.LONG_QUERY:
+            return f"pid {alert.subject.split(':')[0]}'s long query has ended"
+        case AlertKind.TARGET_DOWN:
+            return f"{alert.target} answers again"
+    return "the condition has cleared"
+
+
+class Monitor:
+    def __init__(
+        self,
+        *,
+        targets: TargetPools,
+        store: AlertStore,
+        state_dsn: str,
+        announcer: AlertAnnouncer,
+        thresholds: MonitorThresholds,
+        interval: float,
+        channel: str | None,
+    ) -> None:
+        self._targets = targets
+        self._store = store
+        self._state_dsn = state_dsn
+        self._announcer = announcer
+        self._thresholds = thresholds
+        self._interval = interval
+        self._channel = channel
+        self._lock_conn: AsyncConnection[Any] | None = None
+        self._leader = False
+        self._task: asyncio.Task[None] | None = None
+        self.cycles = 0
+
+    @property
+    def leader(self) -> bool:
+        return self._leader
+
+    # --- leadership ---------------------------------------------------------------------------
+
+    async def _hold_leadership(self) -> bool:
+        """True while this process holds the leader lock; re-checked every cycle."""
+        conn = self._lock_conn
+        if conn is not None:
+            try:
+                async with asyncio.timeout(5):
+                    await conn.execute(sql.PING)
+                if self._leader:
+                    return True
+            except Exception as exc:
+                log.warning("monitor lock connection lost: %s", first_line(exc))
+                await self._drop_lock()
+        if self._lock_conn is None:
+            try:
+                self._lock_conn = await AsyncConnection.connect(
+                    self._state_dsn, autocommit=True, application_name=sql.BOT_APPLICATION_NAME, connect_timeout=3
+                )
+            except Exception as exc:
+                log.warning("monitor cannot reach the state database: %s", first_line(exc))
+                return False
+        cur = await self._lock_conn.execute(sql.MONITOR_LEADER_LOCK)
+        row = await cur.fetchone()
+        self._leader = bool(row and row[0])
+        if self._leader:
+            log.info("this replica now runs the monitor")
+        return self._leader
+
+    async def _drop_lock(self) -> None:
+        if self._lock_conn is not None:
+            with contextlib.suppress(Exception):
+                await self._lock_conn.close()
+        self._lock_conn = None
+        self._leader = False
+
+    # --- cycles -------------------------------------------------------------------------------
+
+    async def run_cycle(self) -> bool:
+        """One cycle if this replica leads; returns whether it ran."""
+        if not await self._hold_leadership():
+            return False
+        await asyncio.gather(*(self._check_target(name) for name in self._targets.names))
+        await self.deliver()
+        self.cycles += 1
+        return True
+
+    async def _check_target(self, target: str) -> None:
+        snapshot: Snapshot | None = None
+        try:
+
+            async def work(conn: Any) -> Snapshot:
+                return await take_snapshot(
+                    conn,
+                    target,
+                    idle_in_tx_seconds=self._thresholds.idle_in_tx_seconds,
+                    long_query_seconds=self._thresholds.long_query_seconds,
+                )
+
+            snapshot = await self._targets.run(target, work)
+            findings = detect(snapshot, self._thresholds)
+        except TargetUnavailableError as exc:
+            findings = [
+                Finding(
+                    kind=AlertKind.TARGET_DOWN,
+                    subject="",
+                    severity=CRITICAL,
+                    summary=f"{target} is not answering",
+                    details={"reason": exc.reason},
+                )
+            ]
+        except Exception:
+            log.exception("monitor could not check %s", target)
+            return
+        try:
+            open_alerts = await self._store.open_alerts(target)
+            by_key = {(a.kind, a.subject): a for a in open_alerts}
+            seen = {(f.kind, f.subject) for f in findings}
+            new = [f for f in findings if (f.kind, f.subject) not in by_key]
+            refresh = {by_key[(f.kind, f.subject)].id: f for f in findings if (f.kind, f.subject) in by_key}
+            # While a target is down nothing else about it can be known: its other alerts stay open.
+            cleared = [
+                Clearance(a.id, resolution(a, snapshot))
+                for a in open_alerts
+                if (a.kind, a.subject) not in seen and (snapshot is not None or a.kind == AlertKind.TARGET_DOWN)
+            ]
+            await self._store.reconcile(target, new, cleared, refresh)
+        except Exception as exc:
+            log.warning("monitor could not record alerts for %s: %s", target, first_line(exc))
+
+    async def deliver(self) -> None:
+        """Post, edit and resolve in Slack whatever the alert table says is not yet shown."""
+        if not self._announcer.can_post or not self._channel:
+            return
+        for alert in await self._store.unsettled():
+            try:
+                if alert.resolved_at is not None:
+                    await self._announcer.update_alert(alert)
+                    await self._announcer.reply_resolved(alert)
+                    await self._store.replied(alert)
+                elif alert.message_ts is None:
+                    ts = await self._announcer.post_alert(alert, self._channel)
+                    await self._store.posted(alert, self._channel, ts)
+                else:
+                    await self._announcer.update_alert(alert)
+                    await self._store.shown(alert)
+            except AnnounceError as exc:
+                log.warning("alert %d not delivered: %s", alert.id, exc.reason)
+                await self._store.sync_failed(alert, exc.retry_after)
+                if exc.retry_after is not None:
+                    return  # rate limited: the rest waits for the next cycle
+
+    # --- running ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="pgconn-monitor")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._drop_lock()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            try:
+                await self.run_cycle()
+            except Exception as exc:
+                log.warning("monitor cycle failed: %s", first_line(exc))
+            await asyncio.sleep(max(0.0, self._interval - (loop.time() - started)))
+
+
+def age_text(since: Any, observed: Any) -> str:
+    """``12m 05s`` between two ISO timestamps (as they come back in the snapshot's JSON)."""
+    try:
+        start = datetime.fromisoformat(since) if isinstance(since, str) else since
+        end = datetime.fromisoformat(observed) if isinstance(observed, str) else observed
+        return format_duration(end - start)
+    except (TypeError, ValueError):
+        return "—"

@@ -1,0 +1,127 @@
+"""Open and resolved alerts in the state database: what makes "once per problem" survive restarts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from bot.core.results import Alert
+from bot.db import sql
+from bot.db.state import StateStore
+
+MAX_ALERT_SYNC_ATTEMPTS = 20
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A problem seen in this cycle; (kind, subject) identifies it on its target."""
+
+    kind: str
+    subject: str
+    severity: str
+    summary: str
+    details: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Clearance:
+    """An open alert that no longer holds, and the sentence that says so."""
+
+    alert_id: int
+    resolution: str
+
+
+class AlertStore:
+    def __init__(self, state: StateStore) -> None:
+        self._state = state
+
+    async def open_alerts(self, target: str | None = None, limit: int = 100) -> list[Alert]:
+        async with self._state.pool.connection() as conn:
+            if target is None:
+                cur = await conn.execute(sql.OPEN_ALERTS, {"limit": limit})
+            else:
+                cur = await conn.execute(sql.OPEN_ALERTS_OF_TARGET, {"target": target})
+            return [_alert(row) for row in await cur.fetchall()]
+
+    async def get(self, alert_id: int) -> Alert | None:
+        async with self._state.pool.connection() as conn:
+            cur = await conn.execute(sql.SELECT_ALERT, {"id": alert_id})
+            row = await cur.fetchone()
+            return _alert(row) if row else None
+
+    async def reconcile(
+        self, target: str, findings: Sequence[Finding], clearances: Sequence[Clearance], refresh: dict[int, Finding]
+    ) -> None:
+        """Open new alerts, refresh ongoing ones, resolve cleared ones: one transaction per target."""
+        async with self._state.pool.connection() as conn, conn.transaction():
+            for finding in findings:
+                await conn.execute(
+                    sql.OPEN_ALERT,
+                    {
+                        "target": target,
+                        "kind": finding.kind,
+                        "subject": finding.subject,
+                        "severity": finding.severity,
+                        "summary": finding.summary,
+                        "details": Jsonb(finding.details),
+                    },
+                )
+            for alert_id, finding in refresh.items():
+                await conn.execute(
+                    sql.REFRESH_ALERT,
+                    {
+                        "id": alert_id,
+                        "severity": finding.severity,
+                        "summary": finding.summary,
+                        "details": Jsonb(finding.details),
+                    },
+                )
+            for clearance in clearances:
+                await conn.execute(sql.RESOLVE_ALERT, {"id": clearance.alert_id, "resolution": clearance.resolution})
+
+    async def unsettled(self) -> list[Alert]:
+        async with self._state.pool.connection() as conn:
+            cur = await conn.execute(sql.UNSETTLED_ALERTS, {"max_attempts": MAX_ALERT_SYNC_ATTEMPTS})
+            return [_alert(row) for row in await cur.fetchall()]
+
+    async def posted(self, alert: Alert, channel: str, ts: str) -> None:
+        await self._run(sql.ALERT_POSTED, {"id": alert.id, "channel": channel, "ts": ts, "state": shown(alert)})
+
+    async def shown(self, alert: Alert) -> None:
+        await self._run(sql.ALERT_SHOWN, {"id": alert.id, "state": shown(alert)})
+
+    async def replied(self, alert: Alert) -> None:
+        await self._run(sql.ALERT_REPLIED, {"id": alert.id})
+
+    async def sync_failed(self, alert: Alert, retry_after: float | None) -> None:
+        await self._run(sql.ALERT_SYNC_FAILED, {"id": alert.id, "retry_after": retry_after})
+
+    async def _run(self, statement: str, params: dict[str, Any]) -> None:
+        async with self._state.pool.connection() as conn:
+            await conn.execute(statement, params)
+
+
+def shown(alert: Alert) -> str:
+    """What a posted message shows; a change of this (not of the numbers) edits the message."""
+    return f"{alert.severity}:{alert.summary}"
+
+
+def _alert(row: dict[str, Any]) -> Alert:
+    return Alert(
+        id=row["id"],
+        target=row["target"],
+        kind=row["kind"],
+        subject=row["subject"],
+        severity=row["severity"],
+        summary=row["summary"],
+        details=dict(row["details"] or {}),
+        opened_at=row["opened_at"],
+        last_seen_at=row["last_seen_at"],
+        resolved_at=row["resolved_at"],
+        resolution=row["resolution"],
+        channel=row["channel"],
+        message_ts=row["message_ts"],
+    )
