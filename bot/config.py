@@ -74,11 +74,11 @@ class Settings(BaseSettings):
     allow_self_approval: bool = Field(False, validation_alias="PGCONN_ALLOW_SELF_APPROVAL")
     protected_roles: Annotated[tuple[str, ...], NoDecode] = Field((), validation_alias="PGCONN_PROTECTED_ROLES")
 
-    monitor_interval: int = Field(60, ge=0, validation_alias="PGCONN_MONITOR_INTERVAL")
+    monitor_interval: float = Field(60, ge=0, validation_alias="PGCONN_MONITOR_INTERVAL")
     alert_utilization_warn: float = Field(0.7, gt=0, le=1, validation_alias="PGCONN_ALERT_UTILIZATION_WARN")
     alert_utilization_crit: float = Field(0.9, gt=0, le=1, validation_alias="PGCONN_ALERT_UTILIZATION_CRIT")
-    alert_idle_in_tx_seconds: int = Field(300, ge=1, validation_alias="PGCONN_ALERT_IDLE_IN_TX_SECONDS")
-    alert_long_query_seconds: int = Field(1800, ge=1, validation_alias="PGCONN_ALERT_LONG_QUERY_SECONDS")
+    alert_idle_in_tx_seconds: float = Field(300, ge=0, validation_alias="PGCONN_ALERT_IDLE_IN_TX_SECONDS")
+    alert_long_query_seconds: float = Field(1800, ge=0, validation_alias="PGCONN_ALERT_LONG_QUERY_SECONDS")
 
     # Extensions beyond the interface (documented in the README).
     command_timeout: float = Field(2.0, gt=0, le=30, validation_alias="PGCONN_COMMAND_TIMEOUT")

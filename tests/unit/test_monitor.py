@@ -1,0 +1,123 @@
+"""What the monitor finds in a snapshot, and how alerts read."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from bot.core.monitor import MonitorThresholds, detect, resolution
+from bot.core.results import Alert, AlertKind, OpenAlerts
+from bot.db.monitoring import Snapshot
+from bot.render.blocks import ALERT_REQUEST_ACTION, alert_message, resolved_reply
+from bot.render.text import render_text
+
+NOW = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
+THRESHOLDS = MonitorThresholds(utilization_warn=0.7, utilization_critical=0.9, idle_in_tx_seconds=300)
+
+
+def snapshot(**changes: object) -> Snapshot:
+    base = Snapshot(
+        target="default",
+        server_version="15.4",
+        max_connections=103,
+        superuser_reserved=3,
+        reserved=0,
+        observed_at=NOW,
+        client_backends=10,
+        full_roles=[],
+        idle_in_transaction=[],
+        long_queries=[],
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def test_quiet_server_has_no_findings() -> None:
+    assert detect(snapshot(), THRESHOLDS) == []
+
+
+def test_role_at_and_over_its_limit() -> None:
+    full = [
+        {"role": "bob", "limit": 5, "used": 5, "sessions": []},
+        {"role": "eve", "limit": 2, "used": 3, "sessions": []},
+    ]
+    bob, eve = detect(snapshot(full_roles=full), THRESHOLDS)
+    assert (bob.kind, bob.subject, bob.severity) == (AlertKind.ROLE_LIMIT, "bob", "warning")
+    assert bob.summary == "bob is at its connection limit on default" and bob.details["used"] == 5
+    assert eve.severity == "critical" and "over" in eve.summary
+
+
+def test_server_fill_thresholds_and_stable_summary() -> None:
+    (warn,) = detect(snapshot(client_backends=70), THRESHOLDS)
+    (crit,) = detect(snapshot(client_backends=95), THRESHOLDS)
+    (warn_again,) = detect(snapshot(client_backends=75), THRESHOLDS)
+    assert (warn.kind, warn.severity, crit.severity) == (AlertKind.SERVER_FILL, "warning", "critical")
+    assert warn.summary == warn_again.summary != crit.summary  # numbers change; the summary only with severity
+    assert detect(snapshot(client_backends=69), THRESHOLDS) == []
+
+
+def test_sessions_are_identified_by_pid_and_start() -> None:
+    idle = {"pid": 7, "role": "bob", "xact_start": "2026-11-21T09:00:00+00:00", "backend_start": None}
+    long = {"pid": 8, "role": "eve", "query_start": "2026-11-21T08:00:00+00:00", "backend_start": None}
+    a, b = detect(snapshot(idle_in_transaction=[idle], long_queries=[long]), THRESHOLDS)
+    assert (a.kind, a.subject) == (
+        AlertKind.IDLE_IN_TRANSACTION,
+        f"7:{int(datetime(2026, 11, 21, 9, tzinfo=UTC).timestamp())}",
+    )
+    assert b.kind == AlertKind.LONG_QUERY and b.subject.startswith("8:")
+
+
+def alert(**changes: object) -> Alert:
+    base = Alert(
+        id=3,
+        target="default",
+        kind=AlertKind.ROLE_LIMIT,
+        subject="bob",
+        severity="warning",
+        summary="bob is at its connection limit on default",
+        details={
+            "used": 5,
+            "limit": 5,
+            "observed_at": NOW.isoformat(),
+            "sessions": [
+                {
+                    "pid": 11,
+                    "state": "idle",
+                    "application": "<@U1> DBeaver",
+                    "client": "10.0.0.1",
+                    "state_change": (NOW - timedelta(minutes=30)).isoformat(),
+                },
+            ],
+        },
+        opened_at=NOW - timedelta(minutes=12),
+        last_seen_at=NOW,
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def test_open_alert_message_has_one_button_into_the_approval_flow() -> None:
+    message = alert_message(alert())
+    text = json.dumps(message.blocks)
+    assert "bob is at its connection limit on default: 5/5" in text and "30m" in text
+    assert "<@U1>" not in text  # client-controlled text is escaped
+    (actions,) = [b for b in message.blocks if b["type"] == "actions"]
+    (button,) = actions["elements"]
+    assert (button["action_id"], button["value"], button["text"]["text"]) == (
+        ALERT_REQUEST_ACTION,
+        "3",
+        "Request cleanup",
+    )
+
+
+def test_resolved_alert_has_no_button_and_says_how_long() -> None:
+    done = alert(resolved_at=NOW, resolution=resolution(alert(), None))
+    message = alert_message(done)
+    assert not [b for b in message.blocks if b["type"] == "actions"]
+    assert "Resolved after 12m" in message.text or "Resolved after 12m" in json.dumps(message.blocks)
+    assert resolved_reply(done).text == "✅ Resolved after 12m 00s: bob is below its connection limit again."
+
+
+def test_alerts_listing() -> None:
+    assert render_text(OpenAlerts([], monitoring=True)) == "No open alerts."
+    assert "monitor is off" in render_text(OpenAlerts([], monitoring=False))
+    assert "1 open alert" in render_text(OpenAlerts([alert()], monitoring=True))
