@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from bot.config import DEFAULT_TARGET
-from bot.core.commands import AccessRole, KillScope, RequestSignal
+from bot.core.commands import AccessRole, KillScope, RequestSignal, SignalAction
 from bot.core.durations import spell_duration
 from bot.core.markup import mention, moment
 from bot.core.parser import shorten
@@ -185,12 +185,15 @@ class Approvals:
             ts = await self.announcer.post_request(request, where)
         except AnnounceError as exc:
             return await self._withdraw(request, where, exc.reason)
-        await self._store.set_message(request.id, where, ts)
-        # An approver may have clicked already (the message is visible before set_message ran).
-        if await self._store.message_state(request.id) == f"{RequestStatus.PENDING}:0":
-            await self._store.message_shown(request.id, f"{RequestStatus.PENDING}:0")
-        else:
-            await self.publish(request.id)
+        try:
+            await self._store.set_message(request.id, where, ts)
+            # An approver may have clicked already (the message is visible before set_message ran).
+            if await self._store.message_state(request.id) == f"{RequestStatus.PENDING}:0":
+                await self._store.message_shown(request.id, f"{RequestStatus.PENDING}:0")
+            else:
+                await self.publish(request.id)
+        except Exception as exc:  # the request is posted and approvable; a click records where it is
+            log.error("request #%d posted, but its message could not be recorded: %s", request.id, exc)
         self._on_audit()
         return RequestOpened(request, posted_in=where)
 
@@ -237,7 +240,15 @@ class Approvals:
             reasons = [
                 why
                 for pid in command.pids
-                if (why := self._why_not(pid, found.get(pid), command.target, expected.get(pid)))
+                if (
+                    why := self._why_not(
+                        pid,
+                        found.get(pid),
+                        command.target,
+                        expected.get(pid),
+                        cancel=command.action is SignalAction.CANCEL,
+                    )
+                )
             ]
             if reasons:
                 return NothingToSignal("Nothing was requested: " + "; ".join(reasons) + ".")
@@ -274,7 +285,13 @@ class Approvals:
         return chosen, list(fills.values())
 
     def _why_not(
-        self, pid: int, found: Candidate | None, target: str, expected_start: datetime | None = None
+        self,
+        pid: int,
+        found: Candidate | None,
+        target: str,
+        expected_start: datetime | None = None,
+        *,
+        cancel: bool = False,
     ) -> str | None:
         if found is None:
             return f"pid {pid} is not a session{_on(target) or ' on this server'} (it may have ended)"
@@ -288,6 +305,11 @@ class Approvals:
             return f"pid {pid} belongs to superuser {found.role}; superusers' sessions are protected"
         if found.role in self._rules.protected_roles:
             return f"pid {pid} belongs to {found.role}, a protected role"
+        if cancel and found.state != "active":
+            return (
+                f"pid {pid} is {found.state or 'not running a query'}: there is no query to cancel "
+                "(kill ends the session)"
+            )
         if found.backend_start is None or found.role_oid is None:
             return (
                 f"the bot cannot see the details of pid {pid} (grant it pg_monitor), "
@@ -312,9 +334,11 @@ class Approvals:
             request = locked.request
             verb = "approve" if approve else "deny"
             if role < AccessRole.APPROVER:
-                await locked.audit(
-                    _audit("click_refused", request, actor=identity.user_id, outcome=f"{verb}: not an approver")
-                )
+                # Once per person and request: anyone who sees the message could click it over and over.
+                if not await locked.refused_before(identity.user_id):
+                    await locked.audit(
+                        _audit("click_refused", request, actor=identity.user_id, outcome=f"{verb}: not an approver")
+                    )
                 result = DecisionRefused(
                     f"Sorry, only approvers can {verb} requests, and you have "
                     f"{'no access' if role is AccessRole.NONE else 'the ' + role.label + ' role'}. "
@@ -335,9 +359,10 @@ class Approvals:
                 await locked.audit(_audit("denied", request, actor=identity.user_id))
                 result = Decided(request, "denied")
             elif identity.user_id == request.requester and not self._rules.allow_self_approval:
-                await locked.audit(
-                    _audit("click_refused", request, actor=identity.user_id, outcome="approve: own request")
-                )
+                if not await locked.refused_before(identity.user_id):
+                    await locked.audit(
+                        _audit("click_refused", request, actor=identity.user_id, outcome="approve: own request")
+                    )
                 result = DecisionRefused(f"You asked for request #{request_id}, so another approver has to approve it.")
             elif any(a.approver == identity.user_id for a in request.approvals):
                 result = DecisionRefused(
@@ -371,15 +396,18 @@ class Approvals:
 
     async def _execute(self, request: SignalRequest) -> SignalRequest:
         targets = request.targets
+        progress = signals.Progress()
 
         async def work(conn: Conn) -> list[SignalOutcome]:
             return await signals.execute(
                 conn,
                 action=request.action,
+                scope=request.scope,
                 targets=targets,
                 protected_roles=self._rules.protected_roles,
                 wait_seconds=EXECUTION_WAIT_SECONDS,
                 statement_seconds=self._targets.timeout,
+                progress=progress,
             )
 
         budget = self._targets.timeout * 2 + EXECUTION_WAIT_SECONDS + 0.2 * len(targets)
@@ -387,47 +415,63 @@ class Approvals:
             outcomes = await self._targets.run(request.target, work, budget=budget)
         except (TargetUnavailableError, UnknownTargetError) as exc:
             why = exc.reason if isinstance(exc, TargetUnavailableError) else "the target is no longer configured"
-            outcomes = [SignalOutcome(t.pid, TargetOutcome.FAILED, why) for t in targets]
+            outcomes = progress.outcomes_after(targets, why)
         except Exception as exc:
             reference = uuid.uuid4().hex[:8]
             log.exception("executing request #%d failed (ref %s)", request.id, reference)
-            outcomes = [
-                SignalOutcome(t.pid, TargetOutcome.FAILED, f"{first_line(exc)} (ref {reference})") for t in targets
-            ]
+            outcomes = progress.outcomes_after(targets, f"{first_line(exc)} (ref {reference})")
         summary = outcome_summary([(o.pid, o.outcome, o.detail) for o in outcomes])
         log.info("request #%d executed: %s", request.id, summary)
-        return await self._store.finish(
-            request.id,
-            [(o.pid, o.outcome, o.detail) for o in outcomes],
-            _audit("executed", request, actor=request.decided_by, outcome=summary),
-        )
+        try:
+            return await self._store.finish(
+                request.id,
+                [(o.pid, o.outcome, o.detail) for o in outcomes],
+                _audit("executed", request, actor=request.decided_by, outcome=summary),
+            )
+        except Exception as exc:
+            # The signals went out; only the record failed. Say what happened; the request stays
+            # "executing" and is reported as interrupted by the housekeeper, with its audit entry.
+            log.error("request #%d executed (%s) but could not be recorded: %s", request.id, summary, exc)
+            by_pid = {o.pid: o for o in outcomes}
+            targets = tuple(
+                replace(t, outcome=by_pid[t.pid].outcome, detail=by_pid[t.pid].detail) for t in request.targets
+            )
+            return replace(request, status=RequestStatus.EXECUTED, targets=targets)
 
     # --- showing ------------------------------------------------------------------------------
 
     async def publish(self, request_id: int) -> None:
-        """Bring the request's message up to date and, once it is final, tell the requester."""
-        state = await self._store.message_state(request_id)  # read first: a later change is synced again
-        request = await self._store.get(request_id)
-        if request is None or state is None:
-            return
-        if request.channel and request.message_ts and self.announcer.can_post:
-            try:
-                await self.announcer.update_request(request)
-                await self._store.message_shown(request_id, state)
-            except Exception as exc:
-                log.warning("could not update the message of request #%d: %s", request_id, exc)
-                await self._store.message_sync_failed(request_id)
-        # Only a process that can reach Slack claims the notice, so a console decision leaves it
-        # to a serve replica.
-        if (
-            request.status in RequestStatus.FINAL
-            and self.announcer.can_post
-            and await self._store.claim_requester_notice(request_id)
-        ):
-            try:
-                await self.announcer.tell_requester(request)
-            except Exception as exc:
-                log.warning("could not tell %s about request #%d: %s", request.requester, request_id, exc)
+        """Bring the request's message up to date and, once it is final, tell the requester.
+
+        Best effort: whatever fails here is retried by the housekeeper; it never changes what
+        was decided or done.
+        """
+        try:
+            async with self._store.syncing_message(request_id) as sync:
+                request = sync.request
+                if request is None or sync.state is None:
+                    return
+                if request.channel and request.message_ts and self.announcer.can_post:
+                    try:
+                        await self.announcer.update_request(request)
+                        await sync.shown()
+                    except Exception as exc:
+                        log.warning("could not update the message of request #%d: %s", request_id, exc)
+                        await sync.failed()
+            # Only a process that can reach Slack claims the notice, so a console decision leaves
+            # it to a serve replica.
+            if (
+                request.status in RequestStatus.FINAL
+                and self.announcer.can_post
+                and await self._store.claim_requester_notice(request_id)
+            ):
+                try:
+                    await self.announcer.tell_requester(request)
+                except Exception as exc:
+                    log.warning("could not tell %s about request #%d: %s", request.requester, request_id, exc)
+                    await self._store.release_requester_notice(request_id)
+        except Exception as exc:
+            log.warning("could not publish request #%d: %s", request_id, first_line(exc))
 
     async def pending(self) -> Result:
         return PendingRequests(await self._store.pending())

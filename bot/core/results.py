@@ -195,6 +195,7 @@ class TargetOutcome:
     GONE = "gone"
     REPLACED = "replaced"
     PROTECTED = "protected"
+    CHANGED = "changed"  # no longer idle / no longer running the approved query
     FAILED = "failed"
     STILL_RUNNING = "still_running"
 
@@ -205,6 +206,7 @@ OUTCOME_LABELS = {
     TargetOutcome.GONE: "already gone",
     TargetOutcome.REPLACED: "replaced by another session, not signalled",
     TargetOutcome.PROTECTED: "protected now, not signalled",
+    TargetOutcome.CHANGED: "changed since the request, not signalled",
     TargetOutcome.FAILED: "failed",
     TargetOutcome.STILL_RUNNING: "signalled, still running",
 }
@@ -226,6 +228,7 @@ class RequestTarget:
     xact_start: datetime | None
     observed_at: datetime
     blocks: tuple[int, ...] = ()
+    query_start: datetime | None = None
     outcome: str | None = None
     detail: str | None = None
 

@@ -66,6 +66,21 @@ class Delivery:
 
 
 @dataclass
+class MessageSync:
+    request: SignalRequest | None
+    state: str | None
+    _conn: Conn
+
+    async def shown(self) -> None:
+        assert self.request is not None and self.state is not None
+        await self._conn.execute(sql.MESSAGE_SHOWN, {"id": self.request.id, "state": self.state})
+
+    async def failed(self) -> None:
+        assert self.request is not None
+        await self._conn.execute(sql.MESSAGE_SYNC_FAILED, {"id": self.request.id})
+
+
+@dataclass
 class LockedRequest:
     """A request whose row is locked for the rest of the transaction (see ``RequestStore.locked``)."""
 
@@ -88,6 +103,10 @@ class LockedRequest:
 
     async def audit(self, entry: NewAuditEntry) -> None:
         await self._store.append_audit(entry, self._conn)
+
+    async def refused_before(self, actor: str) -> bool:
+        cur = await self._conn.execute(sql.REFUSED_CLICK_SEEN, {"id": self.request.id, "actor": actor})
+        return await cur.fetchone() is not None
 
     async def reload(self) -> SignalRequest:
         loaded = await self._store._load(self._conn, self.request.id, lock=False)
@@ -151,6 +170,7 @@ class RequestStore:
                             "state": t.state,
                             "state_change": t.state_change,
                             "xact_start": t.xact_start,
+                            "query_start": t.query_start,
                             "observed_at": t.observed_at,
                             "blocks": list(t.blocks),
                         }
@@ -246,6 +266,23 @@ class RequestStore:
             cur = await conn.execute(sql.MESSAGE_STATE, {"id": request_id})
             row = await cur.fetchone()
             return str(row["state"]) if row else None
+
+    @contextlib.asynccontextmanager
+    async def syncing_message(self, request_id: int) -> AsyncIterator[MessageSync]:
+        """The request as it stands, with the message lock held until the block ends."""
+        async with self._state.pool.connection() as conn:
+            await conn.execute(sql.MESSAGE_LOCK, {"id": request_id})
+            try:
+                cur = await conn.execute(sql.MESSAGE_STATE, {"id": request_id})
+                row = await cur.fetchone()
+                request = await self._load(conn, request_id, lock=False)
+                yield MessageSync(request, str(row["state"]) if row else None, conn)
+            finally:
+                await conn.execute(sql.MESSAGE_UNLOCK, {"id": request_id})
+
+    async def release_requester_notice(self, request_id: int) -> None:
+        async with self._state.pool.connection() as conn:
+            await conn.execute(sql.RELEASE_REQUESTER_NOTICE, {"id": request_id})
 
     async def message_shown(self, request_id: int, state: str) -> None:
         async with self._state.pool.connection() as conn:
@@ -377,6 +414,7 @@ def _target(row: dict[str, Any]) -> RequestTarget:
         xact_start=row["xact_start"],
         observed_at=row["observed_at"],
         blocks=tuple(row["blocks"] or ()),
+        query_start=row["query_start"],
         outcome=row["outcome"],
         detail=row["detail"],
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -35,6 +35,7 @@ class Candidate:
     backend_type: str | None
     backend_start: Any
     xact_start: Any
+    query_start: Any
     state_change: Any
     observed_at: Any
     client_backend: bool
@@ -59,6 +60,7 @@ class Candidate:
             xact_start=self.xact_start,
             observed_at=self.observed_at,
             blocks=self.blocks,
+            query_start=self.query_start,
         )
 
 
@@ -96,6 +98,7 @@ async def candidates(
             backend_type=row["backend_type"],
             backend_start=row["backend_start"],
             xact_start=row["xact_start"],
+            query_start=row["query_start"],
             state_change=row["state_change"],
             observed_at=row["observed_at"],
             client_backend=bool(row["client_backend"]),
@@ -116,14 +119,37 @@ class SignalOutcome:
     detail: str | None = None
 
 
+@dataclass
+class Progress:
+    """What has been done so far, so a failure halfway reports the truth for each target."""
+
+    done: dict[int, SignalOutcome] = field(default_factory=dict)
+    in_flight: int | None = None
+
+    def outcomes_after(self, targets: Sequence[RequestTarget], failure: str) -> list[SignalOutcome]:
+        result = []
+        for target in targets:
+            if target.pid in self.done:
+                result.append(self.done[target.pid])
+            elif target.pid == self.in_flight:
+                result.append(
+                    SignalOutcome(target.pid, TargetOutcome.FAILED, f"{failure} while signalling it; it may have been")
+                )
+            else:
+                result.append(SignalOutcome(target.pid, TargetOutcome.FAILED, f"not signalled: {failure}"))
+        return result
+
+
 async def execute(
     conn: Conn,
     *,
     action: str,
+    scope: str,
     targets: Sequence[RequestTarget],
     protected_roles: Sequence[str],
     wait_seconds: float,
     statement_seconds: float,
+    progress: Progress | None = None,
     force_polling: bool = False,
 ) -> list[SignalOutcome]:
     """Signal each target only if it is still the session that was approved; report each one.
@@ -135,9 +161,11 @@ async def execute(
     deadline = loop.time() + wait_seconds
     version = 0 if force_polling else conn.info.server_version
     statement = sql.signal_statement(action, version)
-    outcomes: dict[int, SignalOutcome] = {}
+    progress = progress if progress is not None else Progress()
+    outcomes = progress.done
     waiting: list[RequestTarget] = []
     for target in targets:
+        progress.in_flight = target.pid
         wait_ms = int(max(0.001, min(deadline - loop.time(), statement_seconds - STATEMENT_MARGIN_SECONDS)) * 1000)
         try:
             cur = await conn.execute(
@@ -149,6 +177,8 @@ async def execute(
                     "protected": list(protected_roles),
                     "bot_app": sql.BOT_APPLICATION_NAME,
                     "wait_ms": wait_ms,
+                    "idle_since": target.state_change if scope == "idle" else None,
+                    "query_start": target.query_start if action == "cancel" else None,
                 },
             )
             row = await cur.fetchone()
@@ -173,6 +203,9 @@ async def execute(
             outcomes[target.pid] = SignalOutcome(
                 target.pid, TargetOutcome.PROTECTED, "superuser, protected role or the bot's own connection"
             )
+        elif verdict == "changed":
+            detail = "the query it was running has ended" if action == "cancel" else "it has been active since"
+            outcomes[target.pid] = SignalOutcome(target.pid, TargetOutcome.CHANGED, detail)
         elif not row["signalled"]:
             # false: a terminate that did not finish within its wait, or a signal the server refused.
             if action == "terminate":
@@ -181,13 +214,13 @@ async def execute(
             else:
                 outcomes[target.pid] = SignalOutcome(target.pid, TargetOutcome.FAILED, "the server did not signal it")
         elif action == "cancel":
-            detail = None if row["state"] == "active" else f"it was {row['state']}: no query was running"
-            outcomes[target.pid] = SignalOutcome(target.pid, TargetOutcome.CANCELLED, detail)
+            outcomes[target.pid] = SignalOutcome(target.pid, TargetOutcome.CANCELLED)
         elif version >= sql.TERMINATE_TIMEOUT_SINCE:
             outcomes[target.pid] = SignalOutcome(target.pid, TargetOutcome.TERMINATED)
         else:
             outcomes[target.pid] = SignalOutcome(target.pid, TargetOutcome.STILL_RUNNING)
             waiting.append(target)
+    progress.in_flight = None
     if waiting:
         still = await _wait_until_gone(conn, waiting, deadline)
         for target in waiting:

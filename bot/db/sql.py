@@ -196,18 +196,28 @@ SELECT a.pid,
 """
 
 # The re-check and the signal are one statement: the backend is signalled only if the pid still
-# belongs to the very session the approver saw (same backend_start, same role oid) and is not
-# protected now (a role may have become superuser or protected since the request).
-_SIGNAL = """
+# belongs to the very session the approver saw (same backend_start, same role oid), is still a
+# client backend that is not protected now (a role may have become superuser or protected since),
+# and is still in the condition that was approved: for ``kill idle``, idle since the same moment
+# (``idle_since``); for ``cancel``, running the same query (``query_start``). Each is NULL when
+# it does not apply.
+_SIGNAL = f"""
 SELECT checked.verdict, checked.state,
-       CASE WHEN checked.verdict = 'signal' THEN {signal} END AS signalled
+       CASE WHEN checked.verdict = 'signal' THEN {{signal}} END AS signalled
   FROM (SELECT t.pid, a.state,
                CASE WHEN a.pid IS NULL THEN 'gone'
                     WHEN a.backend_start IS DISTINCT FROM %(backend_start)s
                       OR a.usesysid IS DISTINCT FROM %(role_oid)s::oid THEN 'replaced'
                     WHEN coalesce(r.rolsuper, true) OR r.rolname = ANY(%(protected)s::text[])
+                      OR NOT {_CLIENT_BACKEND.format(alias="a")}
                       OR (a.usename = session_user AND a.application_name = %(bot_app)s)
                       OR a.pid = pg_catalog.pg_backend_pid() THEN 'protected'
+                    WHEN %(idle_since)s::timestamptz IS NOT NULL
+                     AND (a.state NOT IN ('idle', 'idle in transaction', 'idle in transaction (aborted)')
+                          OR a.state_change IS DISTINCT FROM %(idle_since)s::timestamptz) THEN 'changed'
+                    WHEN %(query_start)s::timestamptz IS NOT NULL
+                     AND (a.state IS DISTINCT FROM 'active'
+                          OR a.query_start IS DISTINCT FROM %(query_start)s::timestamptz) THEN 'changed'
                     ELSE 'signal' END AS verdict
           FROM (SELECT %(pid)s::int AS pid) t
           LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = t.pid
@@ -278,10 +288,12 @@ CREATE TABLE pgconn.request_target (
     state         text,
     state_change  timestamptz,
     xact_start    timestamptz,
+    query_start   timestamptz,
     observed_at   timestamptz NOT NULL,
     blocks        integer[] NOT NULL DEFAULT '{}',
     outcome       text CHECK (outcome IN
-                  ('terminated', 'cancelled', 'gone', 'replaced', 'protected', 'failed', 'still_running')),
+                  ('terminated', 'cancelled', 'gone', 'replaced', 'protected', 'changed', 'failed',
+                   'still_running')),
     detail        text,
     PRIMARY KEY (request_id, pid)
 );
@@ -354,9 +366,9 @@ RETURNING id
 
 INSERT_TARGET = """
 INSERT INTO pgconn.request_target (request_id, pid, backend_start, role_oid, role_name, database, application,
-                                   client, state, state_change, xact_start, observed_at, blocks)
+                                   client, state, state_change, xact_start, query_start, observed_at, blocks)
 VALUES (%(request_id)s, %(pid)s, %(backend_start)s, %(role_oid)s, %(role_name)s, %(database)s, %(application)s,
-        %(client)s, %(state)s, %(state_change)s, %(xact_start)s, %(observed_at)s, %(blocks)s)
+        %(client)s, %(state)s, %(state_change)s, %(xact_start)s, %(query_start)s, %(observed_at)s, %(blocks)s)
 """
 
 SELECT_REQUEST = f"SELECT {_REQUEST_COLUMNS} FROM pgconn.request r WHERE r.id = %(id)s"
@@ -442,6 +454,18 @@ _MESSAGE_STATE = "r.status || ':' || (SELECT count(*) FROM pgconn.approval p WHE
 
 MESSAGE_STATE = f"SELECT {_MESSAGE_STATE} AS state FROM pgconn.request r WHERE r.id = %(id)s"
 
+# One updater of a request's message at a time (read state → chat.update → record), so two
+# updates racing cannot leave an older rendering recorded as current. Session-level, so no row
+# stays locked while Slack answers; released explicitly, or by the server if the process dies.
+MESSAGE_LOCK = "SELECT pg_catalog.pg_advisory_lock(1507393543, (%(id)s %% 2147483647)::int)"
+MESSAGE_UNLOCK = "SELECT pg_catalog.pg_advisory_unlock(1507393543, (%(id)s %% 2147483647)::int)"
+
+RELEASE_REQUESTER_NOTICE = "UPDATE pgconn.request SET requester_told = false WHERE id = %(id)s"
+
+REFUSED_CLICK_SEEN = """
+SELECT 1 FROM pgconn.audit WHERE request_id = %(id)s AND event = 'click_refused' AND actor = %(actor)s LIMIT 1
+"""
+
 # Not while executing: the buttons go only when the outcome can be shown with them gone, so
 # "no Approve button" always means "decided, and done".
 UNSYNCED_MESSAGES = f"""
@@ -488,9 +512,11 @@ SELECT id FROM entry
 
 RECENT_AUDIT = "SELECT * FROM pgconn.audit ORDER BY id DESC LIMIT %(limit)s"
 
-# Strictly in order: only the oldest undelivered entry can be claimed, and only when it is due,
-# so the channel reads in order and a failing Slack holds back everything behind it. A lease
-# (not a transaction held open while Slack answers) keeps two replicas from posting it twice.
+# Oldest first: only the oldest undelivered entry can be claimed, and only when it is due, so a
+# failing Slack holds back everything behind it. A lease (not a transaction held open while Slack
+# answers) keeps two replicas from posting one entry twice. (With several replicas, or ids that
+# commit out of order, the channel's order can occasionally differ from the table's; nothing is
+# lost, and the table is the record.)
 CLAIM_AUDIT_DELIVERY = """
 UPDATE pgconn.audit_outbox o
    SET leased_until = now() + make_interval(secs => %(lease)s), attempts = o.attempts + 1
@@ -524,9 +550,13 @@ UPDATE pgconn.audit_outbox
  WHERE audit_id = %(id)s
 """
 
+# Only the head of the queue decides when to look again (everything behind it waits for it),
+# including while another replica holds its lease.
 NEXT_AUDIT_DUE = """
-SELECT extract(epoch FROM min(next_attempt) - now()) AS seconds, count(*) AS waiting
-  FROM pgconn.audit_outbox WHERE delivered_at IS NULL
+SELECT extract(epoch FROM greatest(h.next_attempt, coalesce(h.leased_until, h.next_attempt)) - now()) AS seconds,
+       (SELECT count(*) FROM pgconn.audit_outbox WHERE delivered_at IS NULL) AS waiting
+  FROM (SELECT next_attempt, leased_until FROM pgconn.audit_outbox
+         WHERE delivered_at IS NULL ORDER BY audit_id LIMIT 1) h
 """
 
 # --- monitor ---------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ is escaped, so it cannot mention people, link, or break out of a code span.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ MAX_SECTION_TEXT = 3000
 MAX_TABLE_ROWS = 40  # the rest become "and N more"
 MAX_TABLE_BLOCKS = 8
 MAX_FALLBACK_TEXT = 3000
+MAX_LINE_BLOCKS = 20
 
 _ICON = {Tone.INFO: "", Tone.WARNING: ":warning: ", Tone.PROBLEM: ":x: "}
 
@@ -40,11 +42,34 @@ def escape(text: str) -> str:
 
 
 def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """Cut escaped mrkdwn to ``limit`` without leaving half an entity (``&am``) or token (``<@U1``)."""
+    if len(text) <= limit:
+        return text
+    return _OPEN_TOKEN.sub("", text[: limit - 1]) + "…"
+
+
+_OPEN_TOKEN = re.compile(r"(&[a-z]{0,5}|<[^>]*)$")
 
 
 def _section(text: str) -> dict[str, Any]:
     return {"type": "section", "text": {"type": "mrkdwn", "text": _clip(text, MAX_SECTION_TEXT)}}
+
+
+def _text_sections(lines: list[str]) -> list[dict[str, Any]]:
+    """Escaped lines in as few sections as fit; a long list never loses its end to one cut."""
+    blocks: list[dict[str, Any]] = []
+    chunk: list[str] = []
+    size = 0
+    for line in lines:
+        line = _clip(line, MAX_SECTION_TEXT)
+        if chunk and size + len(line) + 1 > MAX_SECTION_TEXT:
+            blocks.append(_section("\n".join(chunk)))
+            chunk, size = [], 0
+        chunk.append(line)
+        size += len(line) + 1
+    if chunk:
+        blocks.append(_section("\n".join(chunk)))
+    return blocks
 
 
 def _code_sections(lines: list[str]) -> list[dict[str, Any]]:
@@ -68,7 +93,7 @@ def _code_sections(lines: list[str]) -> list[dict[str, Any]]:
 def document_blocks(doc: Document) -> SlackMessage:
     blocks: list[dict[str, Any]] = [_section(f"{_ICON[doc.tone]}*{escape(doc.title)}*")]
     if doc.lines:
-        blocks.append(_section("\n".join(escape(line) for line in doc.lines)))
+        blocks.extend(_text_sections([escape(line) for line in doc.lines])[:MAX_LINE_BLOCKS])
     if doc.table:
         shown = doc.table.rows[:MAX_TABLE_ROWS]
         hidden = len(doc.table.rows) - len(shown)
@@ -87,8 +112,8 @@ def document_blocks(doc: Document) -> SlackMessage:
     for note in doc.notes:
         blocks.append(_context(escape(note)))
     blocks = blocks[:MAX_BLOCKS]
-    fallback = _clip(f"{doc.title}" + (f" — {doc.lines[0]}" if doc.lines else ""), MAX_FALLBACK_TEXT)
-    return SlackMessage(text=escape(fallback), blocks=blocks)
+    fallback = escape(f"{doc.title}" + (f" — {doc.lines[0]}" if doc.lines else ""))
+    return SlackMessage(text=_clip(fallback, MAX_FALLBACK_TEXT), blocks=blocks)
 
 
 def _context(text: str) -> dict[str, Any]:
@@ -148,17 +173,18 @@ def request_message(request: SignalRequest) -> SlackMessage:
                 ],
             },
         )
-    fallback = f"Request #{request.id}: {what(request)} — {status_line(request)}"
-    return SlackMessage(text=escape(_clip(fallback, MAX_FALLBACK_TEXT)), blocks=blocks[:MAX_BLOCKS])
+    fallback = escape(f"Request #{request.id}: {what(request)} — {status_line(request)}")
+    return SlackMessage(text=_clip(fallback, MAX_FALLBACK_TEXT), blocks=blocks[:MAX_BLOCKS])
 
 
 def audit_message(entry: AuditEntry, request_ref: str | None) -> SlackMessage:
     """One audit entry: everything in the text itself, so it reads the same in notifications and search."""
-    text = escape(_clip("Audit: " + audit_line(entry), MAX_FALLBACK_TEXT - 200))
+    link = ""
     if request_ref and "/" in request_ref:
         channel, ts = request_ref.split("/", 1)
-        text += f" · <https://slack.com/archives/{channel}/p{ts.replace('.', '')}|request message> ({channel} {ts})"
-    return SlackMessage(text=text, blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": text}}])
+        link = f" · <https://slack.com/archives/{channel}/p{ts.replace('.', '')}|request message> ({channel} {ts})"
+    text = _clip(escape("Audit: " + audit_line(entry)), MAX_SECTION_TEXT - len(link)) + link
+    return SlackMessage(text=text, blocks=[_section(text)])
 
 
 # --- alerts ----------------------------------------------------------------------------------

@@ -128,9 +128,11 @@ def request_document(request: SignalRequest) -> Document:
     doc = Document(
         title=f"Request #{request.id}: {what(request)}",
         lines=[
+            # Where it stands comes first: it is what every reader needs, and a long reason below
+            # can then never push it out of the message.
+            status_line(request),
             f"Requested by {mention(request.requester)} {f'at {moment(request.created_at)}'} · reason: {reason}",
             *(_fill(f) for f in request.fills),
-            status_line(request),
         ],
         table=_target_table(request.targets),
         notes=[

@@ -41,6 +41,8 @@ class SlackGroupDirectory:
 
 
 _SLACK_USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
+_REJECTED_CONTENT = {"invalid_blocks", "msg_too_long", "invalid_blocks_format", "no_text"}
+SHORT_TEXT = 1500
 
 
 def _retry_after(response: Any) -> float | None:
@@ -115,7 +117,17 @@ class SlackAnnouncer:
                 channel=channel, text=message.text, blocks=message.blocks, unfurl_links=False
             )
         except Exception as exc:
-            raise _failure(exc) from exc
+            failure = _failure(exc)
+            if failure.reason not in _REJECTED_CONTENT:
+                raise failure from exc
+            # Slack refused this content: a plain, short version must not hold up the queue.
+            log.error("audit entry %d refused by Slack (%s); posting it as short text", entry.id, failure.reason)
+            try:
+                response = await self._outbox_client.chat_postMessage(
+                    channel=channel, text=message.text[:SHORT_TEXT], unfurl_links=False
+                )
+            except Exception as again:
+                raise _failure(again) from again
         return str(response.get("ts") or "") or None
 
     # Alerts use the client without the 429 sleep: the monitor retries on its next cycle instead,

@@ -427,9 +427,9 @@ async def test_requests_and_audit_commands(start_approval_bot: Any, world: PgWor
     bot = await start_approval_bot()
     role = world.role("ta_lists")
     pid = world.pid_of(world.connect(role))
-    request_id, _ = await open_request(bot, f'cancel {pid} --reason "runaway"')
+    request_id, _ = await open_request(bot, f'kill {pid} --reason "runaway"')
     pending = message_text(await bot.ask("requests"))
-    assert f"#{request_id}" in pending and "cancel the running query of pid" in pending
+    assert f"#{request_id}" in pending and f"terminate pid {pid}" in pending
     audit = message_text(await bot.ask("audit 5"))
     assert f"#{request_id}" in audit and "requested" in audit and "runaway" in audit
 
@@ -484,3 +484,27 @@ async def test_a_message_whose_ts_was_never_stored_is_still_updated(
     await bot.click(message, "Approve", APPROVER)
     done = await wait_for_message_state(bot.slack, message, no_buttons)
     assert "terminated" in done.text
+
+
+async def test_oversized_entries_stay_within_slack_limits_and_are_delivered(
+    start_approval_bot: Any, world: PgWorld, fake_slack: FakeSlack
+) -> None:
+    bot = await start_approval_bot()
+    role = world.role("ta_" + "x" * 40)
+    pids = [world.pid_of(world.connect(role)) for _ in range(3)]
+    reason = "&<>" * 166  # 498 characters that each grow when escaped
+    request_id, message = await open_request(bot, f"kill user {role} --reason '{reason}'")
+    for block in message.payload["blocks"]:
+        if block.get("text"):
+            assert len(block["text"]["text"]) <= 3000
+    assert "Waiting for 1 approval" in message.text  # where it stands survives any reason
+    await bot.click(message, "Approve", APPROVER)
+    await wait_for_message_state(bot.slack, message, no_buttons)
+    assert alive(world, pids) == set()
+
+    def executed_entry() -> list[dict[str, Any]]:
+        return [m for m in fake_slack.channel_messages(AUDIT) if f"#{request_id} · executed" in message_text(m)]
+
+    (entry,) = await fake_slack.wait_for(executed_entry)
+    assert all(len(b["text"]["text"]) <= 3000 for b in entry["blocks"])
+    assert not re.search(r"&[a-z]{0,4}…", entry["text"])  # no entity cut in half

@@ -68,16 +68,17 @@ def sleeping_query(world: PgWorld, role: str, seconds: int = 30) -> tuple[int, t
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    world.admin.execute(
-        "SELECT 1 FROM pg_stat_activity WHERE pid = %s",
-        (pid,),
-    )
-    for _ in range(200):  # until the server reports it running
+    wait_until_active(world, pid)
+    return pid, thread, errors
+
+
+def wait_until_active(world: PgWorld, pid: int) -> None:
+    for _ in range(500):  # until the server reports it running
         row = world.admin.execute("SELECT state FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
         if row and row[0] == "active":
-            break
+            return
         threading.Event().wait(0.01)
-    return pid, thread, errors
+    raise AssertionError(f"pid {pid} never became active")
 
 
 async def test_console_flow_request_then_approve(make_runtime: Any, world: PgWorld) -> None:
@@ -105,13 +106,44 @@ async def test_cancel_stops_the_query_but_keeps_the_session(make_runtime: Any, w
     assert row == (1,)
 
 
-async def test_cancel_of_an_idle_session_says_nothing_was_running(make_runtime: Any, world: PgWorld) -> None:
+async def test_cancel_of_an_idle_session_is_refused_at_once(make_runtime: Any, world: PgWorld) -> None:
     runtime = await make_runtime()
     role = world.role("c_idle_cancel")
     pid = world.pid_of(world.connect(role))
-    decided = await open_and_approve(runtime, f"cancel {pid}")
-    outcome, detail = outcomes(decided)[pid]
-    assert outcome == TargetOutcome.CANCELLED and detail and "no query was running" in detail
+    refused = await ask(runtime, f"cancel {pid}", REQUESTER)
+    assert isinstance(refused, NothingToSignal) and "there is no query to cancel" in refused.message
+
+
+async def test_cancel_does_not_hit_a_later_query(make_runtime: Any, world: PgWorld) -> None:
+    runtime = await make_runtime()
+    role = world.role("c_later")
+    pid, thread, _ = sleeping_query(world, role)
+    opened = await ask(runtime, f"cancel {pid}", REQUESTER)
+    assert isinstance(opened, RequestOpened)
+    world.admin.execute("SELECT pg_cancel_backend(%s)", (pid,))  # that query ends before approval…
+    thread.join(timeout=5)
+    conn = next(c for c in world.connections if c.info.backend_pid == pid)
+    again = threading.Thread(target=lambda: _quietly(conn, "SELECT pg_sleep(30)"), daemon=True)
+    again.start()  # …and another one starts
+    wait_until_active(world, pid)
+    decided = await ask(runtime, f"approve {opened.request.id}", APPROVER)
+    assert outcomes(decided)[pid][0] == TargetOutcome.CHANGED
+    assert world.admin.execute("SELECT state FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone() == ("active",)
+    world.admin.execute("SELECT pg_cancel_backend(%s)", (pid,))
+    again.join(timeout=5)
+
+
+async def test_kill_idle_spares_a_session_that_woke_up(make_runtime: Any, world: PgWorld) -> None:
+    runtime = await make_runtime()
+    role = world.role("c_woke")
+    conn = world.connect(role)
+    pid = world.pid_of(conn)
+    opened = await ask(runtime, f"kill idle {role}", REQUESTER)
+    assert isinstance(opened, RequestOpened)
+    conn.execute("SELECT 1")  # the student came back: it is no longer the idle session approved
+    decided = await ask(runtime, f"approve {opened.request.id}", APPROVER)
+    assert outcomes(decided)[pid][0] == TargetOutcome.CHANGED
+    assert world.admin.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone() == (1,)
 
 
 async def test_kill_idle_takes_only_idle_sessions(make_runtime: Any, world: PgWorld) -> None:
@@ -162,6 +194,7 @@ async def test_polling_wait_as_on_postgresql_13(make_runtime: Any, world: PgWorl
         return await signals.execute(
             conn,
             action="terminate",
+            scope="user",
             targets=opened.request.targets,
             protected_roles=(),
             wait_seconds=5,

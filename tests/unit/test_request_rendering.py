@@ -166,3 +166,26 @@ def test_audit_message_names_everything() -> None:
 def test_backoff_honours_retry_after_and_caps() -> None:
     assert backoff(1, None) == 1 and backoff(3, None) == 4 and backoff(30, None) == 300
     assert backoff(5, 7.0) == 7.0
+
+
+def test_clipping_never_leaves_half_an_entity_or_token() -> None:
+    from bot.render.blocks import _clip
+
+    assert _clip("abc &amp; def", 7) == "abc …"
+    assert _clip("see <@U0TA> now", 9) == "see …"
+    assert _clip("short", 10) == "short"
+
+
+def test_a_long_audit_listing_is_split_not_cut() -> None:
+    entries = [
+        AuditEntry(
+            i, NOW, "requested", i, "terminate", "default", "bob" * 20, (1, 2, 3), "U0TA", "U0TA", (), "x" * 200, None
+        )
+        for i in range(1, 60)
+    ]
+    from bot.core.results import AuditTrail
+
+    message = render_blocks(AuditTrail(entries, 59))
+    assert all(len(b["text"]["text"]) <= 3000 for b in message.blocks if "text" in b)
+    everything = json.dumps(message.blocks, ensure_ascii=False)
+    assert "#59 · requested" in everything and "#1 · requested" in everything
