@@ -214,3 +214,51 @@ async def test_slack_failure_is_retried_on_a_later_cycle(
             await asyncio.sleep(0.1)  # cycles are what the monitor does between its intervals
     assert loop.time() - started <= 1.5
     assert len(about(fake_slack, role)) == 1
+
+
+async def test_a_target_that_comes_back_is_resolved(
+    start_monitored_bot: Any, world: PgWorld, fake_slack: FakeSlack
+) -> None:
+    later = f"pgct_{world.tag}_later"
+    bot = await start_monitored_bot(targets=json.dumps({"later": world.dsn_for(database=later)}))
+    await cycle(bot)
+    (alert,) = about(fake_slack, "later is not answering")
+    assert later in alert.text  # libpq's reason: the database does not exist (yet)
+    world.admin.execute(f'CREATE DATABASE "{later}"')
+    world.databases.append(later)
+    async with asyncio.timeout(15):
+        while not replies(fake_slack, alert.ts):
+            await cycle(bot)
+            await asyncio.sleep(0.2)  # the target's pool reconnects on its own schedule
+    assert "later answers again" in replies(fake_slack, alert.ts)[0].text
+
+
+async def test_going_over_the_limit_edits_the_same_alert(
+    start_monitored_bot: Any, world: PgWorld, fake_slack: FakeSlack
+) -> None:
+    bot = await start_monitored_bot()
+    role = world.role("shrink", limit=2)
+    for _ in range(2):
+        world.connect(role)
+    await cycle(bot)
+    (alert,) = about(fake_slack, role)
+    world.admin.execute(f'ALTER ROLE "{role}" CONNECTION LIMIT 1')
+    await cycle(bot)
+    (edited,) = about(fake_slack, role)
+    assert edited.ts == alert.ts and "over its connection limit on default: 2/1" in edited.text
+
+
+async def test_idle_in_transaction_button_requests_that_pid(
+    start_monitored_bot: Any, world: PgWorld, fake_slack: FakeSlack
+) -> None:
+    bot = await start_monitored_bot(alert_idle_in_tx_seconds=0)
+    role = world.role("stuck", limit=None)
+    conn = world.connect(role)
+    conn.execute("BEGIN")
+    pid = world.pid_of(conn)
+    await cycle(bot)
+    (alert,) = about(fake_slack, f"pid {pid}")
+    clicked = await bot.click(alert, "Request termination", REQUESTER)
+    assert "sent for approval" in message_text(await fake_slack.wait_for_response(clicked.response_url))
+    request = await wait_for_request_message(fake_slack, APPROVALS, 1)
+    assert f"terminate pid {pid}" in request.text
