@@ -1,4 +1,4 @@
-"""``pgconn-bot`` / ``python -m bot``: serve, console (socket, check, setup-sql are reserved)."""
+"""``pgconn-bot`` / ``python -m bot``: serve, socket, console, check, setup-sql."""
 
 from __future__ import annotations
 
@@ -16,12 +16,6 @@ from bot.config import ConfigError, Settings, load_settings, require
 from bot.errors import first_line
 
 log = logging.getLogger("bot")
-
-RESERVED = {
-    "socket": "Socket Mode",
-    "check": "the configuration doctor",
-    "setup-sql": "the least-privilege SQL generator",
-}
 
 
 class _JsonFormatter(logging.Formatter):
@@ -57,10 +51,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pgconn-bot {__version__}")
     sub = parser.add_subparsers(dest="mode", metavar="MODE")
     sub.add_parser("serve", help="HTTP mode: Slack's Events API on $PORT, path /slack/events")
+    sub.add_parser("socket", help="Socket Mode (SLACK_APP_TOKEN): no public URL needed")
+    sub.add_parser("check", help="check settings, databases, privileges and Slack; non-zero exit on problems")
+    setup = sub.add_parser("setup-sql", help="print the SQL for a least-privilege database role for the bot")
+    setup.add_argument("--role", default="pgconn_bot", help="name of the login role (default pgconn_bot)")
+    setup.add_argument("--state-database", default=None, help="database for the bot's state, if separate")
     console = sub.add_parser("console", help="the same commands in a terminal, no Slack needed")
     console.add_argument("--as", dest="identity", metavar="SLACK_USER_ID", help="identity used for role checks")
-    for name, what in RESERVED.items():
-        sub.add_parser(name, help=f"{what} (coming in a later version)")
     return parser
 
 
@@ -69,16 +66,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode is None:
         _parser().print_help()
         return 2
-    if args.mode in RESERVED:
-        print(
-            f"pgconn-bot {args.mode}: {RESERVED[args.mode]} is not available in this version yet.",
-            file=sys.stderr,
-        )
-        return 2
+    if args.mode == "setup-sql":
+        from bot.setup_sql import setup_sql
+
+        try:
+            print(setup_sql(args.role, args.state_database))
+        except ValueError as exc:
+            print(f"pgconn-bot setup-sql: {exc}", file=sys.stderr)
+            return 2
+        return 0
     try:
         settings = load_settings()
         if args.mode == "serve":
             require(settings, "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET")
+        elif args.mode == "socket":
+            require(settings, "SLACK_BOT_TOKEN", "SLACK_APP_TOKEN")
     except ConfigError as exc:
         print(f"pgconn-bot: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -91,22 +93,28 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(KeyboardInterrupt):
             return console_main(Runtime.build(settings), args.identity)
         return 130
-    return asyncio.run(serve(settings))
+    if args.mode == "check":
+        from bot.doctor import run_check
+
+        return asyncio.run(run_check(settings, sys.stdout))
+    return asyncio.run(serve(settings, socket_mode=args.mode == "socket"))
 
 
-async def serve(settings: Settings) -> int:
-    from bot.server import HttpServer
+async def serve(settings: Settings, *, socket_mode: bool = False) -> int:
+    from bot.server import BotServer
 
-    server = HttpServer(settings)
+    server = BotServer(settings, socket_mode=socket_mode)
     try:
         await server.start()
     except Exception as exc:
-        print(f"pgconn-bot: cannot prepare the state database: {first_line(exc)}", file=sys.stderr)
+        what = "start" if socket_mode else "prepare the state database"
+        print(f"pgconn-bot: cannot {what}: {first_line(exc)}", file=sys.stderr)
         await server.stop()
         return 1
     log.info(
-        "pgconn-bot %s serving on port %s, targets: %s",
+        "pgconn-bot %s %s, health and metrics on port %s, targets: %s",
         __version__,
+        "connected over Socket Mode" if socket_mode else "serving Slack on /slack/events",
         server.port,
         ", ".join(server.runtime.targets.names),
     )

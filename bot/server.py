@@ -1,11 +1,18 @@
-"""HTTP mode as an object: the CLI's ``serve`` and the end-to-end tests start exactly this."""
+"""The bot as a long-running process: ``serve`` (HTTP) and ``socket`` (Socket Mode).
+
+Both run the same Bolt app, the same background work (housekeeping, monitor) and the same
+``/healthz`` and ``/metrics`` endpoints; they differ only in how Slack's requests arrive. The CLI
+and the end-to-end tests start exactly this.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from aiohttp import web
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
 from bot.config import Settings
 from bot.core.housekeeping import HOUSEKEEPING_SECONDS
@@ -20,7 +27,7 @@ log = logging.getLogger(__name__)
 STATE_STARTUP_SECONDS = 15.0
 
 
-class HttpServer:
+class BotServer:
     def __init__(
         self,
         settings: Settings,
@@ -28,8 +35,10 @@ class HttpServer:
         host: str = "0.0.0.0",
         port: int | None = None,
         housekeeping_seconds: float = HOUSEKEEPING_SECONDS,
+        socket_mode: bool = False,
     ) -> None:
         self.settings = settings
+        self.socket_mode = socket_mode
         self._host = host
         self._port = settings.port if port is None else port
         token = settings.bot_token() or ""
@@ -50,14 +59,22 @@ class HttpServer:
             bot_token=token,
             signing_secret=secret,
             api_url=settings.slack_api_url,
+            verify_requests=not socket_mode,
         )
         self._runner: web.AppRunner | None = None
+        self._socket: AsyncSocketModeHandler | None = None
         self.port: int | None = None
 
     async def start(self, state_wait: float = STATE_STARTUP_SECONDS) -> None:
         await _start_with_retry(self.runtime, state_wait)
         self._runner = web.AppRunner(
-            build_web_app(self.app, self.runtime.state, self.runtime.housekeeper), access_log=None
+            build_web_app(
+                self.app,
+                self.runtime.state,
+                self.runtime.housekeeper,
+                slack_events=not self.socket_mode,
+            ),
+            access_log=None,
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, host=self._host, port=self._port)
@@ -65,12 +82,25 @@ class HttpServer:
         server = getattr(site, "_server", None)
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else self._port
+        if self.socket_mode:
+            app_token = self.settings.slack_app_token.get_secret_value() if self.settings.slack_app_token else ""
+            # Bolt's handler opens the WebSocket via apps.connections.open on SLACK_API_URL.
+            self._socket = AsyncSocketModeHandler(self.app, app_token)
+            await self._socket.connect_async()  # type: ignore[no-untyped-call]
 
     async def stop(self) -> None:
+        if self._socket is not None:
+            with contextlib.suppress(Exception):
+                await self._socket.close_async()  # type: ignore[no-untyped-call]
+            self._socket = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
         await self.runtime.stop()
+
+
+# The name the first version used (tests and embedders may still import it).
+HttpServer = BotServer
 
 
 async def _start_with_retry(runtime: Runtime, wait: float) -> None:

@@ -695,3 +695,22 @@ UPDATE pgconn.alert
 """
 
 SELECT_ALERT = "SELECT * FROM pgconn.alert WHERE id = %(id)s"
+
+# --- pgconn-bot check ------------------------------------------------------------------------
+
+PRIVILEGES = """
+SELECT current_setting('server_version') AS server_version,
+       current_user::text AS login,
+       r.rolsuper AS superuser,
+       r.rolsuper OR pg_catalog.pg_has_role(current_user, 'pg_read_all_stats', 'USAGE') AS sees_all,
+       r.rolsuper OR pg_catalog.pg_has_role(current_user, 'pg_signal_backend', 'USAGE') AS signals
+  FROM pg_catalog.pg_roles r
+ WHERE r.rolname = current_user
+"""
+
+STATE_CHECK = """
+SELECT (SELECT max(version) FROM pgconn.schema_version) AS version,
+       pg_catalog.has_table_privilege('pgconn.request', 'INSERT, UPDATE')
+       AND pg_catalog.has_table_privilege('pgconn.audit', 'INSERT')
+       AND pg_catalog.has_table_privilege('pgconn.alert', 'INSERT, UPDATE') AS writable
+"""

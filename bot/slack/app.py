@@ -17,7 +17,12 @@ log = logging.getLogger(__name__)
 SLASH_COMMAND = "/pgconn"
 
 
-def build_app(*, service: CommandService, bot_token: str, signing_secret: str, api_url: str) -> AsyncApp:
+def build_app(
+    *, service: CommandService, bot_token: str, signing_secret: str, api_url: str, verify_requests: bool = True
+) -> AsyncApp:
+    """``verify_requests=False`` only for Socket Mode, where Slack's requests arrive over the
+    authenticated WebSocket instead of signed HTTP."""
+
     async def authorize(enterprise_id: str | None, team_id: str | None) -> AuthorizeResult:
         # Single workspace: the configured token is the answer. Bolt's default would call
         # auth.test before the first command can be answered.
@@ -28,6 +33,7 @@ def build_app(*, service: CommandService, bot_token: str, signing_secret: str, a
         signing_secret=signing_secret,
         authorize=authorize,
         process_before_response=True,
+        request_verification_enabled=verify_requests,
         raise_error_for_unhandled_request=False,
     )
     app.command(SLASH_COMMAND)(ack=commands.acknowledge, lazy=[commands.make_answer(service)])

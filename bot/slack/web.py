@@ -19,8 +19,10 @@ EVENTS_PATH = "/slack/events"
 MAX_BODY_BYTES = 1024 * 1024
 
 
-def build_web_app(app: AsyncApp, state: StateStore, housekeeper: Housekeeper | None = None) -> web.Application:
-    async def slack_events(request: web.Request) -> web.Response:
+def build_web_app(
+    app: AsyncApp, state: StateStore, housekeeper: Housekeeper | None = None, *, slack_events: bool = True
+) -> web.Application:
+    async def handle_slack(request: web.Request) -> web.Response:
         bolt_request = await to_bolt_request(request)
         bolt_response = await app.async_dispatch(bolt_request)
         return await to_aiohttp_response(bolt_response)
@@ -38,7 +40,8 @@ def build_web_app(app: AsyncApp, state: StateStore, housekeeper: Housekeeper | N
         return response
 
     web_app = web.Application(client_max_size=MAX_BODY_BYTES)
-    web_app.router.add_post(EVENTS_PATH, slack_events)
+    if slack_events:
+        web_app.router.add_post(EVENTS_PATH, handle_slack)
     web_app.router.add_get("/healthz", healthz)
     web_app.router.add_get("/metrics", metrics)
     return web_app

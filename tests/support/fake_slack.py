@@ -29,6 +29,9 @@ class FakeSlack:
     usergroups: dict[str, list[str]] = field(default_factory=dict)
     overrides: dict[str, Callable[[dict[str, Any]], web.Response | None]] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
+    # conversations.info answers; scopes the token "has" (auth.test's x-oauth-scopes header)
+    channels: dict[str, dict[str, Any]] = field(default_factory=dict)
+    scopes: str = "commands,usergroups:read,chat:write,chat:write.public,channels:read,groups:read"
     # channel → ts → the message as last posted or updated
     messages: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     base_url: str = ""
@@ -86,7 +89,15 @@ class FakeSlack:
                 return web.json_response({"ok": False, "error": "no_such_subteam"})
             return web.json_response({"ok": True, "users": self.usergroups[group]})
         if method == "auth.test":
-            return web.json_response({"ok": True, "user_id": "UBOT", "bot_id": "BBOT", "team_id": "T1"})
+            return web.json_response(
+                {"ok": True, "user_id": "UBOT", "bot_id": "BBOT", "team_id": "T1", "team": "pgct"},
+                headers={"x-oauth-scopes": self.scopes},
+            )
+        if method == "conversations.info":
+            channel_id = str(payload.get("channel"))
+            if channel_id not in self.channels:
+                return web.json_response({"ok": False, "error": "channel_not_found"})
+            return web.json_response({"ok": True, "channel": {"id": channel_id, **self.channels[channel_id]}})
         channel = str(payload.get("channel"))
         if method == "chat.postMessage":
             ts = f"1700000000.{self._next_ts:06d}"

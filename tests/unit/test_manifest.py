@@ -16,9 +16,14 @@ SCOPE_FOR_METHOD = {
     "chat_postMessage": "chat:write",
     "chat_update": "chat:write",
     "chat_postEphemeral": "chat:write",
+    "conversations_info": "channels:read",
 }
 # Scopes no single method needs, each with its reason.
-EXTRA_SCOPES = {"chat:write.public": "post approval requests in public channels without an /invite"}
+EXTRA_SCOPES = {
+    "chat:write.public": "post approval requests in public channels without an /invite",
+    # conversations.info needs channels:read for public channels and groups:read for private ones.
+    "groups:read": "pgconn-bot check: private channels exist and the bot is in them",
+}
 
 
 def manifest() -> dict:  # type: ignore[type-arg]

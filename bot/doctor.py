@@ -1,0 +1,240 @@
+"""``pgconn-bot check``: what is configured, what works, and precisely what is missing.
+
+Every check prints one line: ✓ (fine), ! (works, but worth fixing) or ✗ (will not work). The exit
+status is 1 when any ✗ was printed, so it can gate a deployment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import psycopg
+from psycopg.rows import dict_row
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.config import Settings
+from bot.db import sql
+from bot.db.state import StateStore
+from bot.db.targets import redact_dsn
+from bot.errors import first_line
+from bot.slack.gateway import build_web_client
+
+# What the code calls, and so what the bot token must carry (manifest.yml lists the same).
+NEEDED_SCOPES = ("commands", "usergroups:read", "chat:write", "chat:write.public", "channels:read", "groups:read")
+CONNECT_SECONDS = 5
+
+
+@dataclass
+class Report:
+    out: TextIO
+    failures: int = 0
+    warnings: int = 0
+    lines: list[str] = field(default_factory=list)
+
+    def ok(self, text: str) -> None:
+        self._say("✓", text)
+
+    def warn(self, text: str) -> None:
+        self.warnings += 1
+        self._say("!", text)
+
+    def fail(self, text: str) -> None:
+        self.failures += 1
+        self._say("✗", text)
+
+    def _say(self, mark: str, text: str) -> None:
+        line = f"{mark} {text}"
+        self.lines.append(line)
+        self.out.write(line + "\n")
+        self.out.flush()
+
+
+async def run_check(settings: Settings, out: TextIO) -> int:
+    report = Report(out)
+    out.write("pgconn-bot check\n")
+    dsns = [*settings.target_dsns().values(), settings.state_dsn()]
+    targets = settings.target_dsns()
+    report.ok(f"settings: valid ({len(targets)} target{'s' if len(targets) != 1 else ''}: {', '.join(targets)})")
+    _check_modes(settings, report)
+    for name, dsn in targets.items():
+        await _check_target(name, dsn, dsns, report)
+    await _check_state(settings.state_dsn(), dsns, report)
+    await _check_slack(settings, report)
+    summary = f"{report.failures} problem{'s' if report.failures != 1 else ''}, {report.warnings} warning" + (
+        "s" if report.warnings != 1 else ""
+    )
+    out.write(("All good. " if not report.failures else "") + summary + "\n")
+    return 1 if report.failures else 0
+
+
+def _check_modes(settings: Settings, report: Report) -> None:
+    has_token = settings.slack_bot_token is not None
+    modes = []
+    if has_token and settings.slack_signing_secret is not None:
+        modes.append("serve (HTTP)")
+    if has_token and settings.slack_app_token is not None:
+        modes.append("socket (Socket Mode)")
+    if modes:
+        report.ok("Slack modes ready: " + ", ".join(modes) + "; console always works")
+    elif has_token:
+        report.fail("SLACK_BOT_TOKEN is set, but neither SLACK_SIGNING_SECRET (serve) nor SLACK_APP_TOKEN (socket)")
+    else:
+        report.warn("no SLACK_BOT_TOKEN: only `pgconn-bot console` can run")
+    if settings.monitor_interval > 0 and has_token and not settings.alert_channel:
+        report.warn("the monitor runs, but PGCONN_ALERT_CHANNEL is not set: alerts are kept, not posted")
+    if has_token and not settings.audit_channel:
+        report.warn("PGCONN_AUDIT_CHANNEL is not set: the audit trail is kept in the database only")
+    if not settings.approvers:
+        report.warn("PGCONN_APPROVERS is empty: nobody can approve a kill/cancel request")
+
+
+async def _connect(dsn: str) -> psycopg.AsyncConnection[Any]:
+    return await psycopg.AsyncConnection.connect(
+        dsn,
+        autocommit=True,
+        row_factory=dict_row,
+        connect_timeout=CONNECT_SECONDS,
+        application_name=sql.BOT_APPLICATION_NAME,
+    )
+
+
+async def _check_target(name: str, dsn: str, dsns: list[str], report: Report) -> None:
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(CONNECT_SECONDS + 1):
+            conn = await _connect(dsn)
+    except Exception as exc:
+        report.fail(f"target {name}: not reachable: {redact_dsn(first_line(exc), dsns)}")
+        return
+    try:
+        cur = await conn.execute(sql.PRIVILEGES)
+        row = await cur.fetchone()
+        assert row is not None
+        elapsed = (time.perf_counter() - started) * 1000
+        report.ok(f"target {name}: PostgreSQL {row['server_version']} as {row['login']}, reachable in {elapsed:.0f} ms")
+        if row["superuser"]:
+            report.warn(
+                f"target {name}: {row['login']} is a superuser; it works, but run the bot with a least-privilege "
+                "role (pgconn-bot setup-sql)"
+            )
+            return
+        if row["sees_all"]:
+            report.ok(f"target {name}: can see other sessions' details (pg_read_all_stats / pg_monitor)")
+        else:
+            report.fail(
+                f"target {name}: cannot see other users' sessions: GRANT pg_monitor TO {row['login']} "
+                "(kill/cancel are refused without it)"
+            )
+        if row["signals"]:
+            report.ok(f"target {name}: can cancel/terminate other sessions (pg_signal_backend)")
+        else:
+            report.fail(f"target {name}: cannot signal other sessions: GRANT pg_signal_backend TO {row['login']}")
+    finally:
+        await conn.close()
+
+
+async def _check_state(dsn: str, dsns: list[str], report: Report) -> None:
+    try:  # first directly, for libpq's own reason if it fails
+        async with asyncio.timeout(CONNECT_SECONDS + 1):
+            conn = await _connect(dsn)
+        await conn.close()
+    except Exception as exc:
+        report.fail(f"state database: not reachable: {redact_dsn(first_line(exc), dsns)}")
+        return
+    store = StateStore(dsn, timeout=CONNECT_SECONDS)
+    try:
+        await store.open()
+        applied = await store.migrate(wait_seconds=CONNECT_SECONDS)
+        async with store.pool.connection(timeout=CONNECT_SECONDS) as conn:
+            cur = await conn.execute(sql.STATE_CHECK)
+            row = await cur.fetchone()
+        assert row is not None
+        latest = sql.STATE_MIGRATIONS[-1][0]
+        now = f" (migrated now: {', '.join(map(str, applied))})" if applied else ""
+        if row["version"] != latest:
+            report.fail(f"state database: schema pgconn at version {row['version']}, expected {latest}")
+        elif not row["writable"]:
+            report.fail("state database: schema pgconn exists but the bot's role cannot write to it")
+        else:
+            report.ok(f"state database: schema pgconn at version {latest}, writable{now}")
+    except Exception as exc:
+        report.fail(f"state database: {redact_dsn(first_line(exc), dsns)}")
+    finally:
+        await store.close()
+
+
+async def _check_slack(settings: Settings, report: Report) -> None:
+    token = settings.bot_token()
+    if not token:
+        return
+    client = build_web_client(token, settings.slack_api_url)
+    try:
+        auth = await client.auth_test()
+    except SlackApiError as exc:
+        report.fail(f"Slack: the bot token is not accepted ({_error(exc)})")
+        return
+    except Exception as exc:
+        report.fail(f"Slack: cannot reach {settings.slack_api_url}: {first_line(exc)}")
+        return
+    report.ok(f"Slack: token valid for team {auth.get('team') or auth.get('team_id')}, bot user {auth.get('user_id')}")
+    granted = _granted_scopes(auth.headers)
+    if granted is None:
+        report.warn("Slack: could not read the token's scopes (no x-oauth-scopes header)")
+    else:
+        missing = [scope for scope in NEEDED_SCOPES if scope not in granted]
+        if missing:
+            report.fail(f"Slack: the token lacks scopes {', '.join(missing)} (reinstall the app from manifest.yml)")
+        else:
+            report.ok("Slack: every needed scope is granted")
+    for label, channel in (
+        ("approval", settings.approval_channel),
+        ("audit", settings.audit_channel),
+        ("alert", settings.alert_channel),
+    ):
+        if channel:
+            await _check_channel(client, label, channel, report)
+    for group in {p for p in (*settings.viewers, *settings.requesters, *settings.approvers) if p.startswith("S")}:
+        try:
+            members = await client.usergroups_users_list(usergroup=group)
+            report.ok(f"user group {group}: {len(members.get('users') or [])} members")
+        except SlackApiError as exc:
+            report.fail(f"user group {group}: cannot be resolved ({_error(exc)})")
+
+
+async def _check_channel(client: AsyncWebClient, label: str, channel: str, report: Report) -> None:
+    try:
+        info = await client.conversations_info(channel=channel)
+    except SlackApiError as exc:
+        error = _error(exc)
+        if error == "missing_scope":
+            report.warn(f"{label} channel {channel}: cannot be checked without channels:read / groups:read")
+        else:
+            report.fail(f"{label} channel {channel}: {error}")
+        return
+    conversation = info.get("channel") or {}
+    name = conversation.get("name") or channel
+    if conversation.get("is_archived"):
+        report.fail(f"{label} channel #{name}: archived")
+    elif conversation.get("is_member"):
+        report.ok(f"{label} channel #{name}: the bot is a member and can post")
+    elif conversation.get("is_private"):
+        report.fail(f"{label} channel #{name}: private and the bot is not in it: /invite the bot there")
+    else:
+        report.ok(f"{label} channel #{name}: public; the bot can post (chat:write.public)")
+
+
+def _granted_scopes(headers: Any) -> set[str] | None:
+    for key, value in dict(headers or {}).items():
+        if key.lower() == "x-oauth-scopes":
+            text = value if isinstance(value, str) else ",".join(value)
+            return {scope.strip() for scope in text.split(",") if scope.strip()}
+    return None
+
+
+def _error(exc: SlackApiError) -> str:
+    data = exc.response.data if isinstance(exc.response.data, dict) else {}
+    return str(data.get("error") or f"HTTP {exc.response.status_code}")
