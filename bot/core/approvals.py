@@ -22,6 +22,7 @@ from bot.core.markup import mention, moment
 from bot.core.parser import shorten
 from bot.core.policy import Identity, Policy
 from bot.core.results import (
+    IDLE_STATES,
     OUTCOME_LABELS,
     Alert,
     AuditEntry,
@@ -103,6 +104,9 @@ class NoAnnouncer:
         return None
 
     async def reply_resolved(self, alert: Alert) -> None:
+        return None
+
+    async def delete_message(self, channel: str, ts: str) -> None:
         return None
 
 
@@ -234,9 +238,9 @@ class Approvals:
         self._on_audit()
 
     async def _resolve(self, conn: Conn, command: RequestSignal) -> tuple[list[Candidate], list[RoleFill]] | Problem:
-        if command.scope is KillScope.PIDS:
+        if command.pids:  # kill <pids>, cancel <pids>, and an alert's pid (scope idle: still idle)
             found = {c.pid: c for c in await signals.candidates(conn, pids=command.pids)}
-            expected = dict(command.expected_starts)
+            starts, marks = dict(command.expected_starts), dict(command.expected_marks)
             reasons = [
                 why
                 for pid in command.pids
@@ -245,8 +249,10 @@ class Approvals:
                         pid,
                         found.get(pid),
                         command.target,
-                        expected.get(pid),
+                        starts.get(pid),
                         cancel=command.action is SignalAction.CANCEL,
+                        idle=command.scope is KillScope.IDLE,
+                        mark=marks.get(pid),
                     )
                 )
             ]
@@ -292,11 +298,17 @@ class Approvals:
         expected_start: datetime | None = None,
         *,
         cancel: bool = False,
+        idle: bool = False,
+        mark: datetime | None = None,
     ) -> str | None:
         if found is None:
             return f"pid {pid} is not a session{_on(target) or ' on this server'} (it may have ended)"
         if expected_start is not None and found.backend_start != expected_start:
             return f"pid {pid} now belongs to a different session than the one the alert was about"
+        if idle and (found.state not in IDLE_STATES or (mark is not None and found.xact_start != mark)):
+            return f"pid {pid} is no longer idle in the transaction the alert was about"
+        if cancel and mark is not None and found.query_start != mark:
+            return f"pid {pid} is no longer running the query the alert was about"
         if found.own:
             return f"pid {pid} is pgconn-bot's own connection"
         if not found.client_backend:

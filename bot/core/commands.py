@@ -99,8 +99,11 @@ class RequestSignal(Command):
     role: str | None = None
     older_than: timedelta | None = None
     reason: str | None = None
-    # From an alert's button: the pid must still be the session the alert was about.
+    # From an alert's button: the pid must still be the session the alert was about (its
+    # backend_start), still in the same transaction (idle in transaction: xact_start) or the same
+    # query (long query: query_start).
     expected_starts: tuple[tuple[int, datetime], ...] = ()
+    expected_marks: tuple[tuple[int, datetime], ...] = ()
     name: str = "kill"
     required_role: AccessRole = AccessRole.REQUESTER
 

@@ -16,6 +16,8 @@ from bot.errors import first_line
 
 log = logging.getLogger(__name__)
 
+STOP_SECONDS = 5.0
+
 HOUSEKEEPING_SECONDS = 2.0
 DELIVERY_LEASE_SECONDS = 30.0
 MAX_BACKOFF_SECONDS = 300.0
@@ -45,8 +47,10 @@ class Housekeeper:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # Bounded: shutdown must finish even if a database call ignores the cancellation.
+            done, _ = await asyncio.wait({self._task}, timeout=STOP_SECONDS)
+            if not done:
+                log.warning("%s did not stop within %.0fs; leaving it", self._task.get_name(), STOP_SECONDS)
             self._task = None
 
     async def run_once(self) -> None:

@@ -22,12 +22,21 @@ from bot.core.results import Alert, AlertKind
 from bot.db import sql
 from bot.db.alerts import AlertStore, Clearance, Finding
 from bot.db.monitoring import Snapshot, take_snapshot
-from bot.db.targets import TargetPools, TargetUnavailableError
+from bot.db.targets import TargetBusyError, TargetPools, TargetUnavailableError
 from bot.errors import first_line
 
 log = logging.getLogger(__name__)
 
+STOP_SECONDS = 5.0
+
 WARNING, CRITICAL = "warning", "critical"
+# A target is reported down only after this many failed snapshots in a row: one slow answer is
+# not an outage worth a critical alert and its "resolved" reply.
+DOWN_AFTER_FAILURES = 2
+# Server fill clears only this far below the warning threshold, so hovering around it does not
+# post and resolve over and over.
+FILL_HYSTERESIS = 0.05
+STATE_CONCURRENCY = 2
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,8 @@ class AlertAnnouncer(Protocol):
     def can_post(self) -> bool: ...
 
     async def post_alert(self, alert: Alert, channel: str) -> str: ...
+
+    async def delete_message(self, channel: str, ts: str) -> None: ...
 
     async def update_alert(self, alert: Alert) -> None: ...
 
@@ -159,6 +170,9 @@ class Monitor:
         self._lock_conn: AsyncConnection[Any] | None = None
         self._leader = False
         self._task: asyncio.Task[None] | None = None
+        self._failures: dict[str, int] = {}  # consecutive failed snapshots per target
+        self._slack_paused_until = 0.0  # after a 429, for every alert
+        self._state_slots = asyncio.Semaphore(STATE_CONCURRENCY)
         self.cycles = 0
 
     @property
@@ -179,16 +193,26 @@ class Monitor:
             except Exception as exc:
                 log.warning("monitor lock connection lost: %s", first_line(exc))
                 await self._drop_lock()
-        if self._lock_conn is None:
-            try:
-                self._lock_conn = await AsyncConnection.connect(
-                    self._state_dsn, autocommit=True, application_name=sql.BOT_APPLICATION_NAME, connect_timeout=3
-                )
-            except Exception as exc:
-                log.warning("monitor cannot reach the state database: %s", first_line(exc))
-                return False
-        cur = await self._lock_conn.execute(sql.MONITOR_LEADER_LOCK)
-        row = await cur.fetchone()
+        try:
+            async with asyncio.timeout(5):
+                if self._lock_conn is None:
+                    self._lock_conn = await AsyncConnection.connect(
+                        self._state_dsn,
+                        autocommit=True,
+                        application_name=sql.BOT_APPLICATION_NAME,
+                        connect_timeout=3,
+                        keepalives=1,
+                        keepalives_idle=10,
+                        keepalives_interval=5,
+                        keepalives_count=3,
+                        options=sql.MONITOR_LOCK_OPTIONS,
+                    )
+                cur = await self._lock_conn.execute(sql.MONITOR_LEADER_LOCK)
+                row = await cur.fetchone()
+        except Exception as exc:
+            log.warning("monitor cannot reach the state database: %s", first_line(exc))
+            await self._drop_lock()
+            return False
         self._leader = bool(row and row[0])
         if self._leader:
             log.info("this replica now runs the monitor")
@@ -207,8 +231,14 @@ class Monitor:
         """One cycle if this replica leads; returns whether it ran."""
         if not await self._hold_leadership():
             return False
+        try:
+            await self._store.resolve_unmonitored(self._targets.names)
+        except Exception as exc:
+            log.warning("monitor could not reach the state database: %s", first_line(exc))
         await asyncio.gather(*(self._check_target(name) for name in self._targets.names))
-        await self.deliver()
+        # Still the leader? (A lost lock connection means another replica may have taken over.)
+        if await self._hold_leadership():
+            await self.deliver()
         self.cycles += 1
         return True
 
@@ -224,9 +254,15 @@ class Monitor:
                     long_query_seconds=self._thresholds.long_query_seconds,
                 )
 
-            snapshot = await self._targets.run(target, work)
+            snapshot = await self._targets.run(target, work, budget=self._targets.timeout * 2)
             findings = detect(snapshot, self._thresholds)
+            self._failures.pop(target, None)
+        except TargetBusyError:
+            return  # slow, not down: nothing can be said this cycle
         except TargetUnavailableError as exc:
+            self._failures[target] = failures = self._failures.get(target, 0) + 1
+            if failures < DOWN_AFTER_FAILURES:
+                return
             findings = [
                 Finding(
                     kind=AlertKind.TARGET_DOWN,
@@ -239,10 +275,16 @@ class Monitor:
         except Exception:
             log.exception("monitor could not check %s", target)
             return
+        async with self._state_slots:
+            await self._reconcile(target, snapshot, findings)
+
+    async def _reconcile(self, target: str, snapshot: Snapshot | None, findings: list[Finding]) -> None:
         try:
             open_alerts = await self._store.open_alerts(target)
             by_key = {(a.kind, a.subject): a for a in open_alerts}
             seen = {(f.kind, f.subject) for f in findings}
+            if snapshot is not None and snapshot.fill >= self._thresholds.utilization_warn - FILL_HYSTERESIS:
+                seen.add((AlertKind.SERVER_FILL, ""))  # still close: not resolved yet
             new = [f for f in findings if (f.kind, f.subject) not in by_key]
             refresh = {by_key[(f.kind, f.subject)].id: f for f in findings if (f.kind, f.subject) in by_key}
             # While a target is down nothing else about it can be known: its other alerts stay open.
@@ -259,6 +301,9 @@ class Monitor:
         """Post, edit and resolve in Slack whatever the alert table says is not yet shown."""
         if not self._announcer.can_post or not self._channel:
             return
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._slack_paused_until:
+            return
         for alert in await self._store.unsettled():
             try:
                 if alert.resolved_at is not None:
@@ -267,15 +312,25 @@ class Monitor:
                     await self._store.replied(alert)
                 elif alert.message_ts is None:
                     ts = await self._announcer.post_alert(alert, self._channel)
-                    await self._store.posted(alert, self._channel, ts)
+                    if not await self._store.posted(alert, self._channel, ts):
+                        await self._announcer.delete_message(self._channel, ts)
                 else:
                     await self._announcer.update_alert(alert)
                     await self._store.shown(alert)
             except AnnounceError as exc:
                 log.warning("alert %d not delivered: %s", alert.id, exc.reason)
+                if exc.reason == "message_not_found" and alert.message_ts:
+                    # Someone deleted the message: nothing left to edit or reply to.
+                    await (self._store.replied(alert) if alert.resolved_at else self._store.shown(alert))
+                    continue
                 await self._store.sync_failed(alert, exc.retry_after)
                 if exc.retry_after is not None:
-                    return  # rate limited: the rest waits for the next cycle
+                    self._slack_paused_until = loop.time() + exc.retry_after
+                    return  # rate limited: every alert waits as long as Slack said
+            except Exception as exc:  # one alert's trouble must not hold up the others
+                log.warning("alert %d not delivered: %s", alert.id, first_line(exc))
+                with contextlib.suppress(Exception):
+                    await self._store.sync_failed(alert, None)
 
     # --- running ------------------------------------------------------------------------------
 
@@ -285,8 +340,10 @@ class Monitor:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # Bounded: shutdown must finish even if a database call ignores the cancellation.
+            done, _ = await asyncio.wait({self._task}, timeout=STOP_SECONDS)
+            if not done:
+                log.warning("%s did not stop within %.0fs; leaving it", self._task.get_name(), STOP_SECONDS)
             self._task = None
         await self._drop_lock()
 

@@ -311,19 +311,24 @@ def command_for_alert(alert: Alert) -> RequestSignal | None:
         )
     if alert.kind in (AlertKind.IDLE_IN_TRANSACTION, AlertKind.LONG_QUERY):
         pid = int(alert.subject.split(":")[0])
-        started = alert.details.get("backend_start")
-        expected = ((pid, datetime.fromisoformat(started)),) if isinstance(started, str) else ()
         cancel = alert.kind == AlertKind.LONG_QUERY
+        # Idle in transaction: terminate it only while it is still idle in that transaction;
+        # long query: cancel only that query.
         return RequestSignal(
             action=SignalAction.CANCEL if cancel else SignalAction.TERMINATE,
-            scope=KillScope.PIDS,
+            scope=KillScope.PIDS if cancel else KillScope.IDLE,
             pids=(pid,),
             reason=reason,
             target=alert.target,
-            expected_starts=expected,
+            expected_starts=_moment(pid, alert.details.get("backend_start")),
+            expected_marks=_moment(pid, alert.details.get("query_start" if cancel else "xact_start")),
             name="cancel" if cancel else "kill",
         )
     return None
+
+
+def _moment(pid: int, value: object) -> tuple[tuple[int, datetime], ...]:
+    return ((pid, datetime.fromisoformat(value)),) if isinstance(value, str) else ()
 
 
 def _query_age(conn: Connection) -> timedelta:

@@ -12,8 +12,6 @@ from bot.core.results import Alert
 from bot.db import sql
 from bot.db.state import StateStore
 
-MAX_ALERT_SYNC_ATTEMPTS = 20
-
 
 @dataclass(frozen=True)
 class Finding:
@@ -84,11 +82,19 @@ class AlertStore:
 
     async def unsettled(self) -> list[Alert]:
         async with self._state.pool.connection() as conn:
-            cur = await conn.execute(sql.UNSETTLED_ALERTS, {"max_attempts": MAX_ALERT_SYNC_ATTEMPTS})
+            cur = await conn.execute(sql.UNSETTLED_ALERTS)
             return [_alert(row) for row in await cur.fetchall()]
 
-    async def posted(self, alert: Alert, channel: str, ts: str) -> None:
-        await self._run(sql.ALERT_POSTED, {"id": alert.id, "channel": channel, "ts": ts, "state": shown(alert)})
+    async def posted(self, alert: Alert, channel: str, ts: str) -> bool:
+        """False when another post of this alert was recorded first."""
+        async with self._state.pool.connection() as conn:
+            cur = await conn.execute(
+                sql.ALERT_POSTED, {"id": alert.id, "channel": channel, "ts": ts, "state": shown(alert)}
+            )
+            return cur.rowcount == 1
+
+    async def resolve_unmonitored(self, targets: Sequence[str]) -> None:
+        await self._run(sql.RESOLVE_UNMONITORED, {"targets": list(targets)})
 
     async def shown(self, alert: Alert) -> None:
         await self._run(sql.ALERT_SHOWN, {"id": alert.id, "state": shown(alert)})

@@ -270,15 +270,13 @@ class RequestStore:
     @contextlib.asynccontextmanager
     async def syncing_message(self, request_id: int) -> AsyncIterator[MessageSync]:
         """The request as it stands, with the message lock held until the block ends."""
-        async with self._state.pool.connection() as conn:
+        async with self._state.pool.connection() as conn, conn.transaction():
+            await conn.execute(sql.MESSAGE_LOCK_TIMEOUT)
             await conn.execute(sql.MESSAGE_LOCK, {"id": request_id})
-            try:
-                cur = await conn.execute(sql.MESSAGE_STATE, {"id": request_id})
-                row = await cur.fetchone()
-                request = await self._load(conn, request_id, lock=False)
-                yield MessageSync(request, str(row["state"]) if row else None, conn)
-            finally:
-                await conn.execute(sql.MESSAGE_UNLOCK, {"id": request_id})
+            cur = await conn.execute(sql.MESSAGE_STATE, {"id": request_id})
+            row = await cur.fetchone()
+            request = await self._load(conn, request_id, lock=False)
+            yield MessageSync(request, str(row["state"]) if row else None, conn)
 
     async def release_requester_notice(self, request_id: int) -> None:
         async with self._state.pool.connection() as conn:

@@ -455,10 +455,11 @@ _MESSAGE_STATE = "r.status || ':' || (SELECT count(*) FROM pgconn.approval p WHE
 MESSAGE_STATE = f"SELECT {_MESSAGE_STATE} AS state FROM pgconn.request r WHERE r.id = %(id)s"
 
 # One updater of a request's message at a time (read state → chat.update → record), so two
-# updates racing cannot leave an older rendering recorded as current. Session-level, so no row
-# stays locked while Slack answers; released explicitly, or by the server if the process dies.
-MESSAGE_LOCK = "SELECT pg_catalog.pg_advisory_lock(1507393543, (%(id)s %% 2147483647)::int)"
-MESSAGE_UNLOCK = "SELECT pg_catalog.pg_advisory_unlock(1507393543, (%(id)s %% 2147483647)::int)"
+# updates racing cannot leave an older rendering recorded as current. Transaction-level, so it
+# cannot outlive its transaction whatever happens to the task; the wait for it is bounded. The
+# transaction holds no row lock while Slack answers: it only reads until the final UPDATE.
+MESSAGE_LOCK_TIMEOUT = "SET LOCAL lock_timeout = '10s'"
+MESSAGE_LOCK = "SELECT pg_catalog.pg_advisory_xact_lock(1507393543, (%(id)s %% 2147483647)::int)"
 
 RELEASE_REQUESTER_NOTICE = "UPDATE pgconn.request SET requester_told = false WHERE id = %(id)s"
 
@@ -645,6 +646,12 @@ STATE_MIGRATIONS.append((2, _SCHEMA_V2))
 # the leader's dedicated connection; if that process dies the server releases it.
 MONITOR_LEADER_LOCK = "SELECT pg_catalog.pg_try_advisory_lock(1507393542) AS leader"
 
+# The lock connection's keepalives, so that if the leader's host vanishes (power, network) the
+# server notices within about half a minute and frees the lock for another replica.
+MONITOR_LOCK_OPTIONS = (
+    "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3 -c tcp_user_timeout=30000"
+)
+
 OPEN_ALERTS_OF_TARGET = "SELECT * FROM pgconn.alert WHERE target = %(target)s AND resolved_at IS NULL"
 
 OPEN_ALERTS = "SELECT * FROM pgconn.alert WHERE resolved_at IS NULL ORDER BY opened_at, id LIMIT %(limit)s"
@@ -661,7 +668,7 @@ UPDATE pgconn.alert SET severity = %(severity)s, summary = %(summary)s, details 
 """
 
 RESOLVE_ALERT = """
-UPDATE pgconn.alert SET resolved_at = now(), resolution = %(resolution)s
+UPDATE pgconn.alert SET resolved_at = now(), resolution = %(resolution)s, sync_attempts = 0, sync_after = NULL
  WHERE id = %(id)s AND resolved_at IS NULL
 """
 
@@ -670,28 +677,37 @@ UPDATE pgconn.alert SET resolved_at = now(), resolution = %(resolution)s
 UNSETTLED_ALERTS = """
 SELECT * FROM pgconn.alert
  WHERE (sync_after IS NULL OR sync_after <= now())
-   AND sync_attempts < %(max_attempts)s
    AND ((resolved_at IS NULL AND (message_ts IS NULL OR shown_state IS DISTINCT FROM severity || ':' || summary))
         OR (resolved_at IS NOT NULL AND message_ts IS NOT NULL AND NOT reply_posted))
  ORDER BY id
  LIMIT 50
 """
 
+# Only the first post counts: a second one (two leaders overlapping for a moment) is deleted.
 ALERT_POSTED = """
 UPDATE pgconn.alert SET channel = %(channel)s, message_ts = %(ts)s, shown_state = %(state)s, sync_attempts = 0,
        sync_after = NULL
- WHERE id = %(id)s
+ WHERE id = %(id)s AND message_ts IS NULL
+RETURNING id
 """
 
 ALERT_SHOWN = "UPDATE pgconn.alert SET shown_state = %(state)s, sync_attempts = 0, sync_after = NULL WHERE id = %(id)s"
 
 ALERT_REPLIED = "UPDATE pgconn.alert SET reply_posted = true, sync_attempts = 0, sync_after = NULL WHERE id = %(id)s"
 
+# Never given up (an alert must be posted and resolved once Slack is back); the backoff is capped
+# at five minutes, and a 429 waits exactly as long as Slack said without counting as a failure.
 ALERT_SYNC_FAILED = """
 UPDATE pgconn.alert
-   SET sync_attempts = sync_attempts + 1,
-       sync_after = now() + make_interval(secs => coalesce(%(retry_after)s, least(300, 2 ^ least(sync_attempts, 8))))
+   SET sync_attempts = sync_attempts + CASE WHEN %(retry_after)s::float8 IS NULL THEN 1 ELSE 0 END,
+       sync_after = now() + make_interval(
+           secs => coalesce(%(retry_after)s::float8, least(300, 2 ^ least(sync_attempts, 8))))
  WHERE id = %(id)s
+"""
+
+RESOLVE_UNMONITORED = """
+UPDATE pgconn.alert SET resolved_at = now(), resolution = 'the target is no longer monitored', sync_attempts = 0
+ WHERE resolved_at IS NULL AND NOT (target = ANY(%(targets)s::text[]))
 """
 
 SELECT_ALERT = "SELECT * FROM pgconn.alert WHERE id = %(id)s"

@@ -44,6 +44,10 @@ class TargetUnavailableError(Exception):
         self.reason = reason
 
 
+class TargetBusyError(TargetUnavailableError):
+    """The server answers, but every pooled connection is in use: slow, not down."""
+
+
 def redact_dsn(text: str, dsns: list[str]) -> str:
     """Never echo connection strings (they may hold passwords) back to users."""
     for dsn in dsns:
@@ -187,9 +191,7 @@ class TargetPools:
                 try:
                     return await asyncio.shield(waiting)
                 except PoolTimeout:
-                    raise TargetUnavailableError(
-                        name, f"all {pool.max_size} of the bot's connections are busy"
-                    ) from None
+                    raise TargetBusyError(name, f"all {pool.max_size} of the bot's connections are busy") from None
             raise TargetUnavailableError(name, failure)
         finally:
             probe.cancel()

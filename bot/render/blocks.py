@@ -38,7 +38,11 @@ def escape(text: str) -> str:
     The core's mention/time markers survive escaping and become Slack's own syntax here.
     """
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = _BROADCAST.sub("@\u2060\\1", text)  # a word joiner keeps "@here" from notifying anyone
     return to_slack(text.replace("`", "ˋ"))
+
+
+_BROADCAST = re.compile(r"@(here|channel|everyone)\b", re.IGNORECASE)
 
 
 def _clip(text: str, limit: int) -> str:
@@ -52,7 +56,8 @@ _OPEN_TOKEN = re.compile(r"(&[a-z]{0,5}|<[^>]*)$")
 
 
 def _section(text: str) -> dict[str, Any]:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": _clip(text, MAX_SECTION_TEXT)}}
+    # verbatim: Slack must not auto-link or parse anything; mentions are written out explicitly.
+    return {"type": "section", "text": {"type": "mrkdwn", "text": _clip(text, MAX_SECTION_TEXT), "verbatim": True}}
 
 
 def _text_sections(lines: list[str]) -> list[dict[str, Any]]:
@@ -117,7 +122,7 @@ def document_blocks(doc: Document) -> SlackMessage:
 
 
 def _context(text: str) -> dict[str, Any]:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": _clip(text, 2000)}]}
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": _clip(text, 2000), "verbatim": True}]}
 
 
 def render_blocks(result: Result) -> SlackMessage:
@@ -157,7 +162,11 @@ def request_message(request: SignalRequest) -> SlackMessage:
                         "value": value,
                         "confirm": {
                             "title": _plain(f"Approve request #{request.id}?", 100),
-                            "text": {"type": "mrkdwn", "text": _clip(escape(confirm_text(request)), 300)},
+                            "text": {
+                                "type": "mrkdwn",
+                                "text": _clip(escape(confirm_text(request)), 300),
+                                "verbatim": True,
+                            },
                             "confirm": _plain(confirm_verb, 30),
                             "deny": _plain("Back", 30),
                             "style": "danger",

@@ -37,6 +37,10 @@ def what(request: SignalRequest) -> str:
         return f"cancel {noun} {_pid_list(request.pids)} ({roles}){where}"
     if request.scope == "user":
         return f"terminate all {n} session{'s' if n != 1 else ''} of {roles}{where} (pids {_pid_list(request.pids)})"
+    if request.scope == "idle" and request.role_name is None:  # chosen by pid, from an alert
+        if n == 1:
+            return f"terminate pid {request.pids[0]} ({roles}){where} while it is still idle in its transaction"
+        return f"terminate {n} idle sessions: pids {_pid_list(request.pids)} ({roles}){where}"
     if request.scope == "idle":
         idle = f" idle ≥ {format_duration(request.older_than)}" if request.older_than else " idle"
         return f"terminate {n}{idle} session{'s' if n != 1 else ''} of {roles}{where} (pids {_pid_list(request.pids)})"

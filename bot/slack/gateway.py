@@ -140,7 +140,16 @@ class SlackAnnouncer:
                 channel=channel, text=message.text, blocks=message.blocks, unfurl_links=False
             )
         except Exception as exc:
-            raise _failure(exc) from exc
+            failure = _failure(exc)
+            if failure.reason not in _REJECTED_CONTENT:
+                raise failure from exc
+            log.error("alert %d refused by Slack (%s); posting it as short text", alert.id, failure.reason)
+            try:
+                response = await self._outbox_client.chat_postMessage(
+                    channel=channel, text=message.text[:SHORT_TEXT], unfurl_links=False
+                )
+            except Exception as again:
+                raise _failure(again) from again
         ts = response.get("ts")
         if not ts:
             raise AnnounceError("Slack did not return the alert message's ts")
@@ -156,6 +165,12 @@ class SlackAnnouncer:
             )
         except Exception as exc:
             raise _failure(exc) from exc
+
+    async def delete_message(self, channel: str, ts: str) -> None:
+        try:
+            await self._outbox_client.chat_delete(channel=channel, ts=ts)
+        except Exception as exc:
+            log.warning("could not delete duplicate message %s in %s: %s", ts, channel, first_line(exc))
 
     async def reply_resolved(self, alert: Alert) -> None:
         if not alert.channel or not alert.message_ts:

@@ -222,6 +222,8 @@ async def test_a_target_that_comes_back_is_resolved(
     later = f"pgct_{world.tag}_later"
     bot = await start_monitored_bot(targets=json.dumps({"later": world.dsn_for(database=later)}))
     await cycle(bot)
+    assert about(fake_slack, "later is not answering") == []  # one failed snapshot is not an outage
+    await cycle(bot)
     (alert,) = about(fake_slack, "later is not answering")
     assert later in alert.text  # libpq's reason: the database does not exist (yet)
     world.admin.execute(f'CREATE DATABASE "{later}"')
@@ -262,3 +264,36 @@ async def test_idle_in_transaction_button_requests_that_pid(
     assert "sent for approval" in message_text(await fake_slack.wait_for_response(clicked.response_url))
     request = await wait_for_request_message(fake_slack, APPROVALS, 1)
     assert f"terminate pid {pid}" in request.text
+
+
+async def test_idle_alert_button_refuses_once_the_transaction_has_ended(
+    start_monitored_bot: Any, world: PgWorld, fake_slack: FakeSlack
+) -> None:
+    bot = await start_monitored_bot(alert_idle_in_tx_seconds=0)
+    role = world.role("moved_on", limit=None)
+    conn = world.connect(role)
+    conn.execute("BEGIN")
+    pid = world.pid_of(conn)
+    await cycle(bot)
+    (alert,) = about(fake_slack, f"pid {pid}")
+    conn.execute("COMMIT")
+    conn.execute("BEGIN")  # a new transaction of the same session: not the one alerted about
+    clicked = await bot.click(alert, "Request termination", REQUESTER)
+    answer = message_text(await fake_slack.wait_for_response(clicked.response_url))
+    assert "no longer idle in the transaction the alert was about" in answer
+    assert fake_slack.channel_messages(APPROVALS) == []
+
+
+async def test_alerts_of_a_target_no_longer_configured_are_resolved(
+    start_monitored_bot: Any, world: PgWorld, fake_slack: FakeSlack
+) -> None:
+    role = world.role("gone_target", limit=1)
+    world.connect(role)
+    before = await start_monitored_bot(targets=json.dumps({"extra": world.dsn}))
+    await cycle(before)
+    (alert,) = about(fake_slack, f"{role} is at its connection limit on extra")
+    await before.server.stop()
+    after = await start_monitored_bot()
+    await cycle(after)
+    (reply,) = replies(fake_slack, alert.ts)
+    assert "no longer monitored" in reply.text

@@ -17,6 +17,7 @@ SCOPE_FOR_METHOD = {
     "chat_update": "chat:write",
     "chat_postEphemeral": "chat:write",
     "conversations_info": "channels:read",
+    "chat_delete": "chat:write",
 }
 # Scopes no single method needs, each with its reason.
 EXTRA_SCOPES = {
