@@ -136,14 +136,14 @@ async def wait_for_message_state(slack: FakeSlack, message: Posted, predicate: A
 async def start_bot(make_settings: Callable[..., Any], fake_slack: FakeSlack) -> AsyncIterator[Callable[..., Any]]:
     started: list[tuple[HttpServer, aiohttp.ClientSession]] = []
 
-    async def start(**overrides: Any) -> BotUnderTest:
+    async def start(socket_mode: bool = False, **overrides: Any) -> BotUnderTest:
         settings = make_settings(
             slack_bot_token=BOT_TOKEN,
             slack_signing_secret=SIGNING_SECRET,
             slack_api_url=fake_slack.api_url,
             **overrides,
         )
-        server = HttpServer(settings, host="127.0.0.1", port=0, housekeeping_seconds=0.2)
+        server = HttpServer(settings, host="127.0.0.1", port=0, housekeeping_seconds=0.2, socket_mode=socket_mode)
         await server.start(state_wait=2)
         session = aiohttp.ClientSession()
         started.append((server, session))

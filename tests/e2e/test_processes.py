@@ -225,3 +225,43 @@ async def test_request_survives_sigkill_of_the_serve_process(
     assert not [b for b in updated["blocks"] if b["type"] == "actions"]
     assert "terminated" in message_text(updated)
     assert world.admin.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone() == (0,)
+
+
+def test_socket_without_an_app_token_says_so() -> None:
+    env = bot_env(SLACK_BOT_TOKEN="xoxb-x")
+    done = subprocess.run([sys.executable, "-m", "bot", "socket"], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "SLACK_APP_TOKEN must be set" in done.stderr
+
+
+async def test_socket_process_connects_answers_and_stops_on_sigterm(
+    world: PgWorld, pg_dsn: str, fresh_state_dsn: str, fake_slack: FakeSlack
+) -> None:
+    bob = world.role("bob", limit=1)
+    world.connect(bob)
+    port = _free_port()
+    env = bot_env(
+        PORT=str(port),
+        SLACK_BOT_TOKEN=BOT_TOKEN,
+        SLACK_APP_TOKEN="xapp-1-test",
+        SLACK_API_URL=fake_slack.api_url,
+        PGCONN_DATABASE_URL=pg_dsn,
+        PGCONN_STATE_URL=fresh_state_dsn,
+        PGCONN_MONITOR_INTERVAL="0",
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "socket", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        async with aiohttp.ClientSession() as session:
+            await _wait_healthy(session, f"http://127.0.0.1:{port}/healthz", process)
+        await fake_slack.wait_for(lambda: fake_slack.sockets, timeout=10)
+        response_url = fake_slack.new_response_url()
+        payload = {"command": "/pgconn", "text": f"limit {bob}", "user_id": "U0VIEWER", "team_id": "T0TEST01"}
+        payload |= {"channel_id": "C0TEST01", "response_url": response_url, "api_app_id": "A0TEST01"}
+        await fake_slack.send_envelope("slash_commands", payload)
+        assert "1/1 — at limit" in message_text(await fake_slack.wait_for_response(response_url))
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(process.wait(), timeout=15)
+    assert code == 0

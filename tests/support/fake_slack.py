@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 
 @dataclass
@@ -35,6 +35,7 @@ class FakeSlack:
     # channel → ts → the message as last posted or updated
     messages: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     base_url: str = ""
+    sockets: list[web.WebSocketResponse] = field(default_factory=list)  # Socket Mode connections
     _next_ts: int = 1
     _changed: asyncio.Condition | None = None
     _runner: web.AppRunner | None = None
@@ -45,6 +46,7 @@ class FakeSlack:
         app.router.add_post("/api/{method}", self._api)
         app.router.add_get("/api/{method}", self._api)
         app.router.add_post("/respond/{key}", self._respond)
+        app.router.add_get("/socket", self._socket)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -54,6 +56,8 @@ class FakeSlack:
         return self
 
     async def stop(self) -> None:
+        for ws in self.sockets:
+            await ws.close()
         if self._runner:
             await self._runner.cleanup()
 
@@ -93,6 +97,8 @@ class FakeSlack:
                 {"ok": True, "user_id": "UBOT", "bot_id": "BBOT", "team_id": "T1", "team": "pgct"},
                 headers={"x-oauth-scopes": self.scopes},
             )
+        if method == "apps.connections.open":
+            return web.json_response({"ok": True, "url": self.base_url.replace("http://", "ws://") + "/socket"})
         if method == "conversations.info":
             channel_id = str(payload.get("channel"))
             if channel_id not in self.channels:
@@ -116,6 +122,33 @@ class FakeSlack:
         payload = json.loads(await request.text())
         await self._record(Call(request.path, "respond", dict(request.headers), payload))
         return web.Response(text="ok")
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        """Slack's Socket Mode server: hello, then envelopes out and acknowledgements back."""
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_json({"type": "hello", "num_connections": 1, "connection_info": {"app_id": "A0TEST01"}})
+        await self._record(Call("/socket", "socket.connected", dict(request.headers), {}))
+        self.sockets.append(ws)
+        async for message in ws:
+            if message.type == WSMsgType.TEXT:
+                await self._record(Call("/socket", "socket.ack", {}, json.loads(message.data)))
+        return ws
+
+    async def send_envelope(self, kind: str, payload: dict[str, Any]) -> str:
+        envelope_id = uuid.uuid4().hex
+        await self.sockets[-1].send_json(
+            {
+                "envelope_id": envelope_id,
+                "type": kind,
+                "payload": payload,
+                "accepts_response_payload": kind == "slash_commands",
+            }
+        )
+        return envelope_id
+
+    def acked(self, envelope_id: str) -> bool:
+        return any(c.payload.get("envelope_id") == envelope_id for c in self.api_calls("socket.ack"))
 
     def api_calls(self, method: str, channel: str | None = None) -> list[Call]:
         return [
