@@ -9,12 +9,14 @@ double clicks, Slack retries and several replicas execute a request at most once
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from bot import metrics
 from bot.config import DEFAULT_TARGET
 from bot.core.commands import AccessRole, KillScope, RequestSignal, SignalAction
 from bot.core.durations import spell_duration
@@ -151,6 +153,7 @@ class Approvals:
         if isinstance(resolved, Problem):
             await self.record_refusal(command, identity, resolved.message)
             return resolved
+        metrics.REQUESTS.labels(action=command.action.value, outcome="opened").inc()
         candidates, fills = resolved
         request = await self._store.open_request(
             NewRequest(
@@ -203,6 +206,7 @@ class Approvals:
 
     async def _withdraw(self, request: SignalRequest, channel: str, reason: str) -> Result:
         log.warning("request #%d could not be posted to %s: %s", request.id, channel, reason)
+        metrics.REQUESTS.labels(action=request.action, outcome="withdrawn").inc()
         await self._store.withdraw(
             request.id,
             _audit("withdrawn", request, outcome=f"could not be posted for approval in {channel}: {reason}"),
@@ -219,6 +223,7 @@ class Approvals:
         )
 
     async def record_refusal(self, command: RequestSignal, identity: Identity, why: str) -> None:
+        metrics.REQUESTS.labels(action=command.action.value, outcome="refused").inc()
         try:
             await self._store.append_audit(
                 NewAuditEntry(
@@ -361,6 +366,7 @@ class Approvals:
             elif request.now >= request.expires_at:
                 if await locked.expire():
                     await locked.audit(_audit("expired", await locked.reload()))
+                    metrics.DECISIONS.labels(decision="expired").inc()
                 result = DecisionRefused(
                     f"Request #{request_id} expired {_when(request.expires_at)}; nothing was done. "
                     "Ask again if it is still needed."
@@ -368,6 +374,7 @@ class Approvals:
             elif not approve:
                 await locked.set_status(RequestStatus.DENIED, identity.user_id)
                 request = await locked.reload()
+                _count_decision("denied", request)
                 await locked.audit(_audit("denied", request, actor=identity.user_id))
                 result = Decided(request, "denied")
             elif identity.user_id == request.requester and not self._rules.allow_self_approval:
@@ -397,6 +404,7 @@ class Approvals:
                 else:
                     await locked.set_status(RequestStatus.EXECUTING, identity.user_id)
                     execute = await locked.reload()
+                    _count_decision("approved", execute)
                     await locked.audit(_audit("approved", execute, actor=identity.user_id))
                     result = Decided(execute, "executing")
         self._on_audit()
@@ -423,6 +431,7 @@ class Approvals:
             )
 
         budget = self._targets.timeout * 2 + EXECUTION_WAIT_SECONDS + 0.2 * len(targets)
+        started = time.perf_counter()
         try:
             outcomes = await self._targets.run(request.target, work, budget=budget)
         except (TargetUnavailableError, UnknownTargetError) as exc:
@@ -432,6 +441,9 @@ class Approvals:
             reference = uuid.uuid4().hex[:8]
             log.exception("executing request #%d failed (ref %s)", request.id, reference)
             outcomes = progress.outcomes_after(targets, f"{first_line(exc)} (ref {reference})")
+        metrics.EXECUTION_SECONDS.observe(time.perf_counter() - started)
+        for o in outcomes:
+            metrics.TARGET_OUTCOMES.labels(action=request.action, outcome=o.outcome).inc()
         summary = outcome_summary([(o.pid, o.outcome, o.detail) for o in outcomes])
         log.info("request #%d executed: %s", request.id, summary)
         try:
@@ -492,8 +504,14 @@ class Approvals:
         return AuditTrail(await self._store.recent_audit(count), count)
 
 
+def _count_decision(decision: str, request: SignalRequest) -> None:
+    metrics.DECISIONS.labels(decision=decision).inc()
+    metrics.DECISION_SECONDS.observe(max(0.0, (request.now - request.created_at).total_seconds()))
+
+
 def audit_for_closed(request: SignalRequest) -> NewAuditEntry:
     if request.status == RequestStatus.EXPIRED:
+        metrics.DECISIONS.labels(decision="expired").inc()
         return _audit("expired", request, outcome="nothing was done")
     return _audit(
         "interrupted",

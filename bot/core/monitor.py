@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 from psycopg import AsyncConnection
 
+from bot import metrics
 from bot.core.approvals import AnnounceError
 from bot.core.durations import format_duration
 from bot.core.results import Alert, AlertKind
@@ -235,11 +238,23 @@ class Monitor:
             await self._store.resolve_unmonitored(self._targets.names)
         except Exception as exc:
             log.warning("monitor could not reach the state database: %s", first_line(exc))
+        started = time.perf_counter()
         await asyncio.gather(*(self._check_target(name) for name in self._targets.names))
         # Still the leader? (A lost lock connection means another replica may have taken over.)
         if await self._hold_leadership():
             await self.deliver()
         self.cycles += 1
+        metrics.MONITOR_CYCLE_SECONDS.observe(time.perf_counter() - started)
+        with contextlib.suppress(Exception):
+            counts = Counter(alert.kind for alert in await self._store.open_alerts())
+            for kind in (
+                AlertKind.ROLE_LIMIT,
+                AlertKind.SERVER_FILL,
+                AlertKind.IDLE_IN_TRANSACTION,
+                AlertKind.LONG_QUERY,
+                AlertKind.TARGET_DOWN,
+            ):
+                metrics.ALERTS_OPEN.labels(kind=kind).set(counts.get(kind, 0))
         return True
 
     async def _check_target(self, target: str) -> None:

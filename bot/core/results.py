@@ -377,6 +377,18 @@ class OpenAlerts:
     monitoring: bool  # whether a monitor runs in this process's configuration
 
 
+@dataclass(frozen=True)
+class HomeView:
+    """The App Home tab: what this person can do, and for approvers what waits for them."""
+
+    user_id: str
+    role: str  # none | viewer | requester | approver
+    pending: list[SignalRequest]
+    alerts: list[Alert]
+    monitoring: bool
+    note: str | None = None  # the outcome of a click made on the tab itself
+
+
 # --- answers that are not data -------------------------------------------------------------
 
 

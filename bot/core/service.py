@@ -6,6 +6,7 @@ parse → authorise → execute against PostgreSQL → result. Nothing here know
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections import Counter
@@ -19,6 +20,7 @@ from psycopg_pool import PoolTimeout
 
 from bot.core.approvals import Approvals
 from bot.core.commands import (
+    AccessRole,
     Command,
     Decide,
     FindStray,
@@ -42,10 +44,12 @@ from bot.core.results import (
     AlertKind,
     Connection,
     HelpResult,
+    HomeView,
     InternalError,
     LimitsOverview,
     NoSuchRole,
     OpenAlerts,
+    PendingRequests,
     Problem,
     Refused,
     Result,
@@ -53,6 +57,7 @@ from bot.core.results import (
     RoleInfo,
     RoleLimit,
     ServerStatus,
+    SignalRequest,
     StateUnavailable,
     StrayConnections,
     TargetUnreachable,
@@ -133,6 +138,20 @@ class CommandService:
         """A click on Approve or Deny: the same path as the console's ``approve N`` / ``deny N``."""
         command = Decide(request_id=request_id, approve=approve, name="approve" if approve else "deny")
         return Outcome(command, await self.execute(command, identity, clicked_on=clicked_on))
+
+    async def home(self, identity: Identity, note: str | None = None) -> HomeView:
+        """The App Home tab. Never fails: what cannot be read is left out."""
+        role = await self._policy.role_of(identity)
+        pending: list[SignalRequest] = []
+        alerts: list[Alert] = []
+        if role >= AccessRole.VIEWER:
+            with contextlib.suppress(Exception):
+                if self._approvals is not None:
+                    result = await self._approvals.pending()
+                    pending = result.requests if isinstance(result, PendingRequests) else []
+            with contextlib.suppress(Exception):
+                alerts = await self._alerts.open_alerts() if self._alerts is not None else []
+        return HomeView(identity.user_id, role.label, pending, alerts, self._monitoring, note)
 
     async def request_from_alert(self, alert_id: int, identity: Identity, *, channel: str | None) -> Outcome:
         """The button on an alert: the matching kill/cancel request, through the same checks and audit."""

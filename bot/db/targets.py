@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -19,6 +20,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from bot import metrics
 from bot.db import sql
 from bot.errors import first_line
 
@@ -116,6 +118,13 @@ class TargetPools:
         ``budget`` widens the overall time for work of several statements (executing a request);
         each statement still has the command budget as its statement_timeout.
         """
+        started = time.perf_counter()
+        try:
+            return await self._run(name, work, budget)
+        finally:
+            metrics.TARGET_QUERY_SECONDS.labels(target=name).observe(time.perf_counter() - started)
+
+    async def _run(self, name: str, work: Callable[[Conn], Coroutine[Any, Any, T]], budget: float | None) -> T:
         pool = self._pool(name)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (budget or self._timeout)

@@ -10,9 +10,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from bot.core.markup import to_slack
-from bot.core.results import Alert, AlertKind, AuditEntry, Result, SignalRequest
-from bot.render.alerts import alert_document, resolved_text
+from bot.core.markup import moment, to_slack
+from bot.core.results import Alert, AlertKind, AuditEntry, HomeView, Result, SignalRequest
+from bot.render.alerts import alert_document, headline, resolved_text
 from bot.render.document import Document, Tone, table_lines, to_document
 from bot.render.requests import audit_line, confirm_text, request_document, status_line, what
 
@@ -233,3 +233,60 @@ def alert_message(alert: Alert) -> SlackMessage:
 def resolved_reply(alert: Alert) -> SlackMessage:
     text = escape(resolved_text(alert))
     return SlackMessage(text=text, blocks=[_section(text)])
+
+
+# --- App Home ----------------------------------------------------------------------------------
+
+MAX_HOME_REQUESTS = 15  # two blocks each; a home view holds at most 100
+MAX_HOME_ALERTS = 20
+
+_CAN_DO = {
+    "none": ["You have no access to pgconn-bot yet. Ask its administrators to add you."],
+    "viewer": [
+        "You are a *viewer*: you can see connections and limits.",
+        "`/pgconn list <role>` · `/pgconn limit <role>` · `/pgconn limits` · `/pgconn stray <role>` · "
+        "`/pgconn status` · `/pgconn requests` · `/pgconn audit` · `/pgconn alerts`",
+    ],
+    "requester": [
+        "You are a *requester*: everything a viewer can do, and ask for sessions to be ended.",
+        "`/pgconn kill <pid>…` · `/pgconn kill user <role>` · `/pgconn kill idle <role> --older 30m` · "
+        "`/pgconn cancel <pid>` — an approver decides each request.",
+    ],
+    "approver": [
+        "You are an *approver*: requests wait for your decision below and in the approval channel.",
+    ],
+}
+
+
+def home_view(home: HomeView) -> dict[str, Any]:
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": _plain("pgconn-bot", 150)},
+    ]
+    if home.note:
+        blocks.append(_section(f":information_source: {escape(home.note)}"))
+    blocks.append(_section("\n".join(_CAN_DO.get(home.role, _CAN_DO["none"]))))
+    if home.role == "none":
+        return {"type": "home", "blocks": blocks}
+    blocks.append({"type": "divider"})
+    if home.role == "approver":
+        blocks.append(
+            _section(f"*Pending requests: {len(home.pending)}*" if home.pending else "*No pending requests.*")
+        )
+        for request in home.pending[:MAX_HOME_REQUESTS]:
+            summary = escape(f"#{request.id}: {what(request)}") + "\n" + escape(status_line(request))
+            blocks.append(_section(summary))
+            message = request_message(request)
+            blocks.extend(b for b in message.blocks if b["type"] == "actions")
+        if len(home.pending) > MAX_HOME_REQUESTS:
+            blocks.append(_context(f"… and {len(home.pending) - MAX_HOME_REQUESTS} more: /pgconn requests"))
+    else:
+        blocks.append(_section(f"Pending requests: {len(home.pending)} (approvers decide them)."))
+    blocks.append({"type": "divider"})
+    if not home.monitoring:
+        blocks.append(_section("The monitor is off (PGCONN_MONITOR_INTERVAL=0)."))
+    elif not home.alerts:
+        blocks.append(_section("*No open alerts.*"))
+    else:
+        lines = [escape(f"{a.severity}: {headline(a)} · since {moment(a.opened_at)}") for a in home.alerts]
+        blocks.extend(_text_sections([f"*Open alerts: {len(home.alerts)}*", *lines[:MAX_HOME_ALERTS]]))
+    return {"type": "home", "blocks": blocks[:100]}

@@ -10,7 +10,7 @@ from slack_bolt.authorization import AuthorizeResult
 from bot.core.service import CommandService
 from bot.render.blocks import ALERT_REQUEST_ACTION, APPROVE_ACTION, DENY_ACTION
 from bot.slack.gateway import build_web_client
-from bot.slack.listeners import actions, commands
+from bot.slack.listeners import actions, commands, home
 
 log = logging.getLogger(__name__)
 
@@ -40,4 +40,5 @@ def build_app(
     app.action(APPROVE_ACTION)(ack=actions.acknowledge, lazy=[actions.make_click_handler(service, approve=True)])
     app.action(DENY_ACTION)(ack=actions.acknowledge, lazy=[actions.make_click_handler(service, approve=False)])
     app.action(ALERT_REQUEST_ACTION)(ack=actions.acknowledge, lazy=[actions.make_alert_request_handler(service)])
+    app.event("app_home_opened")(ack=home.acknowledge, lazy=[home.make_home_handler(service)])
     return app

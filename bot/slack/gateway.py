@@ -13,6 +13,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import metrics
 from bot.core.approvals import AnnounceError
 from bot.core.results import Alert, AuditEntry, SignalRequest
 from bot.errors import first_line
@@ -21,11 +22,23 @@ from bot.render.blocks import alert_message, audit_message, request_message, res
 log = logging.getLogger(__name__)
 
 
+class _CountedRateLimitRetry(AsyncRateLimitErrorRetryHandler):
+    async def prepare_for_next_attempt_async(self, **kwargs: Any) -> None:
+        metrics.SLACK_RETRIES.labels(reason="rate_limited").inc()
+        await super().prepare_for_next_attempt_async(**kwargs)
+
+
+class _CountedConnectionRetry(AsyncConnectionErrorRetryHandler):
+    async def prepare_for_next_attempt_async(self, **kwargs: Any) -> None:
+        metrics.SLACK_RETRIES.labels(reason="connection").inc()
+        await super().prepare_for_next_attempt_async(**kwargs)
+
+
 def build_web_client(token: str | None, api_url: str, *, wait_on_rate_limit: bool = True) -> AsyncWebClient:
     """A client that retries dropped connections and (unless told not to) honours 429 Retry-After."""
-    handlers: list[Any] = [AsyncConnectionErrorRetryHandler(max_retry_count=1)]
+    handlers: list[Any] = [_CountedConnectionRetry(max_retry_count=1)]
     if wait_on_rate_limit:
-        handlers.insert(0, AsyncRateLimitErrorRetryHandler(max_retry_count=2))
+        handlers.insert(0, _CountedRateLimitRetry(max_retry_count=2))
     return AsyncWebClient(token=token, base_url=api_url, timeout=10, retry_handlers=handlers)
 
 
@@ -61,7 +74,9 @@ def _failure(exc: Exception) -> AnnounceError:
         data = exc.response.data if isinstance(exc.response.data, dict) else {}
         status = exc.response.status_code
         reason = str(data.get("error") or f"HTTP {status}")
+        metrics.SLACK_ERRORS.labels(error=reason).inc()
         return AnnounceError(reason, _retry_after(exc.response) if status == 429 else None)
+    metrics.SLACK_ERRORS.labels(error=type(exc).__name__).inc()
     return AnnounceError(first_line(exc) or type(exc).__name__)
 
 
@@ -190,3 +205,8 @@ async def post_ephemeral(
     """A private note in a channel (for a click that came without a response_url)."""
     if channel:
         await client.chat_postEphemeral(channel=channel, user=user, text=text, blocks=blocks)
+
+
+async def publish_home(client: AsyncWebClient, user: str, view: dict[str, Any]) -> None:
+    """The App Home tab of one person (no scope of its own: the bot token suffices)."""
+    await client.views_publish(user_id=user, view=view)

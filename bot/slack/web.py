@@ -11,7 +11,7 @@ from slack_bolt.async_app import AsyncApp
 
 from bot.core.housekeeping import Housekeeper
 from bot.db.state import StateStore
-from bot.slack.metrics import AUDIT_UNDELIVERED
+from bot.metrics import AUDIT_UNDELIVERED
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ def slash_command_body(text: str, *, user_id: str, response_url: str, channel_id
     )
 
 
-def block_actions_body(
+def block_actions_payload(
     *,
     user_id: str,
     action_id: str,
@@ -51,8 +51,8 @@ def block_actions_body(
     message_ts: str,
     response_url: str | None,
     block_id: str = "pgconn_request",
-) -> str:
-    """A button click as Slack sends it: form field ``payload`` holding the JSON."""
+) -> dict[str, Any]:
+    """A button click on a message, as the JSON Slack sends."""
     payload: dict[str, Any] = {
         "type": "block_actions",
         "user": {"id": user_id, "username": user_id.lower(), "name": user_id.lower(), "team_id": "T0TEST01"},
@@ -76,4 +76,28 @@ def block_actions_body(
     }
     if response_url:
         payload["response_url"] = response_url
+    return payload
+
+
+def form_body(payload: dict[str, Any]) -> str:
+    """Interactive payloads arrive as form field ``payload`` holding the JSON."""
     return urlencode({"payload": json.dumps(payload)})
+
+
+def block_actions_body(**click: Any) -> str:
+    return form_body(block_actions_payload(**click))
+
+
+def event_body(event: dict[str, Any], event_id: str = "Ev0TEST") -> str:
+    """An Events API callback, as JSON (sign it with Content-Type application/json)."""
+    return json.dumps(
+        {
+            "token": "legacy-verification-token",
+            "team_id": "T0TEST01",
+            "api_app_id": "A0TEST01",
+            "event": event,
+            "type": "event_callback",
+            "event_id": event_id,
+            "event_time": int(time.time()),
+        }
+    )

@@ -55,3 +55,12 @@ def test_scopes_are_exactly_what_the_code_uses() -> None:
         scope for method, scope in SCOPE_FOR_METHOD.items() if re.search(rf"\.{method}\(", source)
     }
     assert set(manifest()["oauth_config"]["scopes"]["bot"]) == used
+
+
+def test_events_and_app_home() -> None:
+    m = manifest()
+    assert m["settings"]["event_subscriptions"]["bot_events"] == ["app_home_opened"]
+    assert m["settings"]["event_subscriptions"]["request_url"].endswith("/slack/events")
+    assert m["features"]["app_home"]["home_tab_enabled"] is True
+    source = (ROOT / "bot" / "slack" / "app.py").read_text()
+    assert set(re.findall(r'app\.event\("([a-z_]+)"\)', source)) == {"app_home_opened"}

@@ -15,12 +15,14 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import metrics
 from bot.core.policy import Identity
 from bot.core.results import Decided, InternalError, Problem, Result
 from bot.core.service import CommandService, Outcome
 from bot.render.blocks import render_blocks
-from bot.slack import metrics
+from bot.render.text import render_text
 from bot.slack.gateway import post_ephemeral
+from bot.slack.listeners import home
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +92,11 @@ def make_click_handler(service: CommandService, *, approve: bool) -> Any:
             return await service.decide(request_id, approve, identity, clicked_on=_message_of(body))
 
         result, status = await _guarded("request", request_id, identity, decide)
-        # The message itself shows executions and denials; the clicker hears only about the rest.
-        if not (isinstance(result, Decided) and result.effect in ("executed", "denied")):
+        if (body.get("container") or {}).get("type") == "view":
+            # Clicked on the App Home tab: show the outcome there, with the list brought up to date.
+            await home.refresh(service, client, identity, note=" — ".join(render_text(result).splitlines()[:2]))
+        elif not (isinstance(result, Decided) and result.effect in ("executed", "denied")):
+            # The message itself shows executions and denials; the clicker hears only about the rest.
             await _answer_privately(body, respond, client, identity.user_id, result)
         metrics.CLICKS.labels(decision=decision, outcome=status).inc()
         elapsed_ms = (time.perf_counter() - started) * 1000

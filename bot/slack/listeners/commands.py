@@ -13,11 +13,11 @@ from typing import Any
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 
+from bot import metrics
 from bot.core.policy import Identity
 from bot.core.results import InternalError
 from bot.core.service import CommandService
 from bot.render.blocks import render_blocks
-from bot.slack import metrics
 
 log = logging.getLogger(__name__)
 
