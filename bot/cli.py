@@ -14,6 +14,7 @@ from typing import Any
 from bot import __version__
 from bot.config import ConfigError, Settings, load_settings, require
 from bot.errors import first_line
+from bot.logs import LOG_FIELDS
 
 log = logging.getLogger("bot")
 
@@ -26,9 +27,12 @@ class _JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        for key in LOG_FIELDS:  # structured fields passed with extra={...}
+            if hasattr(record, key):
+                entry[key] = getattr(record, key)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+        return json.dumps(entry, ensure_ascii=False, default=str)
 
 
 def configure_logging(settings: Settings) -> None:

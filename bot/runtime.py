@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -18,6 +20,8 @@ from bot.db.state import StateStore
 from bot.db.targets import TargetPools
 
 log = logging.getLogger(__name__)
+
+FINAL_FLUSH_SECONDS = 2.0
 
 
 @dataclass
@@ -121,7 +125,10 @@ class Runtime:
     async def stop(self) -> None:
         if self.background:
             await self.housekeeper.stop()
-            await self.monitor.stop()
+            # One last try to get what is in the audit outbox to Slack before going.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.housekeeper.deliver_audit(), timeout=FINAL_FLUSH_SECONDS)
+            await self.monitor.stop()  # releases the leader lock at once
             self.background = False
         await self.targets.close()
         await self.state.close()

@@ -20,11 +20,13 @@ from bot.core.policy import CachedGroups
 from bot.runtime import Runtime
 from bot.slack.app import build_app
 from bot.slack.gateway import SlackAnnouncer, SlackGroupDirectory, build_web_client
+from bot.slack.inflight import InFlight
 from bot.slack.web import build_web_app
 
 log = logging.getLogger(__name__)
 
 STATE_STARTUP_SECONDS = 15.0
+DRAIN_SECONDS = 6.0
 
 
 class BotServer:
@@ -53,6 +55,7 @@ class BotServer:
             alert_announcer=announcer,
             housekeeping_seconds=housekeeping_seconds,
         )
+        self.inflight = InFlight()
         secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else ""
         self.app = build_app(
             service=self.runtime.service,
@@ -60,6 +63,7 @@ class BotServer:
             signing_secret=secret,
             api_url=settings.slack_api_url,
             verify_requests=not socket_mode,
+            inflight=self.inflight,
         )
         self._runner: web.AppRunner | None = None
         self._socket: AsyncSocketModeHandler | None = None
@@ -75,6 +79,7 @@ class BotServer:
                 slack_events=not self.socket_mode,
             ),
             access_log=None,
+            shutdown_timeout=2.0,
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, host=self._host, port=self._port)
@@ -89,13 +94,19 @@ class BotServer:
             await self._socket.connect_async()  # type: ignore[no-untyped-call]
 
     async def stop(self) -> None:
+        """Graceful, within about 10 s: take no new work, let running work finish (an approval
+        halfway through its targets), flush the audit outbox once, release the monitor's lock,
+        close the pools."""
         if self._socket is not None:
             with contextlib.suppress(Exception):
                 await self._socket.close_async()  # type: ignore[no-untyped-call]
             self._socket = None
         if self._runner is not None:
-            await self._runner.cleanup()
+            await self._runner.cleanup()  # stops listening; waits up to shutdown_timeout for requests
             self._runner = None
+        left = await self.inflight.drain(within_seconds=DRAIN_SECONDS)
+        if left:
+            log.warning("%d request(s) still running at shutdown; stopping anyway", left)
         await self.runtime.stop()
 
 

@@ -10,6 +10,7 @@ from slack_bolt.authorization import AuthorizeResult
 from bot.core.service import CommandService
 from bot.render.blocks import ALERT_REQUEST_ACTION, APPROVE_ACTION, DENY_ACTION
 from bot.slack.gateway import build_web_client
+from bot.slack.inflight import InFlight, TrackedLazyListenerRunner
 from bot.slack.listeners import actions, commands, home
 
 log = logging.getLogger(__name__)
@@ -18,7 +19,13 @@ SLASH_COMMAND = "/pgconn"
 
 
 def build_app(
-    *, service: CommandService, bot_token: str, signing_secret: str, api_url: str, verify_requests: bool = True
+    *,
+    service: CommandService,
+    bot_token: str,
+    signing_secret: str,
+    api_url: str,
+    verify_requests: bool = True,
+    inflight: InFlight | None = None,
 ) -> AsyncApp:
     """``verify_requests=False`` only for Socket Mode, where Slack's requests arrive over the
     authenticated WebSocket instead of signed HTTP."""
@@ -36,6 +43,10 @@ def build_app(
         request_verification_enabled=verify_requests,
         raise_error_for_unhandled_request=False,
     )
+    if inflight is not None:
+        # Bolt has no public way to supply the lazy listener runner; its listener runner keeps it here.
+        runner = app._async_listener_runner
+        runner.lazy_listener_runner = TrackedLazyListenerRunner(runner.logger, inflight)
     app.command(SLASH_COMMAND)(ack=commands.acknowledge, lazy=[commands.make_answer(service)])
     app.action(APPROVE_ACTION)(ack=actions.acknowledge, lazy=[actions.make_click_handler(service, approve=True)])
     app.action(DENY_ACTION)(ack=actions.acknowledge, lazy=[actions.make_click_handler(service, approve=False)])

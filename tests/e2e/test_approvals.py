@@ -508,3 +508,24 @@ async def test_oversized_entries_stay_within_slack_limits_and_are_delivered(
     (entry,) = await fake_slack.wait_for(executed_entry)
     assert all(len(b["text"]["text"]) <= 3000 for b in entry["blocks"])
     assert not re.search(r"&[a-z]{0,4}…", entry["text"])  # no entity cut in half
+
+
+async def test_shutdown_lets_an_approval_in_flight_finish(
+    start_approval_bot: Any, world: PgWorld, fake_slack: FakeSlack, fresh_state_dsn: str
+) -> None:
+    bot = await start_approval_bot()
+    role = world.role("ta_sigterm")
+    pids = [world.pid_of(world.connect(role)) for _ in range(3)]
+    request_id, message = await open_request(bot, f"kill user {role}")
+    clicked = await bot.click(message, "Approve", APPROVER)
+    assert clicked.status == 200
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await bot.server.stop()  # as on SIGTERM, right after the click was acknowledged
+    assert loop.time() - started < 10
+    assert alive(world, pids) == set()
+    assert "executed" in [r["event"] for r in audit_rows(fresh_state_dsn, request_id)]
+    final = Posted(APPROVALS, message.ts, fake_slack.messages[APPROVALS][message.ts])
+    assert no_buttons(final) and "terminated" in final.text
+    # The last flush delivered the outbox, "executed" included.
+    assert any(f"#{request_id} · executed" in message_text(m) for m in fake_slack.channel_messages(AUDIT))

@@ -19,6 +19,7 @@ from bot import metrics
 from bot.core.policy import Identity
 from bot.core.results import Decided, InternalError, Problem, Result
 from bot.core.service import CommandService, Outcome
+from bot.logs import fields
 from bot.render.blocks import render_blocks
 from bot.render.text import render_text
 from bot.slack.gateway import post_ephemeral
@@ -101,7 +102,20 @@ def make_click_handler(service: CommandService, *, approve: bool) -> Any:
         metrics.CLICKS.labels(decision=decision, outcome=status).inc()
         elapsed_ms = (time.perf_counter() - started) * 1000
         log.info(
-            "click %s on request #%s by %s: %s in %.0f ms", decision, request_id, identity.user_id, status, elapsed_ms
+            "click %s on request #%s by %s: %s in %.0f ms",
+            decision,
+            request_id,
+            identity.user_id,
+            status,
+            elapsed_ms,
+            extra=fields(
+                event="click",
+                user=identity.user_id,
+                decision=decision,
+                request_id=request_id,
+                outcome=status,
+                duration_ms=round(elapsed_ms),
+            ),
         )
 
     return handle_click
@@ -119,6 +133,14 @@ def make_alert_request_handler(service: CommandService) -> Any:
         result, status = await _guarded("alert", alert_id, identity, request)
         await _answer_privately(body, respond, client, identity.user_id, result)
         metrics.CLICKS.labels(decision="alert_request", outcome=status).inc()
-        log.info("click on alert #%s by %s: %s", alert_id, identity.user_id, status)
+        log.info(
+            "click on alert #%s by %s: %s",
+            alert_id,
+            identity.user_id,
+            status,
+            extra=fields(
+                event="click", user=identity.user_id, decision="alert_request", alert_id=alert_id, outcome=status
+            ),
+        )
 
     return handle_alert_click

@@ -15,8 +15,9 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 
 from bot import metrics
 from bot.core.policy import Identity
-from bot.core.results import InternalError
+from bot.core.results import InternalError, RequestOpened
 from bot.core.service import CommandService
+from bot.logs import fields
 from bot.render.blocks import render_blocks
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,22 @@ def make_answer(service: CommandService) -> Any:
         elapsed = time.perf_counter() - started
         metrics.COMMANDS.labels(subcommand=subcommand, outcome=status).inc()
         metrics.COMMAND_SECONDS.labels(subcommand=subcommand).observe(elapsed)
-        log.info("command /pgconn %s by %s: %s in %.0f ms", subcommand, identity.user_id, status, elapsed * 1000)
+        request_id = result.request.id if isinstance(result, RequestOpened) else None
+        log.info(
+            "command /pgconn %s by %s: %s in %.0f ms%s",
+            subcommand,
+            identity.user_id,
+            status,
+            elapsed * 1000,
+            f" (request #{request_id})" if request_id else "",
+            extra=fields(
+                event="command",
+                user=identity.user_id,
+                subcommand=subcommand,
+                outcome=status,
+                duration_ms=round(elapsed * 1000),
+                request_id=request_id,
+            ),
+        )
 
     return answer_pgconn
