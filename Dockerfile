@@ -4,7 +4,8 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY bot ./bot
-# The same install as the README and CI, without the dev extras.
+# The same install as the README, without the dev extras; .ci/run builds and installs exactly this
+# (a wheel of the project into a fresh virtualenv) on every run, since CI has no Docker engine.
 RUN python -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir .
 
 FROM python:3.11-slim
@@ -12,7 +13,8 @@ ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PORT=3000
 RUN useradd --system --uid 10001 --no-create-home pgconn
 COPY --from=build /opt/venv /opt/venv
 USER pgconn
-EXPOSE 3000
+EXPOSE ${PORT}
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
   CMD python -c "import os,urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ.get(\"PORT\",\"3000\")}/healthz', timeout=4)"
+# Socket Mode instead: docker run … pgconn-bot socket
 CMD ["pgconn-bot", "serve"]
