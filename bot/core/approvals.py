@@ -473,7 +473,9 @@ class Approvals:
         try:
             async with self._store.syncing_message(request_id) as sync:
                 request = sync.request
-                if request is None or sync.state is None:
+                # While executing the message keeps its buttons (a click hears "already approved"):
+                # it changes once, when the outcome can be shown, so "no button" means "done".
+                if request is None or sync.state is None or request.status == RequestStatus.EXECUTING:
                     return
                 if request.channel and request.message_ts and self.announcer.can_post:
                     try:

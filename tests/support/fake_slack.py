@@ -36,6 +36,7 @@ class FakeSlack:
     messages: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     base_url: str = ""
     sockets: list[web.WebSocketResponse] = field(default_factory=list)  # Socket Mode connections
+    respond_failures: list[int] = field(default_factory=list)  # HTTP statuses for the next response-URL posts
     _next_ts: int = 1
     _changed: asyncio.Condition | None = None
     _runner: web.AppRunner | None = None
@@ -120,6 +121,10 @@ class FakeSlack:
 
     async def _respond(self, request: web.Request) -> web.Response:
         payload = json.loads(await request.text())
+        if self.respond_failures:
+            status = self.respond_failures.pop(0)
+            await self._record(Call(request.path, "respond.failed", dict(request.headers), payload))
+            return web.Response(status=status, text="failure injected by the test")
         await self._record(Call(request.path, "respond", dict(request.headers), payload))
         return web.Response(text="ok")
 

@@ -24,6 +24,7 @@ from bot.render.blocks import render_blocks
 from bot.render.text import render_text
 from bot.slack.gateway import post_ephemeral
 from bot.slack.listeners import home
+from bot.slack.listeners.commands import deliver
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ async def _answer_privately(
     message = render_blocks(result)
     try:
         if body.get("response_url"):
-            await respond(text=message.text, blocks=message.blocks, response_type="ephemeral", replace_original=False)
+            await deliver(respond, text=message.text, blocks=message.blocks)
         else:
             where = _message_of(body)
             await post_ephemeral(client, where[0] if where else None, user, message.text, message.blocks)

@@ -6,6 +6,7 @@ immediately, whatever PostgreSQL is doing; the answer follows via ``respond``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -17,6 +18,7 @@ from bot import metrics
 from bot.core.policy import Identity
 from bot.core.results import InternalError, RequestOpened
 from bot.core.service import CommandService
+from bot.errors import first_line
 from bot.logs import fields
 from bot.render.blocks import render_blocks
 
@@ -30,6 +32,30 @@ def slack_text(text: str) -> str:
 
 async def acknowledge(ack: AsyncAck) -> None:
     await ack()
+
+
+RESPOND_ATTEMPTS = 3
+RESPOND_BACKOFF_SECONDS = 0.5
+
+
+async def deliver(respond: AsyncRespond, *, text: str, blocks: list[dict[str, Any]]) -> bool:
+    """Post an ephemeral answer to the response URL, retrying Slack's 5xx and dropped connections.
+
+    A response URL takes up to five posts in 30 minutes, so a few retries are safe.
+    """
+    for attempt in range(RESPOND_ATTEMPTS):
+        try:
+            response = await respond(text=text, blocks=blocks, response_type="ephemeral", replace_original=False)
+            status = getattr(response, "status_code", 200)
+            if status < 500 and status != 429:
+                if status >= 400:
+                    log.warning("the response URL refused the answer: HTTP %s", status)
+                return status < 400
+            log.warning("response URL answered HTTP %s (attempt %d)", status, attempt + 1)
+        except Exception as exc:
+            log.warning("response URL failed (attempt %d): %s", attempt + 1, first_line(exc))
+        await asyncio.sleep(RESPOND_BACKOFF_SECONDS * 2**attempt)
+    return False
 
 
 def make_answer(service: CommandService) -> Any:
@@ -50,11 +76,9 @@ def make_answer(service: CommandService) -> Any:
             result = InternalError("Something went wrong; the details are in the bot's log.")
             subcommand, status = "unknown", "error"
         message = render_blocks(result)
-        try:
-            await respond(text=message.text, blocks=message.blocks, response_type="ephemeral", replace_original=False)
-        except Exception as exc:
+        if not await deliver(respond, text=message.text, blocks=message.blocks):
             status = "undelivered"
-            log.error("could not deliver the /pgconn answer to %s: %s", identity.user_id, exc)
+            log.error("could not deliver the /pgconn answer to %s", identity.user_id)
         elapsed = time.perf_counter() - started
         metrics.COMMANDS.labels(subcommand=subcommand, outcome=status).inc()
         metrics.COMMAND_SECONDS.labels(subcommand=subcommand).observe(elapsed)
