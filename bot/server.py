@@ -20,6 +20,7 @@ from bot.core.policy import CachedGroups
 from bot.runtime import Runtime
 from bot.slack.app import build_app
 from bot.slack.gateway import SlackAnnouncer, SlackGroupDirectory, build_web_client
+from bot.slack.guard import PayloadGuard
 from bot.slack.inflight import InFlight
 from bot.slack.web import build_web_app
 
@@ -57,6 +58,7 @@ class BotServer:
         )
         self.inflight = InFlight()
         secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else ""
+        self._signing_secret = secret
         self.app = build_app(
             service=self.runtime.service,
             bot_token=token,
@@ -77,6 +79,7 @@ class BotServer:
                 self.runtime.state,
                 self.runtime.housekeeper,
                 slack_events=not self.socket_mode,
+                guard=None if self.socket_mode else PayloadGuard(self._signing_secret),
             ),
             access_log=None,
             shutdown_timeout=2.0,

@@ -11,7 +11,9 @@ from slack_bolt.async_app import AsyncApp
 
 from bot.core.housekeeping import Housekeeper
 from bot.db.state import StateStore
+from bot.errors import first_line
 from bot.metrics import AUDIT_UNDELIVERED
+from bot.slack.guard import PayloadGuard
 
 log = logging.getLogger(__name__)
 
@@ -20,10 +22,25 @@ MAX_BODY_BYTES = 1024 * 1024
 
 
 def build_web_app(
-    app: AsyncApp, state: StateStore, housekeeper: Housekeeper | None = None, *, slack_events: bool = True
+    app: AsyncApp,
+    state: StateStore,
+    housekeeper: Housekeeper | None = None,
+    *,
+    slack_events: bool = True,
+    guard: PayloadGuard | None = None,
 ) -> web.Application:
     async def handle_slack(request: web.Request) -> web.Response:
-        bolt_request = await to_bolt_request(request)
+        if guard is not None:
+            headers = {key.lower(): value for key, value in request.headers.items()}
+            refusal = guard.refusal(await request.text(), headers, request.content_type)
+            if refusal is not None:
+                status, reason = refusal
+                return web.json_response({"error": reason}, status=status)
+        try:
+            bolt_request = await to_bolt_request(request)
+        except Exception as exc:  # a payload shape Bolt cannot read; Slack never sends one
+            log.warning("unreadable Slack request: %s", first_line(exc))
+            return web.json_response({"error": "malformed payload"}, status=400)
         bolt_response = await app.async_dispatch(bolt_request)
         return await to_aiohttp_response(bolt_response)
 
