@@ -108,8 +108,21 @@ async def serve(settings: Settings, *, socket_mode: bool = False) -> int:
     from bot.server import BotServer
 
     server = BotServer(settings, socket_mode=socket_mode)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # before start: it may wait for the state database
+        loop.add_signal_handler(sig, stop.set)
+    starting = asyncio.create_task(server.start())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        starting.cancel()
+        with contextlib.suppress(BaseException):
+            await starting
+        await server.stop()
+        return 0
     try:
-        await server.start()
+        starting.result()
     except Exception as exc:
         what = "start" if socket_mode else "prepare the state database"
         print(f"pgconn-bot: cannot {what}: {first_line(exc)}", file=sys.stderr)
@@ -122,11 +135,7 @@ async def serve(settings: Settings, *, socket_mode: bool = False) -> int:
         server.port,
         ", ".join(server.runtime.targets.names),
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await stopping
     log.info("shutting down")
     await server.stop()
     return 0

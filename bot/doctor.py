@@ -60,10 +60,16 @@ async def run_check(settings: Settings, out: TextIO) -> int:
     targets = settings.target_dsns()
     report.ok(f"settings: valid ({len(targets)} target{'s' if len(targets) != 1 else ''}: {', '.join(targets)})")
     _check_modes(settings, report)
-    for name, dsn in targets.items():
-        await _check_target(name, dsn, dsns, report)
-    await _check_state(settings.state_dsn(), dsns, report)
-    await _check_slack(settings, report)
+    checks: list[tuple[str, Any]] = [
+        (f"target {name}", _check_target(name, dsn, dsns, report)) for name, dsn in targets.items()
+    ]
+    checks += [("state database", _check_state(settings.state_dsn(), dsns, report))]
+    checks += [("Slack", _check_slack(settings, report))]
+    for label, check in checks:
+        try:
+            await check
+        except Exception as exc:  # a check that breaks is a failed check, never a traceback
+            report.fail(f"{label}: {redact_dsn(first_line(exc), dsns)}")
     summary = f"{report.failures} problem{'s' if report.failures != 1 else ''}, {report.warnings} warning" + (
         "s" if report.warnings != 1 else ""
     )

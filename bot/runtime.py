@@ -21,7 +21,7 @@ from bot.db.targets import TargetPools
 
 log = logging.getLogger(__name__)
 
-FINAL_FLUSH_SECONDS = 2.0
+FINAL_FLUSH_SECONDS = 1.5
 
 
 @dataclass
@@ -124,11 +124,10 @@ class Runtime:
 
     async def stop(self) -> None:
         if self.background:
-            await self.housekeeper.stop()
+            # The monitor's stop releases the leader lock at once, so another replica can take over.
+            await asyncio.gather(self.housekeeper.stop(), self.monitor.stop())
             # One last try to get what is in the audit outbox to Slack before going.
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.housekeeper.deliver_audit(), timeout=FINAL_FLUSH_SECONDS)
-            await self.monitor.stop()  # releases the leader lock at once
             self.background = False
-        await self.targets.close()
-        await self.state.close()
+        await asyncio.gather(self.targets.close(), self.state.close(), return_exceptions=True)

@@ -16,7 +16,7 @@ from bot.errors import first_line
 
 log = logging.getLogger(__name__)
 
-STOP_SECONDS = 5.0
+STOP_SECONDS = 2.0
 
 HOUSEKEEPING_SECONDS = 2.0
 DELIVERY_LEASE_SECONDS = 30.0

@@ -30,7 +30,7 @@ from bot.errors import first_line
 
 log = logging.getLogger(__name__)
 
-STOP_SECONDS = 5.0
+STOP_SECONDS = 2.0
 
 WARNING, CRITICAL = "warning", "critical"
 # A target is reported down only after this many failed snapshots in a row: one slow answer is

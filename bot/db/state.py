@@ -39,7 +39,7 @@ class StateStore:
         await self.pool.open(wait=False)
 
     async def close(self) -> None:
-        await self.pool.close(timeout=2)
+        await self.pool.close(timeout=1)
 
     async def migrate(self, wait_seconds: float = 10.0) -> list[int]:
         """Bring the schema up to date; returns the versions applied now. Safe with many replicas."""

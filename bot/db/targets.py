@@ -104,7 +104,7 @@ class TargetPools:
             await pool.open(wait=False)
 
     async def close(self) -> None:
-        await asyncio.gather(*(pool.close(timeout=2) for pool in self._pools.values()), return_exceptions=True)
+        await asyncio.gather(*(pool.close(timeout=1) for pool in self._pools.values()), return_exceptions=True)
 
     def _pool(self, name: str) -> AsyncConnectionPool[Conn]:
         try:
@@ -118,6 +118,7 @@ class TargetPools:
         ``budget`` widens the overall time for work of several statements (executing a request);
         each statement still has the command budget as its statement_timeout.
         """
+        self._pool(name)  # an unknown name fails here, before it could become a metrics label
         started = time.perf_counter()
         try:
             return await self._run(name, work, budget)

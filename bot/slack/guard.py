@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import parse_qsl
 
 from slack_bolt.request.internals import parse_body
 from slack_sdk.signature import SignatureVerifier
@@ -22,10 +23,20 @@ _OBJECTS = ("user", "team", "channel", "container", "message", "view", "enterpri
 _STRINGS = ("type", "command", "text", "user_id", "team_id", "channel_id", "response_url", "trigger_id", "api_app_id")
 
 
+# What the bot handles; Bolt may crash on the shapes of others (view_submission without a view
+# type, block_suggestion with a numeric action_id…), and the bot has no use for them.
+HANDLED_TYPES = {"block_actions", "event_callback", "url_verification", "app_rate_limited"}
+
+
 def malformed(body: Any) -> str | None:
     """Why ``body`` is not a payload Slack would send, or None."""
     if not isinstance(body, dict):
         return "the payload is not an object"
+    kind = body.get("type")
+    if kind is None and not isinstance(body.get("command"), str):
+        return "neither a slash command nor a typed payload"
+    if kind is not None and (not isinstance(kind, str) or kind not in HANDLED_TYPES):
+        return f"payloads of type {str(kind)[:40]!r} are not handled"
     for key in _OBJECTS:
         if key in body and body[key] is not None and not isinstance(body[key], dict | list):
             return f"{key} is not an object"
@@ -69,11 +80,16 @@ class PayloadGuard:
     def __init__(self, signing_secret: str) -> None:
         self._verifier = SignatureVerifier(signing_secret)
 
-    def refusal(self, raw_body: str, headers: Mapping[str, str], content_type: str | None) -> tuple[int, str] | None:
+    def refusal(self, raw: bytes, headers: Mapping[str, str], content_type: str | None) -> tuple[int, str] | None:
         """(HTTP status, reason) to refuse with, or None to let Bolt handle the request."""
-        if raw_body.startswith("ssl_check=1") or "&ssl_check=1" in raw_body:
+        raw_body = raw.decode("utf-8", errors="replace")  # Slack sends UTF-8; anything else is junk
+        if _is_ssl_check(raw_body):
             return None  # Slack's certificate check comes unsigned; Bolt answers it with a 200
-        if not self._verifier.is_valid_request(raw_body, dict(headers)):
+        try:
+            signed = self._verifier.is_valid_request(raw_body, dict(headers))
+        except (ValueError, TypeError):  # e.g. a timestamp header that is not a number
+            signed = False
+        if not signed:
             return 401, "invalid request"
         try:
             body = parse_body(raw_body, content_type)
@@ -84,3 +100,8 @@ class PayloadGuard:
             log.warning("refused a malformed Slack payload: %s", why)
             return 400, f"malformed payload: {why}"
         return None
+
+
+def _is_ssl_check(raw_body: str) -> bool:
+    fields = dict(parse_qsl(raw_body, keep_blank_values=True))
+    return fields.get("ssl_check") == "1" and set(fields) <= {"ssl_check", "token"}

@@ -31,10 +31,14 @@ class InFlight:
 
     async def drain(self, within_seconds: float) -> int:
         """Wait for what is running to finish; returns how many did not in time."""
-        if not self._tasks:
-            return 0
-        _, pending = await asyncio.wait(set(self._tasks), timeout=within_seconds)
-        return len(pending)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within_seconds
+        while self._tasks:  # again and again: a task may have started one more (a click's publish)
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            await asyncio.wait(set(self._tasks), timeout=remaining)
+        return len(self._tasks)
 
 
 class TrackedLazyListenerRunner(AsyncioLazyListenerRunner):

@@ -32,7 +32,7 @@ def build_web_app(
     async def handle_slack(request: web.Request) -> web.Response:
         if guard is not None:
             headers = {key.lower(): value for key, value in request.headers.items()}
-            refusal = guard.refusal(await request.text(), headers, request.content_type)
+            refusal = guard.refusal(await request.read(), headers, request.content_type)
             if refusal is not None:
                 status, reason = refusal
                 return web.json_response({"error": reason}, status=status)

@@ -26,14 +26,21 @@ def test_setup_sql_prints_and_rejects_bad_names() -> None:
         [sys.executable, "-m", "bot", "setup-sql", "--role", "ops_bot"], capture_output=True, text=True, timeout=30
     )
     assert done.returncode == 0
-    for expected in ("CREATE ROLE ops_bot LOGIN", "GRANT pg_monitor TO ops_bot", "GRANT pg_signal_backend TO ops_bot"):
+    for expected in (
+        'CREATE ROLE "ops_bot" LOGIN',
+        'GRANT pg_monitor TO "ops_bot"',
+        'GRANT pg_signal_backend TO "ops_bot"',
+    ):
         assert expected in done.stdout
     bad = subprocess.run(
         [sys.executable, "-m", "bot", "setup-sql", "--role", "x; DROP"], capture_output=True, text=True, timeout=30
     )
     assert bad.returncode == 2 and "use lower-case letters" in bad.stderr
-    with pytest.raises(ValueError):
-        setup_sql("Robert'); DROP TABLE students;--")
+    for bad in ("Robert'); DROP TABLE students;--", "x$$", "pg_bot", "public", "current_user"):
+        with pytest.raises(ValueError):
+            setup_sql(bad)
+    assert 'CREATE ROLE "select" LOGIN' in setup_sql("select")  # a keyword, but quoted it is valid
+    assert "PASSWORD" not in setup_sql()
 
 
 @pytest.fixture
