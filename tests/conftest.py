@@ -59,9 +59,7 @@ def pg_dsn() -> str:
     return TEST_DSN
 
 
-@pytest.fixture(scope="session")
-def state_dsn(pg_dsn: str) -> Iterator[str]:
-    """A throwaway database for the bot's own state."""
+def _throwaway_database(pg_dsn: str) -> Iterator[str]:
     name = f"{PREFIX}state_{uuid.uuid4().hex[:8]}"
     with _admin() as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -70,19 +68,18 @@ def state_dsn(pg_dsn: str) -> Iterator[str]:
     yield make_conninfo(**params)
     with _admin() as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def state_dsn(pg_dsn: str) -> Iterator[str]:
+    """A throwaway database for the bot's own state, shared by the tests that need no clean slate."""
+    yield from _throwaway_database(pg_dsn)
 
 
 @pytest.fixture
 def fresh_state_dsn(pg_dsn: str) -> Iterator[str]:
     """A state database of this test's own: no other test's requests or audit entries in it."""
-    name = f"{PREFIX}state_{uuid.uuid4().hex[:8]}"
-    with _admin() as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    params = conninfo_to_dict(pg_dsn)
-    params["dbname"] = name
-    yield make_conninfo(**params)
-    with _admin() as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    yield from _throwaway_database(pg_dsn)
 
 
 class PgWorld:

@@ -11,6 +11,7 @@ import contextlib
 import logging
 
 from bot.core.approvals import INTERRUPTED_AFTER_SECONDS, AnnounceError, Approvals, audit_for_closed
+from bot.core.tasks import stop_task
 from bot.db.requests import RequestStore
 from bot.errors import first_line
 
@@ -45,13 +46,8 @@ class Housekeeper:
         self._task = asyncio.create_task(self._run(), name="pgconn-housekeeper")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            # Bounded: shutdown must finish even if a database call ignores the cancellation.
-            done, _ = await asyncio.wait({self._task}, timeout=STOP_SECONDS)
-            if not done:
-                log.warning("%s did not stop within %.0fs; leaving it", self._task.get_name(), STOP_SECONDS)
-            self._task = None
+        await stop_task(self._task, STOP_SECONDS)
+        self._task = None
 
     async def run_once(self) -> None:
         closed = await self._store.close_overdue(

@@ -22,6 +22,7 @@ from bot import metrics
 from bot.core.approvals import AnnounceError
 from bot.core.durations import format_duration
 from bot.core.results import Alert, AlertKind
+from bot.core.tasks import stop_task
 from bot.db import sql
 from bot.db.alerts import AlertStore, Clearance, Finding
 from bot.db.monitoring import Snapshot, take_snapshot
@@ -353,13 +354,8 @@ class Monitor:
         self._task = asyncio.create_task(self._run(), name="pgconn-monitor")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            # Bounded: shutdown must finish even if a database call ignores the cancellation.
-            done, _ = await asyncio.wait({self._task}, timeout=STOP_SECONDS)
-            if not done:
-                log.warning("%s did not stop within %.0fs; leaving it", self._task.get_name(), STOP_SECONDS)
-            self._task = None
+        await stop_task(self._task, STOP_SECONDS)
+        self._task = None
         await self._drop_lock()
 
     async def _run(self) -> None:

@@ -17,7 +17,7 @@ from bot import metrics
 from bot.core.approvals import AnnounceError
 from bot.core.results import Alert, AuditEntry, SignalRequest
 from bot.errors import first_line
-from bot.render.blocks import alert_message, audit_message, request_message, resolved_reply
+from bot.render.blocks import SlackMessage, alert_message, audit_message, request_message, resolved_reply
 
 log = logging.getLogger(__name__)
 
@@ -126,49 +126,39 @@ class SlackAnnouncer:
         )
 
     async def post_audit(self, entry: AuditEntry, channel: str, request_message: str | None) -> str | None:
-        message = audit_message(entry, request_message)
-        try:
-            response = await self._outbox_client.chat_postMessage(
-                channel=channel, text=message.text, blocks=message.blocks, unfurl_links=False
-            )
-        except Exception as exc:
-            failure = _failure(exc)
-            if failure.reason not in _REJECTED_CONTENT:
-                raise failure from exc
-            # Slack refused this content: a plain, short version must not hold up the queue.
-            log.error("audit entry %d refused by Slack (%s); posting it as short text", entry.id, failure.reason)
-            try:
-                response = await self._outbox_client.chat_postMessage(
-                    channel=channel, text=message.text[:SHORT_TEXT], unfurl_links=False
-                )
-            except Exception as again:
-                raise _failure(again) from again
+        response = await self._post_unblockable(
+            channel, audit_message(entry, request_message), f"audit entry {entry.id}"
+        )
         return str(response.get("ts") or "") or None
 
     # Alerts use the client without the 429 sleep: the monitor retries on its next cycle instead,
     # after the Retry-After it was given.
 
     async def post_alert(self, alert: Alert, channel: str) -> str:
-        message = alert_message(alert)
+        response = await self._post_unblockable(channel, alert_message(alert), f"alert {alert.id}")
+        ts = response.get("ts")
+        if not ts:
+            raise AnnounceError("Slack did not return the alert message's ts")
+        return str(ts)
+
+    async def _post_unblockable(self, channel: str, message: SlackMessage, what: str) -> Any:
+        """Post; if Slack refuses the content itself, post a plain short version instead, so one
+        entry Slack will never take cannot hold up a queue behind it."""
         try:
-            response = await self._outbox_client.chat_postMessage(
+            return await self._outbox_client.chat_postMessage(
                 channel=channel, text=message.text, blocks=message.blocks, unfurl_links=False
             )
         except Exception as exc:
             failure = _failure(exc)
             if failure.reason not in _REJECTED_CONTENT:
                 raise failure from exc
-            log.error("alert %d refused by Slack (%s); posting it as short text", alert.id, failure.reason)
-            try:
-                response = await self._outbox_client.chat_postMessage(
-                    channel=channel, text=message.text[:SHORT_TEXT], unfurl_links=False
-                )
-            except Exception as again:
-                raise _failure(again) from again
-        ts = response.get("ts")
-        if not ts:
-            raise AnnounceError("Slack did not return the alert message's ts")
-        return str(ts)
+            log.error("%s refused by Slack (%s); posting it as short text", what, failure.reason)
+        try:
+            return await self._outbox_client.chat_postMessage(
+                channel=channel, text=message.text[:SHORT_TEXT], unfurl_links=False
+            )
+        except Exception as again:
+            raise _failure(again) from again
 
     async def update_alert(self, alert: Alert) -> None:
         if not alert.channel or not alert.message_ts:

@@ -8,26 +8,13 @@ from typing import Any
 from tests.conftest import PgWorld
 from tests.e2e.conftest import BOT_TOKEN, message_text, wait_for_message_state, wait_for_request_message
 from tests.support.fake_slack import FakeSlack
+from tests.support.slack_requests import slash_command_fields
 
 APP_TOKEN = "xapp-1-test-not-real"
 
 
-def command_payload(text: str, user_id: str, response_url: str, channel_id: str = "C0TEST01") -> dict[str, Any]:
-    return {
-        "token": "legacy-verification-token",
-        "team_id": "T0TEST01",
-        "team_domain": "pgct",
-        "channel_id": channel_id,
-        "channel_name": "ops",
-        "user_id": user_id,
-        "user_name": user_id.lower(),
-        "command": "/pgconn",
-        "text": text,
-        "api_app_id": "A0TEST01",
-        "is_enterprise_install": "false",
-        "response_url": response_url,
-        "trigger_id": "1.2.3",
-    }
+def command_payload(text: str, user_id: str, response_url: str) -> dict[str, Any]:
+    return slash_command_fields(text, user_id=user_id, response_url=response_url)
 
 
 async def test_socket_mode_answers_commands_and_clicks(

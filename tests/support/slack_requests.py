@@ -23,23 +23,26 @@ def sign(body: str, secret: str = SIGNING_SECRET, timestamp: int | None = None) 
 
 
 def slash_command_body(text: str, *, user_id: str, response_url: str, channel_id: str = "C0TEST01") -> str:
-    return urlencode(
-        {
-            "token": "legacy-verification-token",
-            "team_id": "T0TEST01",
-            "team_domain": "pgct",
-            "channel_id": channel_id,
-            "channel_name": "ops",
-            "user_id": user_id,
-            "user_name": user_id.lower(),
-            "command": "/pgconn",
-            "text": text,
-            "api_app_id": "A0TEST01",
-            "is_enterprise_install": "false",
-            "response_url": response_url,
-            "trigger_id": "1.2.3",
-        }
-    )
+    return urlencode(slash_command_fields(text, user_id=user_id, response_url=response_url, channel_id=channel_id))
+
+
+def slash_command_fields(text: str, *, user_id: str, response_url: str, channel_id: str = "C0TEST01") -> dict[str, str]:
+    """A slash command's fields: form-encoded over HTTP, a JSON object in Socket Mode."""
+    return {
+        "token": "legacy-verification-token",
+        "team_id": "T0TEST01",
+        "team_domain": "pgct",
+        "channel_id": channel_id,
+        "channel_name": "ops",
+        "user_id": user_id,
+        "user_name": user_id.lower(),
+        "command": "/pgconn",
+        "text": text,
+        "api_app_id": "A0TEST01",
+        "is_enterprise_install": "false",
+        "response_url": response_url,
+        "trigger_id": "1.2.3",
+    }
 
 
 def block_actions_payload(
