@@ -70,7 +70,7 @@ class Announcer(Protocol):
     def can_post(self) -> bool: ...
 
     async def post_request(self, request: SignalRequest, channel: str) -> str:
-        """Post the approval message; returns its ts. Raises AnnounceError."""
+        """Post the approval message; returns its ts ("" if Slack did not say). Raises AnnounceError."""
         ...
 
     async def update_request(self, request: SignalRequest) -> None: ...
@@ -192,6 +192,11 @@ class Approvals:
             ts = await self.announcer.post_request(request, where)
         except AnnounceError as exc:
             return await self._withdraw(request, where, exc.reason)
+        if not ts:
+            # Posted, but Slack did not say where: the first click on it names the message.
+            log.warning("request #%d posted to %s without a ts; a click will record it", request.id, where)
+            self._on_audit()
+            return RequestOpened(request, posted_in=where)
         try:
             await self._store.set_message(request.id, where, ts)
             # An approver may have clicked already (the message is visible before set_message ran).

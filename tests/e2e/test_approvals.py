@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import Callable
 from typing import Any
@@ -529,3 +530,26 @@ async def test_shutdown_lets_an_approval_in_flight_finish(
     assert no_buttons(final) and "terminated" in final.text
     # The last flush delivered the outbox, "executed" included.
     assert any(f"#{request_id} · executed" in message_text(m) for m in fake_slack.channel_messages(AUDIT))
+
+
+async def test_a_post_answered_without_ts_still_works_through_the_click(
+    start_approval_bot: Any, world: PgWorld, fake_slack: FakeSlack
+) -> None:
+    def without_ts(payload: dict[str, Any]) -> web.Response | None:
+        if payload.get("channel") != APPROVALS:
+            return None
+        fake_slack.messages.setdefault(APPROVALS, {})["1700000099.000001"] = {
+            **payload,
+            "blocks": json.loads(payload["blocks"]) if isinstance(payload.get("blocks"), str) else payload["blocks"],
+        }
+        return web.json_response({"ok": True})  # a Slack stand-in that leaves the ts out
+
+    fake_slack.overrides["chat.postMessage"] = without_ts
+    bot = await start_approval_bot()
+    role = world.role("ta_nots")
+    pid = world.pid_of(world.connect(role))
+    _, message = await open_request(bot, f"kill {pid}")
+    del fake_slack.overrides["chat.postMessage"]
+    await bot.click(message, "Approve", APPROVER)
+    done = await wait_for_message_state(bot.slack, message, no_buttons)
+    assert "terminated" in done.text and alive(world, [pid]) == set()
