@@ -121,10 +121,6 @@ class ApprovalRules:
     approval_channel: str | None = None
 
 
-class StateUnavailableError(Exception):
-    pass
-
-
 class Approvals:
     def __init__(
         self,

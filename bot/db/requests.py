@@ -286,10 +286,6 @@ class RequestStore:
         async with self._state.pool.connection() as conn:
             await conn.execute(sql.MESSAGE_SHOWN, {"id": request_id, "state": state})
 
-    async def message_sync_failed(self, request_id: int) -> None:
-        async with self._state.pool.connection() as conn:
-            await conn.execute(sql.MESSAGE_SYNC_FAILED, {"id": request_id})
-
     async def claim_requester_notice(self, request_id: int) -> bool:
         async with self._state.pool.connection() as conn:
             cur = await conn.execute(sql.CLAIM_REQUESTER_NOTICE, {"id": request_id})

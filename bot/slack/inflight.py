@@ -22,9 +22,6 @@ class InFlight:
     def __init__(self) -> None:
         self._tasks: set[asyncio.Future[Any]] = set()
 
-    def __len__(self) -> int:
-        return len(self._tasks)
-
     def add(self, task: asyncio.Future[Any]) -> None:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
