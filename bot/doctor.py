@@ -21,7 +21,7 @@ from bot.db import sql
 from bot.db.state import StateStore
 from bot.db.targets import redact_dsn
 from bot.errors import first_line
-from bot.slack.gateway import build_web_client
+from bot.slack.gateway import SlackGroupDirectory, build_web_client, channel_info, token_info
 
 # What the code calls, and so what the bot token must carry (manifest.yml lists the same).
 NEEDED_SCOPES = ("commands", "usergroups:read", "chat:write", "chat:write.public", "channels:read", "groups:read")
@@ -179,7 +179,7 @@ async def _check_slack(settings: Settings, report: Report) -> None:
         return
     client = build_web_client(token, settings.slack_api_url)
     try:
-        auth = await client.auth_test()
+        auth, granted = await token_info(client)
     except SlackApiError as exc:
         report.fail(f"Slack: the bot token is not accepted ({_error(exc)})")
         return
@@ -187,7 +187,6 @@ async def _check_slack(settings: Settings, report: Report) -> None:
         report.fail(f"Slack: cannot reach {settings.slack_api_url}: {first_line(exc)}")
         return
     report.ok(f"Slack: token valid for team {auth.get('team') or auth.get('team_id')}, bot user {auth.get('user_id')}")
-    granted = _granted_scopes(auth.headers)
     if granted is None:
         report.warn("Slack: could not read the token's scopes (no x-oauth-scopes header)")
     else:
@@ -205,15 +204,15 @@ async def _check_slack(settings: Settings, report: Report) -> None:
             await _check_channel(client, label, channel, report)
     for group in {p for p in (*settings.viewers, *settings.requesters, *settings.approvers) if p.startswith("S")}:
         try:
-            members = await client.usergroups_users_list(usergroup=group)
-            report.ok(f"user group {group}: {len(members.get('users') or [])} members")
+            members = await SlackGroupDirectory(client).members(group)
+            report.ok(f"user group {group}: {len(members)} members")
         except SlackApiError as exc:
             report.fail(f"user group {group}: cannot be resolved ({_error(exc)})")
 
 
 async def _check_channel(client: AsyncWebClient, label: str, channel: str, report: Report) -> None:
     try:
-        info = await client.conversations_info(channel=channel)
+        conversation = await channel_info(client, channel)
     except SlackApiError as exc:
         error = _error(exc)
         if error == "missing_scope":
@@ -221,7 +220,6 @@ async def _check_channel(client: AsyncWebClient, label: str, channel: str, repor
         else:
             report.fail(f"{label} channel {channel}: {error}")
         return
-    conversation = info.get("channel") or {}
     name = conversation.get("name") or channel
     if conversation.get("is_archived"):
         report.fail(f"{label} channel #{name}: archived")
@@ -231,14 +229,6 @@ async def _check_channel(client: AsyncWebClient, label: str, channel: str, repor
         report.fail(f"{label} channel #{name}: private and the bot is not in it: /invite the bot there")
     else:
         report.ok(f"{label} channel #{name}: public; the bot can post (chat:write.public)")
-
-
-def _granted_scopes(headers: Any) -> set[str] | None:
-    for key, value in dict(headers or {}).items():
-        if key.lower() == "x-oauth-scopes":
-            text = value if isinstance(value, str) else ",".join(value)
-            return {scope.strip() for scope in text.split(",") if scope.strip()}
-    return None
 
 
 def _error(exc: SlackApiError) -> str:

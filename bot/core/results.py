@@ -12,8 +12,28 @@ from datetime import datetime, timedelta
 IDLE_STATES = ("idle", "idle in transaction", "idle in transaction (aborted)")
 
 
+class _Ages:
+    """How long a backend has been idle / in its transaction, as of ``observed_at`` (the server's now)."""
+
+    state: str | None
+    state_change: datetime | None
+    xact_start: datetime | None
+    observed_at: datetime
+
+    @property
+    def idle_for(self) -> timedelta | None:
+        """How long it has been idle; None while a query runs."""
+        if self.state in IDLE_STATES and self.state_change:
+            return self.observed_at - self.state_change
+        return None
+
+    @property
+    def transaction_age(self) -> timedelta | None:
+        return self.observed_at - self.xact_start if self.xact_start else None
+
+
 @dataclass(frozen=True)
-class Connection:
+class Connection(_Ages):
     pid: int
     role: str | None
     database: str | None
@@ -42,19 +62,8 @@ class Connection:
         return self.observed_at - self.backend_start if self.backend_start else None
 
     @property
-    def idle_for(self) -> timedelta | None:
-        """How long it has been idle; None while a query runs."""
-        if self.state in IDLE_STATES and self.state_change:
-            return self.observed_at - self.state_change
-        return None
-
-    @property
     def query_age(self) -> timedelta | None:
         return self.observed_at - self.query_start if self.query_start else None
-
-    @property
-    def transaction_age(self) -> timedelta | None:
-        return self.observed_at - self.xact_start if self.xact_start else None
 
 
 @dataclass(frozen=True)
@@ -213,7 +222,7 @@ OUTCOME_LABELS = {
 
 
 @dataclass(frozen=True)
-class RequestTarget:
+class RequestTarget(_Ages):
     """One backend as the requester saw it; the identity (pid, backend_start, role) is re-checked."""
 
     pid: int
@@ -231,16 +240,6 @@ class RequestTarget:
     query_start: datetime | None = None
     outcome: str | None = None
     detail: str | None = None
-
-    @property
-    def idle_for(self) -> timedelta | None:
-        if self.state in IDLE_STATES and self.state_change:
-            return self.observed_at - self.state_change
-        return None
-
-    @property
-    def transaction_age(self) -> timedelta | None:
-        return self.observed_at - self.xact_start if self.xact_start else None
 
 
 @dataclass(frozen=True)

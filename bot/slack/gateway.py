@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Awaitable
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
@@ -80,6 +81,14 @@ def _failure(exc: Exception) -> AnnounceError:
     return AnnounceError(first_line(exc) or type(exc).__name__)
 
 
+async def _checked(call: Awaitable[Any]) -> Any:
+    """A Web API call whose failure becomes an AnnounceError (with Retry-After on a 429)."""
+    try:
+        return await call
+    except Exception as exc:
+        raise _failure(exc) from exc
+
+
 class SlackAnnouncer:
     """Approval messages, their updates, requester notices and audit entries, via the Web API.
 
@@ -95,21 +104,19 @@ class SlackAnnouncer:
 
     async def post_request(self, request: SignalRequest, channel: str) -> str:
         message = request_message(request)
-        try:
-            response = await self._client.chat_postMessage(channel=channel, text=message.text, blocks=message.blocks)
-        except Exception as exc:
-            raise _failure(exc) from exc
+        response = await _checked(
+            self._client.chat_postMessage(channel=channel, text=message.text, blocks=message.blocks)
+        )
         return str(response.get("ts") or "")
 
     async def update_request(self, request: SignalRequest) -> None:
         assert request.channel and request.message_ts
         message = request_message(request)
-        try:
-            await self._client.chat_update(
+        await _checked(
+            self._client.chat_update(
                 channel=request.channel, ts=request.message_ts, text=message.text, blocks=message.blocks
             )
-        except Exception as exc:
-            raise _failure(exc) from exc
+        )
 
     async def tell_requester(self, request: SignalRequest) -> None:
         if not _SLACK_USER.match(request.requester):
@@ -150,23 +157,19 @@ class SlackAnnouncer:
             if failure.reason not in _REJECTED_CONTENT:
                 raise failure from exc
             log.error("%s refused by Slack (%s); posting it as short text", what, failure.reason)
-        try:
-            return await self._outbox_client.chat_postMessage(
-                channel=channel, text=message.text[:SHORT_TEXT], unfurl_links=False
-            )
-        except Exception as again:
-            raise _failure(again) from again
+        return await _checked(
+            self._outbox_client.chat_postMessage(channel=channel, text=message.text[:SHORT_TEXT], unfurl_links=False)
+        )
 
     async def update_alert(self, alert: Alert) -> None:
         if not alert.channel or not alert.message_ts:
             return
         message = alert_message(alert)
-        try:
-            await self._outbox_client.chat_update(
+        await _checked(
+            self._outbox_client.chat_update(
                 channel=alert.channel, ts=alert.message_ts, text=message.text, blocks=message.blocks
             )
-        except Exception as exc:
-            raise _failure(exc) from exc
+        )
 
     async def delete_message(self, channel: str, ts: str) -> None:
         try:
@@ -178,12 +181,11 @@ class SlackAnnouncer:
         if not alert.channel or not alert.message_ts:
             return
         message = resolved_reply(alert)
-        try:
-            await self._outbox_client.chat_postMessage(
+        await _checked(
+            self._outbox_client.chat_postMessage(
                 channel=alert.channel, thread_ts=alert.message_ts, text=message.text, blocks=message.blocks
             )
-        except Exception as exc:
-            raise _failure(exc) from exc
+        )
 
 
 async def post_ephemeral(
@@ -197,3 +199,25 @@ async def post_ephemeral(
 async def publish_home(client: AsyncWebClient, user: str, view: dict[str, Any]) -> None:
     """The App Home tab of one person (no scope of its own: the bot token suffices)."""
     await client.views_publish(user_id=user, view=view)
+
+
+# --- pgconn-bot check ----------------------------------------------------------------------
+
+
+async def token_info(client: AsyncWebClient) -> tuple[dict[str, Any], set[str] | None]:
+    """``auth.test``'s answer, and the scopes the token was granted (its x-oauth-scopes header)."""
+    auth = await client.auth_test()
+    return dict(auth.data) if isinstance(auth.data, dict) else {}, _granted_scopes(auth.headers)
+
+
+async def channel_info(client: AsyncWebClient, channel: str) -> dict[str, Any]:
+    info = await client.conversations_info(channel=channel)
+    return dict(info.get("channel") or {})
+
+
+def _granted_scopes(headers: Any) -> set[str] | None:
+    for key, value in dict(headers or {}).items():
+        if key.lower() == "x-oauth-scopes":
+            text = value if isinstance(value, str) else ",".join(value)
+            return {scope.strip() for scope in text.split(",") if scope.strip()}
+    return None

@@ -226,7 +226,7 @@ def _env(fake_slack: FakeSlack, target: str, state: str) -> tuple[dict[str, str]
     return env, port
 
 
-def _click(message: Posted, fake_slack: FakeSlack) -> str:
+def _click(message: Posted, fake_slack: FakeSlack, response_url: str | None = None) -> str:
     action_id, value = message.button("Approve")
     return block_actions_body(
         user_id=APPROVER,
@@ -234,7 +234,7 @@ def _click(message: Posted, fake_slack: FakeSlack) -> str:
         value=value,
         channel_id=APPROVALS,
         message_ts=message.ts,
-        response_url=fake_slack.new_response_url(),
+        response_url=response_url or fake_slack.new_response_url(),
     )
 
 
@@ -270,9 +270,10 @@ async def test_sigkill_during_execution_never_runs_it_twice(
         second = ServeProcess(env, port)
         await second.start(session)
         try:
-            await _post(session, second.url, _click(message, fake_slack))
-            await asyncio.sleep(0)  # the late click is answered "already approved" and changes nothing
-            assert alive(world, pid)
+            late = fake_slack.new_response_url()
+            await _post(session, second.url, _click(message, fake_slack, late))
+            said = message_text(await fake_slack.wait_for_response(late, timeout=10))
+            assert "already approved" in said and alive(world, pid)  # answered, and nothing re-run
             # After the interruption window the request is reported, never re-run.
             with psycopg.connect(fresh_state_dsn, autocommit=True) as conn:
                 conn.execute("UPDATE pgconn.request SET decided_at = now() - interval '1 hour' WHERE id = 1")
