@@ -15,6 +15,7 @@ from bot import __version__
 from bot.config import ConfigError, Settings, load_settings, require
 from bot.errors import first_line
 from bot.logs import LOG_FIELDS
+from bot.redact import RedactingFilter, redact
 
 log = logging.getLogger("bot")
 
@@ -41,6 +42,7 @@ def configure_logging(settings: Settings) -> None:
         handler.setFormatter(_JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.mode == "socket":
             require(settings, "SLACK_BOT_TOKEN", "SLACK_APP_TOKEN")
     except ConfigError as exc:
-        print(f"pgconn-bot: configuration error: {exc}", file=sys.stderr)
+        print(f"pgconn-bot: configuration error: {redact(str(exc))}", file=sys.stderr)
         return 2
     configure_logging(settings)
 
@@ -125,7 +127,7 @@ async def serve(settings: Settings, *, socket_mode: bool = False) -> int:
         starting.result()
     except Exception as exc:
         what = "start" if socket_mode else "prepare the state database"
-        print(f"pgconn-bot: cannot {what}: {first_line(exc)}", file=sys.stderr)
+        print(f"pgconn-bot: cannot {what}: {redact(first_line(exc))}", file=sys.stderr)
         await server.stop()
         return 1
     log.info(

@@ -14,6 +14,7 @@ from psycopg.conninfo import conninfo_to_dict
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
+from bot import redact
 from bot.errors import first_line
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
@@ -39,7 +40,9 @@ def _check_dsn(variable: str, dsn: str) -> str:
     try:
         conninfo_to_dict(dsn)
     except Exception as exc:  # psycopg raises ProgrammingError with a libpq message
-        raise ValueError(f"{variable}: not a valid PostgreSQL connection string ({first_line(exc)})") from None
+        # libpq may quote part of the string (a badly encoded password): never echo it.
+        why = redact.redact(first_line(exc), redact.secrets_in_dsn(dsn))
+        raise ValueError(f"{variable}: not a valid PostgreSQL connection string ({why})") from None
     return dsn
 
 
@@ -85,6 +88,11 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", validation_alias="PGCONN_LOG_LEVEL")
     log_format: Literal["text", "json"] = Field("text", validation_alias="PGCONN_LOG_FORMAT")
     pool_max_size: int = Field(4, ge=1, le=50, validation_alias="PGCONN_POOL_MAX_SIZE")
+    state_pool_max_size: int = Field(4, ge=1, le=50, validation_alias="PGCONN_STATE_POOL_MAX_SIZE")
+    max_pending_per_user: int = Field(5, ge=1, le=100, validation_alias="PGCONN_MAX_PENDING_PER_USER")
+    show_queries: Literal["approvers", "everyone", "nobody"] = Field(
+        "approvers", validation_alias="PGCONN_SHOW_QUERIES"
+    )
 
     @field_validator("viewers", "requesters", "approvers", "protected_roles", mode="before")
     @classmethod
@@ -96,7 +104,7 @@ class Settings(BaseSettings):
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("default_role", "log_format", mode="before")
+    @field_validator("default_role", "log_format", "show_queries", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
@@ -180,6 +188,13 @@ class Settings(BaseSettings):
             return self.state_url.get_secret_value()
         return self.database_url.get_secret_value()
 
+    def register_secrets(self) -> None:
+        """Tokens, the signing secret and connection-string passwords: masked in every log and error."""
+        for secret in (self.slack_bot_token, self.slack_signing_secret, self.slack_app_token):
+            if secret is not None:
+                redact.register(secret.get_secret_value())
+        redact.register_dsns([*self.target_dsns().values(), self.state_dsn()])
+
     def bot_token(self) -> str | None:
         return self.slack_bot_token.get_secret_value() if self.slack_bot_token else None
 
@@ -190,7 +205,7 @@ _ENV_NAMES = {name: field.validation_alias for name, field in Settings.model_fie
 def load_settings(**overrides: Any) -> Settings:
     """Read the environment; raise ConfigError with one line per bad variable."""
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
@@ -202,8 +217,10 @@ def load_settings(**overrides: Any) -> Settings:
     except SettingsError as exc:
         field = str(exc).split('"')[1] if '"' in str(exc) else ""
         raise ConfigError(
-            f"{_ENV_NAMES.get(field, field) or 'configuration'}: cannot be parsed ({first_line(exc)})"
+            f"{_ENV_NAMES.get(field, field) or 'configuration'}: cannot be parsed ({redact.redact(first_line(exc))})"
         ) from None
+    settings.register_secrets()
+    return settings
 
 
 def require(settings: Settings, *variables: str) -> None:

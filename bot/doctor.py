@@ -18,6 +18,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import Settings
 from bot.db import sql
+from bot.db.connect import connect_kwargs
+from bot.db.requests import RequestStore
 from bot.db.state import StateStore
 from bot.db.targets import redact_dsn
 from bot.errors import first_line
@@ -63,7 +65,7 @@ async def run_check(settings: Settings, out: TextIO) -> int:
     checks: list[tuple[str, Any]] = [
         (f"target {name}", _check_target(name, dsn, dsns, report)) for name, dsn in targets.items()
     ]
-    checks += [("state database", _check_state(settings.state_dsn(), dsns, report))]
+    checks += [("state database", _check_state(settings, dsns, report))]
     checks += [("Slack", _check_slack(settings, report))]
     for label, check in checks:
         try:
@@ -100,11 +102,7 @@ def _check_modes(settings: Settings, report: Report) -> None:
 
 async def _connect(dsn: str) -> psycopg.AsyncConnection[Any]:
     return await psycopg.AsyncConnection.connect(
-        dsn,
-        autocommit=True,
-        row_factory=dict_row,
-        connect_timeout=CONNECT_SECONDS,
-        application_name=sql.BOT_APPLICATION_NAME,
+        dsn, **connect_kwargs(dsn, connect_timeout=CONNECT_SECONDS, row_factory=dict_row)
     )
 
 
@@ -143,7 +141,8 @@ async def _check_target(name: str, dsn: str, dsns: list[str], report: Report) ->
         await conn.close()
 
 
-async def _check_state(dsn: str, dsns: list[str], report: Report) -> None:
+async def _check_state(settings: Settings, dsns: list[str], report: Report) -> None:
+    dsn = settings.state_dsn()
     try:  # first directly, for libpq's own reason if it fails
         async with asyncio.timeout(CONNECT_SECONDS + 1):
             conn = await _connect(dsn)
@@ -167,10 +166,23 @@ async def _check_state(dsn: str, dsns: list[str], report: Report) -> None:
             report.fail("state database: schema pgconn exists but the bot's role cannot write to it")
         else:
             report.ok(f"state database: schema pgconn at version {latest}, writable{now}")
+            await _check_outbox(settings, store, report)
     except Exception as exc:
         report.fail(f"state database: {redact_dsn(first_line(exc), dsns)}")
     finally:
         await store.close()
+
+
+async def _check_outbox(settings: Settings, store: StateStore, report: Report) -> None:
+    if not settings.audit_channel:
+        return
+    stuck = await RequestStore(store, audit_channel=settings.audit_channel).undeliverable()
+    if stuck.parked:
+        report.fail(
+            f"{stuck.parked} audit entr{'ies' if stuck.parked != 1 else 'y'} could not be delivered to "
+            f"{settings.audit_channel} ({stuck.error}) since {stuck.since:%Y-%m-%d %H:%M} UTC; they are kept in "
+            "pgconn.audit and retried hourly, and at once in a new PGCONN_AUDIT_CHANNEL"
+        )
 
 
 async def _check_slack(settings: Settings, report: Report) -> None:

@@ -43,6 +43,10 @@ SLACK_RETRIES = Counter("pgconn_slack_api_retries_total", "Slack Web API calls r
 AUDIT_UNDELIVERED = Gauge(
     "pgconn_audit_undelivered", "Audit entries not yet accepted by Slack (as of the last housekeeping cycle)"
 )
+AUDIT_UNDELIVERABLE = Gauge(
+    "pgconn_audit_undeliverable",
+    "Audit entries parked because Slack refuses them in the audit channel (kept in pgconn.audit; see check)",
+)
 
 TARGET_QUERY_SECONDS = Histogram(
     "pgconn_target_query_seconds",

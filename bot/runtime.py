@@ -48,7 +48,7 @@ class Runtime:
         targets = TargetPools(
             settings.target_dsns(), command_timeout=settings.command_timeout, max_size=settings.pool_max_size
         )
-        state = StateStore(settings.state_dsn())
+        state = StateStore(settings.state_dsn(), max_size=settings.state_pool_max_size)
         policy = Policy(
             viewers=settings.viewers,
             requesters=settings.requesters,
@@ -67,6 +67,7 @@ class Runtime:
                 allow_self_approval=settings.allow_self_approval,
                 protected_roles=settings.protected_roles,
                 approval_channel=settings.approval_channel,
+                max_open_per_requester=settings.max_pending_per_user,
             ),
             announcer=announcer or NoAnnouncer(),
         )

@@ -17,6 +17,7 @@ from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from bot.config import Settings
 from bot.core.housekeeping import HOUSEKEEPING_SECONDS
 from bot.core.policy import CachedGroups
+from bot.db.state import StateSchemaError
 from bot.runtime import Runtime
 from bot.slack.app import build_app
 from bot.slack.gateway import SlackAnnouncer, SlackGroupDirectory, build_web_client
@@ -128,6 +129,8 @@ async def _start_with_retry(runtime: Runtime, wait: float) -> None:
         try:
             await runtime.start(require_state=True, background=True)
             return
+        except StateSchemaError:
+            raise  # not a database that is still starting: waiting would not change it
         except Exception as exc:
             if loop.time() + delay > deadline:
                 raise

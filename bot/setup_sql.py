@@ -41,6 +41,10 @@ CREATE ROLE {quoted} LOGIN CONNECTION LIMIT 20;  -- pool size × targets, plus r
 --   \\password {role}
 -- or use certificate / IAM authentication.
 
+-- Functions and operators resolve only in pg_catalog for this role, whatever schemas other roles
+-- can create objects in (the bot also pins this when it connects; this covers any other client).
+ALTER ROLE {quoted} SET search_path = pg_catalog, pg_temp;
+
 -- See every session's details (pid, backend_start, state, query) on each monitored server.
 -- Without it PostgreSQL hides other users' sessions and the bot refuses kill/cancel requests.
 GRANT pg_monitor TO {quoted};

@@ -46,9 +46,9 @@ def pg_dsn() -> str:
         alone = _RUN_LOCK.execute("SELECT pg_try_advisory_lock(%s)", (RUN_LOCK_KEY,)).fetchone()
         if alone and alone[0]:
             with _admin() as conn:
-                _sweep(conn, PREFIX + "%")
                 for (name,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (PREFIX + "%",)):
                     conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+                _sweep(conn, PREFIX + "%")
     except psycopg.OperationalError as exc:
         first = str(exc).strip().splitlines()[0]
         pytest.exit(
@@ -133,11 +133,12 @@ class PgWorld:
     def close(self) -> None:
         for conn in self.connections:
             conn.close()
+        # Databases first: a test role may own one.
+        for name in self.databases:
+            self.admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         for role in self.roles:
             self.admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
             self.admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
-        for name in self.databases:
-            self.admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         self.admin.close()
 
 

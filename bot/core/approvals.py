@@ -8,13 +8,15 @@ double clicks, Slack retries and several replicas execute a request at most once
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Literal, Protocol
 
 from bot import metrics
 from bot.config import DEFAULT_TARGET
@@ -43,7 +45,7 @@ from bot.core.results import (
     TargetOutcome,
 )
 from bot.db import catalog, signals
-from bot.db.requests import NewAuditEntry, NewRequest, RequestStore
+from bot.db.requests import NewAuditEntry, NewRequest, RequestStore, TooManyOpenRequests
 from bot.db.signals import Candidate, SignalOutcome
 from bot.db.targets import Conn, TargetPools, TargetUnavailableError, UnknownTargetError
 from bot.errors import first_line
@@ -52,15 +54,26 @@ log = logging.getLogger(__name__)
 
 EXECUTION_WAIT_SECONDS = 5.0  # how long a terminate may take to end the backend
 INTERRUPTED_AFTER_SECONDS = 600.0
+# Updating a request's message: the lease outlasts the Slack call, which is cut off well before.
+SYNC_LEASE_SECONDS = 30.0
+SLACK_UPDATE_SECONDS = 20.0
+PUBLISH_ROUNDS = 3
 
 
 class AnnounceError(Exception):
-    """Slack (or whatever announces) did not take the message; ``retry_after`` if it said when to retry."""
+    """Slack (or whatever announces) did not take the message.
 
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+    ``retry_after``: it said when to try again. ``permanent``: trying again cannot help —
+    "message" (Slack refuses this content) or "channel" (it takes nothing in that channel).
+    """
+
+    def __init__(
+        self, reason: str, retry_after: float | None = None, permanent: Literal["message", "channel"] | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+        self.permanent = permanent
 
 
 class Announcer(Protocol):
@@ -119,6 +132,7 @@ class ApprovalRules:
     allow_self_approval: bool = False
     protected_roles: tuple[str, ...] = ()
     approval_channel: str | None = None
+    max_open_per_requester: int = 5
 
 
 class Approvals:
@@ -145,74 +159,102 @@ class Approvals:
     # --- opening a request -------------------------------------------------------------------
 
     async def open(self, command: RequestSignal, identity: Identity, *, text: str, channel: str | None) -> Result:
+        """Resolve the targets now, store the request, post it for approval. Nothing is signalled.
+
+        The request is approvable only once its message is posted (status ``posting`` until then),
+        so nobody can approve what its requester may yet be told was withdrawn.
+        """
+        open_ids = await self._store.open_requests_of(identity.user_id)
+        if len(open_ids) >= self._rules.max_open_per_requester:
+            return await self._too_many(command, identity, open_ids)
         resolved = await self._targets.run(command.target, lambda conn: self._resolve(conn, command))
         if isinstance(resolved, Problem):
             await self.record_refusal(command, identity, resolved.message)
             return resolved
-        metrics.REQUESTS.labels(action=command.action.value, outcome="opened").inc()
         candidates, fills = resolved
-        request = await self._store.open_request(
-            NewRequest(
-                action=command.action.value,
-                scope=command.scope.value,
-                target=command.target,
-                role_name=command.role,
-                older_than=command.older_than,
-                reason=command.reason,
-                command_text=text,
-                requester=identity.user_id,
-                requester_name=identity.display,
-                required_approvals=self._rules.required_approvals,
-                ttl_seconds=self._rules.ttl_seconds,
-                origin_channel=channel,
-                targets=[c.as_target() for c in candidates],
-                fills=fills,
-            ),
-            NewAuditEntry(
-                event="requested",
-                action=command.action.value,
-                target=command.target,
-                role_name=_role_label(c.role for c in candidates),
-                pids=[c.pid for c in candidates],
-                actor=identity.user_id,
-                requester=identity.user_id,
-                outcome=f"reason: {command.reason}" if command.reason else None,
-            ),
-        )
-        log.info("request #%d opened by %s: %s %s", request.id, identity.user_id, request.action, request.pids)
         where = self._rules.approval_channel or channel
-        if not self.announcer.can_post or not where:
+        posting = self.announcer.can_post and where is not None
+        try:
+            request = await self._store.open_request(
+                NewRequest(
+                    action=command.action.value,
+                    scope=command.scope.value,
+                    target=command.target,
+                    role_name=command.role,
+                    older_than=command.older_than,
+                    reason=command.reason,
+                    command_text=text,
+                    requester=identity.user_id,
+                    requester_name=identity.display,
+                    required_approvals=self._rules.required_approvals,
+                    ttl_seconds=self._rules.ttl_seconds,
+                    origin_channel=channel,
+                    targets=[c.as_target() for c in candidates],
+                    fills=fills,
+                ),
+                NewAuditEntry(
+                    event="requested",
+                    action=command.action.value,
+                    target=command.target,
+                    role_name=_role_label(c.role for c in candidates),
+                    pids=[c.pid for c in candidates],
+                    actor=identity.user_id,
+                    requester=identity.user_id,
+                    outcome=f"reason: {command.reason}" if command.reason else None,
+                    origin=identity.origin,
+                ),
+                max_open=self._rules.max_open_per_requester,
+                posting=posting,
+            )
+        except TooManyOpenRequests as exc:  # another of their requests was opened meanwhile
+            return await self._too_many(command, identity, exc.open_ids)
+        metrics.REQUESTS.labels(action=command.action.value, outcome="opened").inc()
+        log.info("request #%d opened by %s: %s %s", request.id, identity.user_id, request.action, request.pids)
+        if not posting or where is None:
             self._on_audit()
             return RequestOpened(request, posted_in=None, console=not self.announcer.can_post)
         try:
-            ts = await self.announcer.post_request(request, where)
+            # Shown as it will be once posted: pending, with its buttons.
+            ts = await self.announcer.post_request(replace(request, status=RequestStatus.PENDING), where)
         except AnnounceError as exc:
             return await self._withdraw(request, where, exc.reason)
+        request = replace(request, status=RequestStatus.PENDING)
         if not ts:
             # Posted, but Slack did not say where: the first click on it names the message.
             log.warning("request #%d posted to %s without a ts; a click will record it", request.id, where)
-            self._on_audit()
-            return RequestOpened(request, posted_in=where)
         try:
-            await self._store.set_message(request.id, where, ts)
-            # An approver may have clicked already (the message is visible before set_message ran).
-            if await self._store.message_state(request.id) == f"{RequestStatus.PENDING}:0":
-                await self._store.message_shown(request.id, f"{RequestStatus.PENDING}:0")
-            else:
-                await self.publish(request.id)
-        except Exception as exc:  # the request is posted and approvable; a click records where it is
-            log.error("request #%d posted, but its message could not be recorded: %s", request.id, exc)
+            await self._store.mark_posted(request.id, where, ts or None)
+            if ts and not await self._store.posted_as_shown(request.id, message_state(RequestStatus.PENDING, 0)):
+                await self.publish(request.id)  # an approver clicked already: bring the message up to date
+        except Exception as exc:  # posted; a click on the message makes it approvable and records it
+            log.error("request #%d posted, but that could not be recorded: %s", request.id, first_line(exc))
         self._on_audit()
         return RequestOpened(request, posted_in=where)
 
+    async def _too_many(self, command: RequestSignal, identity: Identity, open_ids: list[int]) -> Result:
+        limit = self._rules.max_open_per_requester
+        await self.record_refusal(command, identity, f"{len(open_ids)} requests already open (at most {limit})")
+        listed = ", ".join(f"#{i}" for i in open_ids[:10])
+        return NothingToSignal(
+            f"Nothing was requested: you already have {len(open_ids)} open requests ({listed}), the most "
+            f"one person may have at a time (PGCONN_MAX_PENDING_PER_USER={limit}). "
+            "Wait for a decision on them, or let them expire."
+        )
+
     async def _withdraw(self, request: SignalRequest, channel: str, reason: str) -> Result:
         log.warning("request #%d could not be posted to %s: %s", request.id, channel, reason)
-        metrics.REQUESTS.labels(action=request.action, outcome="withdrawn").inc()
-        await self._store.withdraw(
+        current = await self._store.withdraw(
             request.id,
             _audit("withdrawn", request, outcome=f"could not be posted for approval in {channel}: {reason}"),
         )
         self._on_audit()
+        if current is not None and current.status != RequestStatus.WITHDRAWN:
+            # Slack said no, but a click on the message proves it got there (Slack's answer was
+            # lost): it is approvable, and the requester hears the truth.
+            log.warning("request #%d was posted after all (%s)", request.id, current.status)
+            metrics.REQUESTS.labels(action=request.action, outcome="opened").inc()
+            return RequestOpened(current, posted_in=channel)
+        metrics.REQUESTS.labels(action=request.action, outcome="withdrawn").inc()
         hint = (
             " Invite the bot to that channel (/invite @pgconn-bot), or ask the admins to set PGCONN_APPROVAL_CHANNEL."
             if reason in ("not_in_channel", "channel_not_found", "is_archived")
@@ -226,7 +268,8 @@ class Approvals:
     async def record_refusal(self, command: RequestSignal, identity: Identity, why: str) -> None:
         metrics.REQUESTS.labels(action=command.action.value, outcome="refused").inc()
         try:
-            await self._store.append_audit(
+            # Rate-limited per person: anyone can cause refusals, so they must not flood the trail.
+            await self._store.append_refusal(
                 NewAuditEntry(
                     event="refused",
                     action=command.action.value,
@@ -236,6 +279,7 @@ class Approvals:
                     actor=identity.user_id,
                     requester=identity.user_id,
                     outcome=why,
+                    origin=identity.origin,
                 )
             )
         except Exception as exc:  # the refusal itself has been answered; the log keeps the trace
@@ -352,15 +396,21 @@ class Approvals:
             request = locked.request
             verb = "approve" if approve else "deny"
             if role < AccessRole.APPROVER:
-                # Once per person and request: anyone who sees the message could click it over and over.
+                # Once per person and request, and rate-limited per person: anyone who sees the
+                # message could click it over and over.
                 if not await locked.refused_before(identity.user_id):
-                    await locked.audit(
-                        _audit("click_refused", request, actor=identity.user_id, outcome=f"{verb}: not an approver")
+                    await locked.audit_refusal(
+                        _audit("click_refused", request, by=identity, outcome=f"{verb}: not an approver")
                     )
                 result = DecisionRefused(
                     f"Sorry, only approvers can {verb} requests, and you have "
                     f"{'no access' if role is AccessRole.NONE else 'the ' + role.label + ' role'}. "
                     f"Request #{request_id} is unchanged."
+                )
+            elif request.status == RequestStatus.POSTING:
+                # Only a click on the posted message itself makes it approvable (see ADOPT_MESSAGE).
+                result = DecisionRefused(
+                    f"Request #{request_id} is still being posted for approval; try again in a moment."
                 )
             elif request.status != RequestStatus.PENDING:
                 result = DecisionRefused(_already_decided(request))
@@ -376,12 +426,12 @@ class Approvals:
                 await locked.set_status(RequestStatus.DENIED, identity.user_id)
                 request = await locked.reload()
                 _count_decision("denied", request)
-                await locked.audit(_audit("denied", request, actor=identity.user_id))
+                await locked.audit(_audit("denied", request, by=identity))
                 result = Decided(request, "denied")
             elif identity.user_id == request.requester and not self._rules.allow_self_approval:
                 if not await locked.refused_before(identity.user_id):
-                    await locked.audit(
-                        _audit("click_refused", request, actor=identity.user_id, outcome="approve: own request")
+                    await locked.audit_refusal(
+                        _audit("click_refused", request, by=identity, outcome="approve: own request")
                     )
                 result = DecisionRefused(f"You asked for request #{request_id}, so another approver has to approve it.")
             elif any(a.approver == identity.user_id for a in request.approvals):
@@ -397,7 +447,7 @@ class Approvals:
                         _audit(
                             "approval",
                             request,
-                            actor=identity.user_id,
+                            by=identity,
                             outcome=f"{len(request.approvals)} of {request.required_approvals} approvals",
                         )
                     )
@@ -406,7 +456,7 @@ class Approvals:
                     await locked.set_status(RequestStatus.EXECUTING, identity.user_id)
                     execute = await locked.reload()
                     _count_decision("approved", execute)
-                    await locked.audit(_audit("approved", execute, actor=identity.user_id))
+                    await locked.audit(_audit("approved", execute, by=identity))
                     result = Decided(execute, "executing")
         self._on_audit()
         if execute is not None:
@@ -468,27 +518,44 @@ class Approvals:
     async def publish(self, request_id: int) -> None:
         """Bring the request's message up to date and, once it is final, tell the requester.
 
-        Best effort: whatever fails here is retried by the housekeeper; it never changes what
-        was decided or done.
+        Best effort: whatever fails here is retried by the housekeeper; it never changes what was
+        decided or done. No database connection is held while Slack answers: the message's sync
+        lease is claimed (and committed) first, and the outcome recorded afterwards.
         """
+        owner = uuid.uuid4()
         try:
-            async with self._store.syncing_message(request_id) as sync:
-                request = sync.request
+            request: SignalRequest | None = None
+            for _ in range(PUBLISH_ROUNDS):  # again if it changed while Slack was being asked
+                claimed = await self._store.claim_message_sync(request_id, owner, SYNC_LEASE_SECONDS)
+                if claimed is None:
+                    break  # another process is on it, and looks again when it is done
+                request, shown = claimed
+                state = message_state(request.status, len(request.approvals))
                 # While executing the message keeps its buttons (a click hears "already approved"):
                 # it changes once, when the outcome can be shown, so "no button" means "done".
-                if request is None or sync.state is None or request.status == RequestStatus.EXECUTING:
-                    return
-                if request.channel and request.message_ts and self.announcer.can_post:
-                    try:
+                if (
+                    request.status in (RequestStatus.EXECUTING, RequestStatus.POSTING)
+                    or shown == state
+                    or not (request.channel and request.message_ts and self.announcer.can_post)
+                ):
+                    await self._store.release_message_sync(request_id, owner)
+                    break
+                try:
+                    async with asyncio.timeout(SLACK_UPDATE_SECONDS):
                         await self.announcer.update_request(request)
-                        await sync.shown()
-                    except Exception as exc:
-                        log.warning("could not update the message of request #%d: %s", request_id, exc)
-                        await sync.failed()
+                except Exception as exc:
+                    log.warning("could not update the message of request #%d: %s", request_id, first_line(exc))
+                    await self._store.message_sync_failed(request_id, owner)
+                    break
+                if not await self._store.message_shown(request_id, owner, state):
+                    break  # the lease lapsed meanwhile; the housekeeper sees what is left to do
+            if request is None:
+                request = await self._store.get(request_id)
             # Only a process that can reach Slack claims the notice, so a console decision leaves
             # it to a serve replica.
             if (
-                request.status in RequestStatus.FINAL
+                request is not None
+                and request.status in RequestStatus.FINAL
                 and self.announcer.can_post
                 and await self._store.claim_requester_notice(request_id)
             ):
@@ -497,6 +564,10 @@ class Approvals:
                 except Exception as exc:
                     log.warning("could not tell %s about request #%d: %s", request.requester, request_id, exc)
                     await self._store.release_requester_notice(request_id)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._store.release_message_sync(request_id, owner))
+            raise
         except Exception as exc:
             log.warning("could not publish request #%d: %s", request_id, first_line(exc))
 
@@ -516,6 +587,8 @@ def audit_for_closed(request: SignalRequest) -> NewAuditEntry:
     if request.status == RequestStatus.EXPIRED:
         metrics.DECISIONS.labels(decision="expired").inc()
         return _audit("expired", request, outcome="nothing was done")
+    if request.status == RequestStatus.WITHDRAWN:
+        return _audit("withdrawn", request, outcome="the bot stopped before posting it for approval; nothing was done")
     return _audit(
         "interrupted",
         request,
@@ -532,8 +605,18 @@ def outcome_summary(outcomes: Sequence[tuple[int, str | None, str | None]]) -> s
     return ", ".join(parts)
 
 
+def message_state(status: str, approvals: int) -> str:
+    """What a request message shows, as recorded in ``shown_state`` (the same as sql._MESSAGE_STATE)."""
+    return f"{status}:{approvals}"
+
+
 def _audit(
-    event: str, request: SignalRequest, *, actor: str | None = None, outcome: str | None = None
+    event: str,
+    request: SignalRequest,
+    *,
+    actor: str | None = None,
+    by: Identity | None = None,
+    outcome: str | None = None,
 ) -> NewAuditEntry:
     return NewAuditEntry(
         event=event,
@@ -542,11 +625,12 @@ def _audit(
         target=request.target,
         role_name=_role_label(request.roles) or request.role_name,
         pids=request.pids,
-        actor=actor,
+        actor=by.user_id if by is not None else actor,
         requester=request.requester,
         approvers=[a.approver for a in request.approvals],
         outcome=outcome,
         message_ref=f"{request.channel}/{request.message_ts}" if request.message_ts else None,
+        origin=by.origin if by is not None else None,
     )
 
 

@@ -21,6 +21,7 @@ STOP_SECONDS = 2.0
 
 HOUSEKEEPING_SECONDS = 2.0
 DELIVERY_LEASE_SECONDS = 30.0
+UNPOSTED_AFTER_SECONDS = 300.0  # a request still "posting" this long was left by a crash: withdrawn
 MAX_BACKOFF_SECONDS = 300.0
 
 
@@ -38,6 +39,7 @@ class Housekeeper:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.undelivered = 0
+        self.undeliverable = 0
 
     def wake(self) -> None:
         self._wake.set()
@@ -51,24 +53,30 @@ class Housekeeper:
 
     async def run_once(self) -> None:
         closed = await self._store.close_overdue(
-            interrupted_after=INTERRUPTED_AFTER_SECONDS, audit_for=audit_for_closed
+            interrupted_after=INTERRUPTED_AFTER_SECONDS,
+            unposted_after=UNPOSTED_AFTER_SECONDS,
+            audit_for=audit_for_closed,
         )
         for request in closed:
             log.info("request #%d %s", request.id, request.status)
         ids = {request.id for request in closed} | set(await self._store.unsynced_messages())
         for request_id in sorted(ids):
             await self._approvals.publish(request_id)
+        await self._store.close_refusal_windows()
         await self.deliver_audit()
 
     async def deliver_audit(self) -> None:
-        """Post due audit entries, oldest first; stop at the first failure (it holds back the rest)."""
+        """Post due audit entries to the audit channel configured now, oldest first; stop at the
+        first failure that may pass (it holds back the rest). An entry Slack will never take is
+        parked as undeliverable (kept, counted, retried now and then) and delivery goes on."""
         announcer = self._approvals.announcer
-        if not announcer.can_post:
+        channel = self._store.audit_channel
+        if not announcer.can_post or channel is None:
             return
         while (delivery := await self._store.claim_delivery(DELIVERY_LEASE_SECONDS)) is not None:
             entry = delivery.entry
             try:
-                ts = await announcer.post_audit(entry, delivery.channel, delivery.request_ref)
+                ts = await announcer.post_audit(entry, channel, delivery.request_ref)
             except asyncio.CancelledError:
                 # Stopping: give the entry back now rather than when the lease runs out. If Slack
                 # did take it, it may appear twice; never zero times.
@@ -77,11 +85,21 @@ class Housekeeper:
                 raise
             except Exception as exc:
                 failure = exc if isinstance(exc, AnnounceError) else AnnounceError(first_line(exc))
+                if failure.permanent is not None:
+                    log.error(
+                        "audit entry %d cannot be delivered to %s (%s); parked%s",
+                        entry.id,
+                        channel,
+                        failure.reason,
+                        " with everything else waiting for that channel" if failure.permanent == "channel" else "",
+                    )
+                    await self._store.park(entry.id, failure.reason, whole_channel=failure.permanent == "channel")
+                    continue
                 delay = backoff(delivery.attempts, failure.retry_after)
                 log.warning(
                     "audit entry %d not delivered to %s (attempt %d: %s); retrying in %.0fs",
                     entry.id,
-                    delivery.channel,
+                    channel,
                     delivery.attempts,
                     failure.reason,
                     delay,
@@ -95,6 +113,7 @@ class Housekeeper:
             try:
                 await self.run_once()
                 due, self.undelivered = await self._store.next_delivery_due()
+                self.undeliverable = (await self._store.undeliverable()).parked
             except Exception as exc:
                 log.warning("housekeeping failed: %s", first_line(exc))
                 due = None

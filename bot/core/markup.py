@@ -11,7 +11,8 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-_MARK = "\x1d"  # ASCII group separator: never typed, and stripped from untrusted text
+from bot.core.text import MARK as _MARK  # never let in from outside (see core.text.clean)
+
 _SLACK_USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
 _MARKER = re.compile(_MARK + r"(@|#|t)([^" + _MARK + r"]*)" + _MARK)
 _SLACK_CHANNEL = re.compile(r"^[CGD][A-Z0-9]{2,}$")
@@ -46,7 +47,10 @@ def _expand(text: str, user: Callable[[str], str], room: Callable[[str], str], t
             return user(value)
         if kind == "#":
             return room(value)
-        return time(datetime.fromtimestamp(int(value), UTC))
+        try:
+            return time(datetime.fromtimestamp(int(value), UTC))
+        except (ValueError, OverflowError, OSError):
+            return ""  # not a marker the core wrote: drop it rather than fail the answer
 
     return _MARKER.sub(replace, text)
 

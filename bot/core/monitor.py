@@ -25,6 +25,7 @@ from bot.core.results import Alert, AlertKind
 from bot.core.tasks import stop_task
 from bot.db import sql
 from bot.db.alerts import AlertStore, Clearance, Finding
+from bot.db.connect import connect_kwargs
 from bot.db.monitoring import Snapshot, take_snapshot
 from bot.db.targets import TargetBusyError, TargetPools, TargetUnavailableError
 from bot.errors import first_line
@@ -202,14 +203,15 @@ class Monitor:
                 if self._lock_conn is None:
                     self._lock_conn = await AsyncConnection.connect(
                         self._state_dsn,
-                        autocommit=True,
-                        application_name=sql.BOT_APPLICATION_NAME,
-                        connect_timeout=3,
-                        keepalives=1,
-                        keepalives_idle=10,
-                        keepalives_interval=5,
-                        keepalives_count=3,
-                        options=sql.MONITOR_LOCK_OPTIONS,
+                        **connect_kwargs(
+                            self._state_dsn,
+                            connect_timeout=3,
+                            extra_options=sql.MONITOR_LOCK_OPTIONS,
+                            keepalives=1,
+                            keepalives_idle=10,
+                            keepalives_interval=5,
+                            keepalives_count=3,
+                        ),
                     )
                 cur = await self._lock_conn.execute(sql.MONITOR_LEADER_LOCK)
                 row = await cur.fetchone()

@@ -31,6 +31,7 @@ from bot.core.commands import (
     SignalAction,
 )
 from bot.core.durations import DurationError, parse_duration
+from bot.core.text import clean, is_clean
 
 MAX_TEXT_LENGTH = 2000
 MAX_ROLE_BYTES = 63  # NAMEDATALEN - 1
@@ -38,6 +39,7 @@ MAX_PIDS = 50
 MAX_REASON_LENGTH = 500
 MAX_AUDIT_ENTRIES = 100
 MAX_PID = 2**31 - 1
+MAX_TARGET_LENGTH = 63
 
 USAGE: dict[str, str] = {
     "list": "/pgconn list <role> [--db TARGET]",
@@ -104,6 +106,8 @@ _OPTIONS_WITH_VALUE = {"db", "idle", "older", "reason"}
 def _role_name(word: str) -> str:
     if word.startswith("-"):
         raise _Invalid(f"expected a role name, got the option {shorten(word, 20)}")
+    if not is_clean(word):
+        raise _Invalid("a role name cannot contain line breaks, tabs or control characters")
     if len(word.encode()) > MAX_ROLE_BYTES:
         raise _Invalid(f"a role name is at most {MAX_ROLE_BYTES} bytes; {shorten(word, 20)!r} is longer")
     return word
@@ -162,6 +166,8 @@ def _target(args: _Args) -> str:
         return DEFAULT_TARGET
     if not value.strip():
         raise _Invalid("--db needs a target name")
+    if not is_clean(value) or len(value) > MAX_TARGET_LENGTH:
+        raise _Invalid("--db takes the name of a configured target (/pgconn help lists how to find them)")
     return value.strip()
 
 
@@ -191,7 +197,7 @@ def _reason(args: _Args) -> str | None:
     reason = args.take_option("reason")
     if reason is None:
         return None
-    reason = " ".join(reason.split())
+    reason = clean(reason, limit=MAX_REASON_LENGTH + 1)
     if not reason:
         raise _Invalid("--reason is empty")
     if len(reason) > MAX_REASON_LENGTH:

@@ -31,6 +31,7 @@ class Identity:
     user_id: str
     team_id: str | None = None
     display: str | None = None
+    origin: str | None = None  # not Slack: where the action came from (e.g. "console, local user alice")
 
 
 class GroupDirectory(Protocol):

@@ -48,6 +48,7 @@ class Connection(_Ages):
     wait_event: str | None
     query: str | None
     observed_at: datetime
+    query_length: int | None = None  # of the whole statement (``query`` is a preview)
 
     @property
     def client(self) -> str:
@@ -187,6 +188,7 @@ class ServerStatus:
 
 
 class RequestStatus:
+    POSTING = "posting"  # stored, being posted for approval: nobody can approve it yet
     PENDING = "pending"
     EXECUTING = "executing"
     EXECUTED = "executed"
@@ -328,6 +330,7 @@ class AuditEntry:
     approvers: tuple[str, ...]
     outcome: str | None
     message_ref: str | None
+    origin: str | None = None
 
 
 @dataclass(frozen=True)

@@ -178,6 +178,10 @@ class CommandService:
         channel: str | None = None,
         clicked_on: tuple[str, str] | None = None,
     ) -> Result:
+        # A target nobody configured is answered before anything else, and never recorded: it is
+        # whatever someone typed.
+        if command.uses_target and command.target not in self._targets.names:
+            return _unknown_target(command.target, self._targets.names)
         # Approvers are checked inside the decision itself, where a refused click is also audited.
         if not isinstance(command, Decide):
             allowed, role = await self._policy.permits(identity, command)
@@ -197,7 +201,7 @@ class CommandService:
                 "nothing was changed. Try again shortly."
             )
         except UnknownTargetError as exc:
-            return UnknownTarget(f"unknown target {shorten(exc.name, 30)!r}; known targets: {', '.join(exc.known)}")
+            return _unknown_target(exc.name, exc.known)
         except TargetUnavailableError as exc:
             return TargetUnreachable(f"target {exc.name} is unreachable: {exc.reason}")
         except Exception:
@@ -320,6 +324,10 @@ class CommandService:
             critical_at=self._thresholds.critical,
             restricted=_restricted(others),
         )
+
+
+def _unknown_target(name: str, known: list[str]) -> UnknownTarget:
+    return UnknownTarget(f"unknown target {shorten(name, 30)!r}; known targets: {', '.join(known)}")
 
 
 def command_for_alert(alert: Alert) -> RequestSignal | None:

@@ -9,6 +9,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from bot.core.results import Alert
+from bot.core.text import clean, clean_name, clean_optional
 from bot.db import sql
 from bot.db.state import StateStore
 
@@ -120,14 +121,14 @@ def _alert(row: dict[str, Any]) -> Alert:
         id=row["id"],
         target=row["target"],
         kind=row["kind"],
-        subject=row["subject"],
+        subject=clean_name(row["subject"]),
         severity=row["severity"],
-        summary=row["summary"],
+        summary=clean(row["summary"], 300),
         details=dict(row["details"] or {}),
         opened_at=row["opened_at"],
         last_seen_at=row["last_seen_at"],
         resolved_at=row["resolved_at"],
-        resolution=row["resolution"],
+        resolution=clean_optional(row["resolution"], 300),
         channel=row["channel"],
         message_ts=row["message_ts"],
     )

@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from bot.core.results import Connection, DatabaseLimit, RoleFill, RoleInfo
+from bot.core.text import clean, clean_name, clean_name_optional, clean_optional
 from bot.db import sql
 from bot.db.targets import Conn
 
@@ -29,20 +30,22 @@ class Settings:
 
 
 def _connection(row: dict[str, Any]) -> Connection:
+    # Names and query text are chosen by whoever connects: cleaned here, once (see core.text).
     return Connection(
         pid=row["pid"],
-        role=row["role"],
-        database=row["database"],
-        application=row["application_name"],
-        client_addr=row["client_addr"],
+        role=clean_name_optional(row["role"]),
+        database=clean_name_optional(row["database"]),
+        application=clean_name_optional(row["application_name"]),
+        client_addr=clean_name_optional(row["client_addr"]),
         client_port=row["client_port"],
-        state=row["state"],
+        state=clean_name_optional(row["state"]),
         backend_start=row["backend_start"],
         xact_start=row["xact_start"],
         query_start=row["query_start"],
         state_change=row["state_change"],
-        wait_event=row["wait_event"],
-        query=row["query"],
+        wait_event=clean_name_optional(row["wait_event"]),
+        query=clean_optional(row["query"], sql.QUERY_PREVIEW_CHARS),
+        query_length=row["query_length"],
         observed_at=row["observed_at"],
     )
 
@@ -53,13 +56,13 @@ async def find_role(conn: Conn, role: str) -> RoleMatch:
     if rows and rows[0]["exact"]:
         row = rows[0]
         info = RoleInfo(
-            name=row["name"],
+            name=clean_name(row["name"]),
             connection_limit=row["rolconnlimit"],
             superuser=row["rolsuper"],
             can_login=row["rolcanlogin"],
         )
         return RoleMatch(oid=row["oid"], info=info, suggestions=[])
-    return RoleMatch(oid=None, info=None, suggestions=[row["name"] for row in rows])
+    return RoleMatch(oid=None, info=None, suggestions=[clean_name(row["name"]) for row in rows])
 
 
 async def role_connections(conn: Conn, role_oid: int) -> list[Connection]:
@@ -79,14 +82,15 @@ async def role_usage(conn: Conn, role_oid: int) -> tuple[int, list[DatabaseLimit
     used = int(row["used"]) if row else 0
     cur = await conn.execute(sql.DATABASE_LIMITS_FOR_ROLE, {"role_oid": role_oid})
     limits = [
-        DatabaseLimit(database=r["database"], used=int(r["used"]), limit=r["limit"]) for r in await cur.fetchall()
+        DatabaseLimit(database=clean_name(r["database"]), used=int(r["used"]), limit=r["limit"])
+        for r in await cur.fetchall()
     ]
     return used, limits
 
 
 async def roles_near_limit(conn: Conn, threshold: float) -> list[RoleFill]:
     cur = await conn.execute(sql.ROLES_NEAR_LIMIT, {"percent": round(threshold * 100)})
-    return [RoleFill(role=r["role"], used=int(r["used"]), limit=r["limit"]) for r in await cur.fetchall()]
+    return [RoleFill(role=clean_name(r["role"]), used=int(r["used"]), limit=r["limit"]) for r in await cur.fetchall()]
 
 
 async def server_settings(conn: Conn) -> Settings:
@@ -94,7 +98,7 @@ async def server_settings(conn: Conn) -> Settings:
     row = await cur.fetchone()
     assert row is not None
     return Settings(
-        server_version=row["server_version"],
+        server_version=clean(row["server_version"], 60),
         max_connections=row["max_connections"],
         superuser_reserved=row["superuser_reserved"],
         reserved=row["reserved"],

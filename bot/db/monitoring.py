@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from bot.core.text import clean, clean_name
 from bot.db import sql
 from bot.db.targets import Conn
 
@@ -41,13 +42,24 @@ async def take_snapshot(conn: Conn, target: str, *, idle_in_tx_seconds: float, l
     assert row is not None
     return Snapshot(
         target=target,
-        server_version=row["server_version"],
+        server_version=clean(row["server_version"], 60),
         max_connections=row["max_connections"],
         superuser_reserved=row["superuser_reserved"],
         reserved=row["reserved"],
         observed_at=row["observed_at"],
         client_backends=int(row["client_backends"]),
-        full_roles=list(row["full_roles"] or []),
-        idle_in_transaction=list(row["idle_in_transaction"] or []),
-        long_queries=list(row["long_queries"] or []),
+        full_roles=[_cleaned(r) for r in row["full_roles"] or []],
+        idle_in_transaction=[_cleaned(s) for s in row["idle_in_transaction"] or []],
+        long_queries=[_cleaned(q) for q in row["long_queries"] or []],
     )
+
+
+def _cleaned(value: Any, key: str = "") -> Any:
+    """The snapshot's JSON with every string cleaned where it enters (names, query text)."""
+    if isinstance(value, dict):
+        return {k: _cleaned(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_cleaned(v, key) for v in value]
+    if isinstance(value, str):
+        return clean(value, sql.QUERY_PREVIEW_CHARS) if key == "query" else clean_name(value)
+    return value

@@ -7,14 +7,16 @@ audit channel is configured, the entry's place in the outbox), so the trail cann
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from psycopg.types.json import Jsonb
 
 from bot.core.results import Approval, AuditEntry, RequestTarget, RoleFill, SignalRequest
+from bot.core.text import clean_name_optional, clean_optional
 from bot.db import sql
 from bot.db.state import StateStore
 from bot.db.targets import Conn
@@ -22,6 +24,16 @@ from bot.db.targets import Conn
 # A message Slack keeps refusing to update (deleted, channel archived) is given up after about a
 # day of backoff; the request itself and its audit trail are unaffected.
 MAX_SYNC_ATTEMPTS = 20
+# An entry parked as undeliverable to the audit channel is tried again this often (in case the
+# channel was fixed: the bot invited, the channel unarchived), and at once when the channel changes.
+PARK_RETRY_SECONDS = 3600.0
+# Free text in the trail (reasons, outcomes, typed role names) is capped at this many characters.
+TEXT_LIMIT = 600
+
+
+def _id(value: str | None) -> str | None:
+    """A Slack ID or a console identity: one short clean line."""
+    return clean_name_optional(value, 80)
 
 
 @dataclass(frozen=True)
@@ -55,29 +67,36 @@ class NewAuditEntry:
     approvers: Sequence[str] = ()
     outcome: str | None = None
     message_ref: str | None = None
+    origin: str | None = None  # not a Slack action: where it came from (the console and its local user)
+
+
+# Refusals (anyone can cause them) go out behind everything else, so no flood of them can delay
+# a request, an approval or an outcome on its way to the audit channel.
+REFUSAL_EVENTS = frozenset({"refused", "click_refused", "more_refused"})
+REFUSALS_PER_WINDOW = 5
+REFUSAL_WINDOW_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
 class Delivery:
     entry: AuditEntry
-    channel: str
     attempts: int
     request_ref: str | None  # "channel/ts" of the request's message
 
 
-@dataclass
-class MessageSync:
-    request: SignalRequest | None
-    state: str | None
-    _conn: Conn
+@dataclass(frozen=True)
+class Undeliverable:
+    parked: int
+    since: datetime | None
+    error: str | None
 
-    async def shown(self) -> None:
-        assert self.request is not None and self.state is not None
-        await self._conn.execute(sql.MESSAGE_SHOWN, {"id": self.request.id, "state": self.state})
 
-    async def failed(self) -> None:
-        assert self.request is not None
-        await self._conn.execute(sql.MESSAGE_SYNC_FAILED, {"id": self.request.id})
+class TooManyOpenRequests(Exception):
+    """The requester already has the most open requests allowed; ``open_ids`` are theirs."""
+
+    def __init__(self, open_ids: list[int]) -> None:
+        super().__init__(f"{len(open_ids)} open requests")
+        self.open_ids = open_ids
 
 
 @dataclass
@@ -103,6 +122,9 @@ class LockedRequest:
 
     async def audit(self, entry: NewAuditEntry) -> None:
         await self._store.append_audit(entry, self._conn)
+
+    async def audit_refusal(self, entry: NewAuditEntry) -> None:
+        await self._store.append_refusal(entry, self._conn)
 
     async def refused_before(self, actor: str) -> bool:
         cur = await self._conn.execute(sql.REFUSED_CLICK_SEEN, {"id": self.request.id, "actor": actor})
@@ -131,21 +153,38 @@ class RequestStore:
 
     # --- requests ----------------------------------------------------------------------------
 
-    async def open_request(self, new: NewRequest, audit: NewAuditEntry) -> SignalRequest:
+    async def open_requests_of(self, requester: str) -> list[int]:
+        async with self._state.pool.connection() as conn:
+            cur = await conn.execute(sql.OPEN_REQUESTS_OF, {"requester": requester})
+            return [int(row["id"]) for row in await cur.fetchall()]
+
+    async def open_request(
+        self, new: NewRequest, audit: NewAuditEntry, *, max_open: int, posting: bool
+    ) -> SignalRequest:
+        """Store a request with its audit entry. ``posting``: not approvable until ``mark_posted``.
+
+        Raises TooManyOpenRequests when the requester already has ``max_open`` open ones.
+        """
         async with self._transaction() as conn:
+            await conn.execute(sql.REQUESTER_LOCK, {"requester": new.requester})
+            cur = await conn.execute(sql.OPEN_REQUESTS_OF, {"requester": new.requester})
+            open_ids = [int(row["id"]) for row in await cur.fetchall()]
+            if len(open_ids) >= max_open:
+                raise TooManyOpenRequests(open_ids)
             cur = await conn.execute(
                 sql.INSERT_REQUEST,
                 {
+                    "status": "posting" if posting else "pending",
                     "ttl": new.ttl_seconds,
-                    "requester": new.requester,
-                    "requester_name": new.requester_name,
+                    "requester": _id(new.requester),
+                    "requester_name": clean_name_optional(new.requester_name, 80),
                     "action": new.action,
                     "scope": new.scope,
-                    "target": new.target,
-                    "role_name": new.role_name,
+                    "target": _id(new.target),
+                    "role_name": clean_name_optional(new.role_name),
                     "older_than": new.older_than,
-                    "reason": new.reason,
-                    "command_text": new.command_text,
+                    "reason": clean_optional(new.reason, TEXT_LIMIT),
+                    "command_text": clean_optional(new.command_text, TEXT_LIMIT),
                     "fills": Jsonb([{"role": f.role, "used": f.used, "limit": f.limit} for f in new.fills]),
                     "required_approvals": new.required_approvals,
                     "origin_channel": new.origin_channel,
@@ -200,15 +239,16 @@ class RequestStore:
             loaded = [await self._load(conn, request_id, lock=False) for request_id in ids]
         return [request for request in loaded if request is not None]
 
-    async def set_message(self, request_id: int, channel: str, ts: str) -> None:
+    async def mark_posted(self, request_id: int, channel: str, ts: str | None) -> None:
         async with self._state.pool.connection() as conn:
-            await conn.execute(sql.SET_MESSAGE, {"id": request_id, "channel": channel, "ts": ts})
+            await conn.execute(sql.MARK_POSTED, {"id": request_id, "channel": channel, "ts": ts or None})
 
     async def adopt_message(self, request_id: int, channel: str, ts: str) -> None:
         async with self._state.pool.connection() as conn:
             await conn.execute(sql.ADOPT_MESSAGE, {"id": request_id, "channel": channel, "ts": ts})
 
     async def withdraw(self, request_id: int, audit: NewAuditEntry) -> SignalRequest | None:
+        """Withdrawn only if still being posted; the request as it stands either way."""
         async with self._transaction() as conn:
             cur = await conn.execute(sql.WITHDRAW, {"id": request_id})
             if cur.rowcount == 1:
@@ -235,9 +275,14 @@ class RequestStore:
         return loaded
 
     async def close_overdue(
-        self, *, interrupted_after: float, audit_for: Callable[[SignalRequest], NewAuditEntry]
+        self,
+        *,
+        interrupted_after: float,
+        unposted_after: float,
+        audit_for: Callable[[SignalRequest], NewAuditEntry],
     ) -> list[SignalRequest]:
-        """Expire pending requests past their TTL and report executions cut off by a crash.
+        """Expire pending requests past their TTL, report executions cut off by a crash, and
+        withdraw requests a crash left half-posted.
 
         ``audit_for(request)`` builds each one's audit entry; entries commit with the change.
         """
@@ -246,6 +291,8 @@ class RequestStore:
             cur = await conn.execute(sql.EXPIRE_DUE)
             ids = [row["id"] for row in await cur.fetchall()]
             cur = await conn.execute(sql.INTERRUPT_STALE, {"after": interrupted_after})
+            ids += [row["id"] for row in await cur.fetchall()]
+            cur = await conn.execute(sql.WITHDRAW_STALE_POSTING, {"after": unposted_after})
             ids += [row["id"] for row in await cur.fetchall()]
             for request_id in ids:
                 request = await self._load(conn, request_id, lock=False)
@@ -267,24 +314,41 @@ class RequestStore:
             row = await cur.fetchone()
             return str(row["state"]) if row else None
 
-    @contextlib.asynccontextmanager
-    async def syncing_message(self, request_id: int) -> AsyncIterator[MessageSync]:
-        """The request as it stands, with the message lock held until the block ends."""
-        async with self._state.pool.connection() as conn, conn.transaction():
-            await conn.execute(sql.MESSAGE_LOCK_TIMEOUT)
-            await conn.execute(sql.MESSAGE_LOCK, {"id": request_id})
-            cur = await conn.execute(sql.MESSAGE_STATE, {"id": request_id})
+    async def claim_message_sync(
+        self, request_id: int, owner: uuid.UUID, lease: float
+    ) -> tuple[SignalRequest, str | None] | None:
+        """The request as it stands and what its message shows, if this caller now holds the
+        message's sync lease (committed: nothing is held while Slack is asked)."""
+        async with self._state.pool.connection() as conn:
+            cur = await conn.execute(sql.CLAIM_MESSAGE_SYNC, {"id": request_id, "owner": owner, "lease": lease})
             row = await cur.fetchone()
+            if row is None:
+                return None
             request = await self._load(conn, request_id, lock=False)
-            yield MessageSync(request, str(row["state"]) if row else None, conn)
+        return None if request is None else (request, row["shown_state"])
+
+    async def posted_as_shown(self, request_id: int, state: str) -> bool:
+        async with self._state.pool.connection() as conn:
+            cur = await conn.execute(sql.POSTED_AS_SHOWN, {"id": request_id, "state": state})
+            return cur.rowcount == 1
+
+    async def message_shown(self, request_id: int, owner: uuid.UUID, state: str) -> bool:
+        """Record what the message shows now; False if the lease was lost meanwhile."""
+        async with self._state.pool.connection() as conn:
+            cur = await conn.execute(sql.MESSAGE_SHOWN, {"id": request_id, "owner": owner, "state": state})
+            return cur.rowcount == 1
+
+    async def message_sync_failed(self, request_id: int, owner: uuid.UUID) -> None:
+        async with self._state.pool.connection() as conn:
+            await conn.execute(sql.MESSAGE_SYNC_FAILED, {"id": request_id, "owner": owner})
+
+    async def release_message_sync(self, request_id: int, owner: uuid.UUID) -> None:
+        async with self._state.pool.connection() as conn:
+            await conn.execute(sql.RELEASE_MESSAGE_SYNC, {"id": request_id, "owner": owner})
 
     async def release_requester_notice(self, request_id: int) -> None:
         async with self._state.pool.connection() as conn:
             await conn.execute(sql.RELEASE_REQUESTER_NOTICE, {"id": request_id})
-
-    async def message_shown(self, request_id: int, state: str) -> None:
-        async with self._state.pool.connection() as conn:
-            await conn.execute(sql.MESSAGE_SHOWN, {"id": request_id, "state": state})
 
     async def claim_requester_notice(self, request_id: int) -> bool:
         async with self._state.pool.connection() as conn:
@@ -294,19 +358,23 @@ class RequestStore:
     # --- audit -------------------------------------------------------------------------------
 
     async def append_audit(self, entry: NewAuditEntry, conn: Conn | None = None) -> int:
+        # Whatever a user typed or a database returned is one clean, capped line by now; this
+        # is the last door before the trail, so it is cleaned again here.
         params = {
             "event": entry.event,
             "request_id": entry.request_id,
             "action": entry.action,
-            "target": entry.target,
-            "role_name": entry.role_name,
+            "target": clean_name_optional(entry.target),
+            "role_name": clean_name_optional(entry.role_name, TEXT_LIMIT),
             "pids": list(entry.pids),
-            "actor": entry.actor,
-            "requester": entry.requester,
-            "approvers": list(entry.approvers),
-            "outcome": entry.outcome,
-            "message_ref": entry.message_ref,
+            "actor": _id(entry.actor),
+            "requester": _id(entry.requester),
+            "approvers": [_id(a) for a in entry.approvers],
+            "outcome": clean_optional(entry.outcome, TEXT_LIMIT),
+            "message_ref": clean_name_optional(entry.message_ref),
+            "origin": clean_optional(entry.origin, 120),
             "channel": self._audit_channel,
+            "lane": 1 if entry.event in REFUSAL_EVENTS else 0,
         }
         if conn is None:
             async with self._state.pool.connection() as own:
@@ -318,14 +386,67 @@ class RequestStore:
         assert row is not None
         return int(row["id"])
 
+    async def append_refusal(self, entry: NewAuditEntry, conn: Conn | None = None) -> bool:
+        """Record a refusal, up to REFUSALS_PER_WINDOW per person and minute; beyond that it is
+        only counted, and the count becomes one "more_refused" entry when the minute is over.
+        Returns whether this one was recorded on its own."""
+        if conn is None:
+            async with self._transaction() as own:
+                return await self.append_refusal(entry, own)
+        actor = {"actor": _id(entry.actor) or "?"}
+        await conn.execute(sql.OPEN_REFUSAL_WINDOW, actor)
+        cur = await conn.execute(sql.LOCK_REFUSAL_WINDOW, {**actor, "window": REFUSAL_WINDOW_SECONDS})
+        window = await cur.fetchone()
+        assert window is not None
+        recorded = int(window["recorded"])
+        if window["over"]:
+            await self._summarise_refusals(conn, actor["actor"], window)
+            await conn.execute(sql.RESTART_REFUSAL_WINDOW, actor)
+            recorded = 0
+        record = recorded < REFUSALS_PER_WINDOW
+        if record:
+            await self.append_audit(entry, conn)
+        await conn.execute(sql.COUNT_REFUSAL, {**actor, "recorded": record})
+        return record
+
+    async def close_refusal_windows(self) -> int:
+        """Summarise what minutes that are over kept back; returns how many entries that wrote."""
+        written = 0
+        async with self._transaction() as conn:
+            cur = await conn.execute(sql.CLOSE_REFUSAL_WINDOWS, {"window": REFUSAL_WINDOW_SECONDS})
+            for window in await cur.fetchall():
+                written += await self._summarise_refusals(conn, window["actor"], window)
+        return written
+
+    async def _summarise_refusals(self, conn: Conn, actor: str, window: dict[str, Any]) -> int:
+        if not window["suppressed"]:
+            return 0
+        await self.append_audit(
+            NewAuditEntry(
+                event="more_refused",
+                actor=actor,
+                outcome=f"{window['suppressed']} more refused attempts, "
+                f"{window['first_suppressed']:%H:%M:%S}–{window['last_suppressed']:%H:%M:%S} UTC",
+            ),
+            conn,
+        )
+        return 1
+
     async def recent_audit(self, limit: int) -> list[AuditEntry]:
         async with self._state.pool.connection() as conn:
             cur = await conn.execute(sql.RECENT_AUDIT, {"limit": limit})
             return [_audit_entry(row) for row in await cur.fetchall()]
 
+    def _queue(self, **more: Any) -> dict[str, Any]:
+        return {"channel": self._audit_channel, "park_retry": PARK_RETRY_SECONDS, **more}
+
     async def claim_delivery(self, lease_seconds: float) -> Delivery | None:
-        async with self._state.pool.connection() as conn:
-            cur = await conn.execute(sql.CLAIM_AUDIT_DELIVERY, {"lease": lease_seconds})
+        """The head of the queue for the audit channel configured now, leased to this caller.
+
+        Claim and read are one transaction: cancelled in between, nothing stays leased.
+        """
+        async with self._transaction() as conn:
+            cur = await conn.execute(sql.CLAIM_AUDIT_DELIVERY, self._queue(lease=lease_seconds))
             claim = await cur.fetchone()
             if claim is None:
                 return None
@@ -333,20 +454,33 @@ class RequestStore:
             row = await cur.fetchone()
             assert row is not None
             ref = f"{row['request_channel']}/{row['request_ts']}" if row["request_ts"] else row["message_ref"]
-            return Delivery(_audit_entry(row), claim["channel"], claim["attempts"], ref)
+            return Delivery(_audit_entry(row), claim["attempts"], ref)
 
     async def delivered(self, audit_id: int, ts: str | None) -> None:
         async with self._state.pool.connection() as conn:
-            await conn.execute(sql.AUDIT_DELIVERED, {"id": audit_id, "ts": ts})
+            await conn.execute(sql.AUDIT_DELIVERED, {"id": audit_id, "ts": ts, "channel": self._audit_channel})
 
     async def delivery_failed(self, audit_id: int, error: str, delay: float) -> None:
         async with self._state.pool.connection() as conn:
             await conn.execute(sql.AUDIT_DELIVERY_FAILED, {"id": audit_id, "error": error[:500], "delay": delay})
 
+    async def park(self, audit_id: int, error: str, *, whole_channel: bool) -> None:
+        """Slack will never take this entry (or anything in this channel): keep it out of the way."""
+        statement = sql.PARK_AUDIT_CHANNEL if whole_channel else sql.PARK_AUDIT_ENTRY
+        async with self._state.pool.connection() as conn:
+            await conn.execute(statement, {"id": audit_id, "error": error[:500], "channel": self._audit_channel})
+
+    async def undeliverable(self) -> Undeliverable:
+        async with self._state.pool.connection() as conn:
+            cur = await conn.execute(sql.UNDELIVERABLE_AUDIT, {"channel": self._audit_channel})
+            row = await cur.fetchone()
+        assert row is not None
+        return Undeliverable(int(row["parked"]), row["since"], clean_optional(row["error"], 200))
+
     async def next_delivery_due(self) -> tuple[float | None, int]:
         """Seconds until the next undelivered audit entry is due (None: nothing waits), and how many wait."""
         async with self._state.pool.connection() as conn:
-            cur = await conn.execute(sql.NEXT_AUDIT_DUE)
+            cur = await conn.execute(sql.NEXT_AUDIT_DUE, self._queue())
             row = await cur.fetchone()
         if row is None or not row["waiting"]:
             return None, 0
@@ -368,12 +502,12 @@ class RequestStore:
             action=row["action"],
             scope=row["scope"],
             target=row["target"],
-            role_name=row["role_name"],
+            role_name=clean_name_optional(row["role_name"]),
             older_than=row["older_than"],
-            reason=row["reason"],
-            command_text=row["command_text"],
+            reason=clean_optional(row["reason"], TEXT_LIMIT),
+            command_text=clean_optional(row["command_text"], TEXT_LIMIT) or "",
             requester=row["requester"],
-            requester_name=row["requester_name"],
+            requester_name=clean_name_optional(row["requester_name"], 80),
             created_at=row["created_at"],
             expires_at=row["expires_at"],
             now=row["now"],
@@ -386,7 +520,10 @@ class RequestStore:
             channel=row["channel"],
             message_ts=row["message_ts"],
             targets=targets,
-            fills=tuple(RoleFill(f["role"], int(f["used"]), int(f["limit"])) for f in row["fills"] or []),
+            fills=tuple(
+                RoleFill(clean_name_optional(f["role"]) or "?", int(f["used"]), int(f["limit"]))
+                for f in row["fills"] or []
+            ),
         )
 
 
@@ -399,18 +536,18 @@ def _target(row: dict[str, Any]) -> RequestTarget:
         pid=row["pid"],
         backend_start=row["backend_start"],
         role_oid=int(row["role_oid"]),
-        role=row["role_name"],
-        database=row["database"],
-        application=row["application"],
-        client=row["client"],
-        state=row["state"],
+        role=clean_name_optional(row["role_name"]) or "?",
+        database=clean_name_optional(row["database"]),
+        application=clean_name_optional(row["application"]),
+        client=clean_name_optional(row["client"]),
+        state=clean_name_optional(row["state"]),
         state_change=row["state_change"],
         xact_start=row["xact_start"],
         observed_at=row["observed_at"],
         blocks=tuple(row["blocks"] or ()),
         query_start=row["query_start"],
         outcome=row["outcome"],
-        detail=row["detail"],
+        detail=clean_optional(row["detail"], TEXT_LIMIT),
     )
 
 
@@ -421,12 +558,13 @@ def _audit_entry(row: dict[str, Any]) -> AuditEntry:
         event=row["event"],
         request_id=row["request_id"],
         action=row["action"],
-        target=row["target"],
-        role_name=row["role_name"],
+        target=clean_name_optional(row["target"]),
+        role_name=clean_name_optional(row["role_name"], TEXT_LIMIT),
         pids=tuple(row["pids"] or ()),
         actor=row["actor"],
         requester=row["requester"],
         approvers=tuple(row["approvers"] or ()),
-        outcome=row["outcome"],
+        outcome=clean_optional(row["outcome"], TEXT_LIMIT),
         message_ref=row["message_ref"],
+        origin=clean_optional(row.get("origin"), 120),
     )

@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 
 from bot.core.results import RequestTarget, TargetOutcome
+from bot.core.text import clean_name_optional
 from bot.db import sql
 from bot.db.targets import Conn
 from bot.errors import first_line
@@ -66,7 +67,7 @@ class Candidate:
 
 def _client(row: dict[str, Any]) -> str:
     if row["client_addr"]:
-        return str(row["client_addr"])
+        return clean_name_optional(str(row["client_addr"])) or "—"
     return "local socket" if row["client_port"] == -1 else "—"
 
 
@@ -90,12 +91,12 @@ async def candidates(
         Candidate(
             pid=row["pid"],
             role_oid=int(row["role_oid"]) if row["role_oid"] is not None else None,
-            role=row["role"],
-            database=row["database"],
-            application=row["application_name"],
+            role=clean_name_optional(row["role"]),
+            database=clean_name_optional(row["database"]),
+            application=clean_name_optional(row["application_name"]),
             client=_client(row),
-            state=row["state"],
-            backend_type=row["backend_type"],
+            state=clean_name_optional(row["state"]),
+            backend_type=clean_name_optional(row["backend_type"]),
             backend_start=row["backend_start"],
             xact_start=row["xact_start"],
             query_start=row["query_start"],

@@ -10,7 +10,8 @@ Everything else used here (``backend_type``, ``pg_roles``, ``state_change``) exi
 
 from __future__ import annotations
 
-BOT_APPLICATION_NAME = "pgconn-bot"
+from bot.db.connect import BOT_APPLICATION_NAME as BOT_APPLICATION_NAME
+
 QUERY_PREVIEW_CHARS = 200
 
 # --- connection set-up ---------------------------------------------------------------------
@@ -50,6 +51,7 @@ SELECT a.pid,
        a.state_change,
        CASE WHEN a.wait_event IS NOT NULL THEN a.wait_event_type || ': ' || a.wait_event END AS wait_event,
        left(a.query, {QUERY_PREVIEW_CHARS}) AS query,
+       length(a.query)            AS query_length,
        now()                      AS observed_at,
        (a.pid = pg_catalog.pg_backend_pid()
         OR (a.usename = session_user AND a.application_name = %(bot_app)s)) AS own
@@ -137,6 +139,22 @@ CREATE TABLE IF NOT EXISTS pgconn.schema_version (
     version    integer PRIMARY KEY,
     applied_at timestamptz NOT NULL DEFAULT now()
 )
+"""
+
+# Who owns schema pgconn and what is in it: the bot adopts the schema only if its own role owns
+# it and everything in it (anyone else who owned it could rewrite or drop the audit trail).
+STATE_SCHEMA_OWNERSHIP = """
+SELECT pg_catalog.pg_get_userbyid(n.nspowner)::text AS owner,
+       current_user::text AS bot_role,
+       n.nspowner = (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user) AS owned,
+       ARRAY(SELECT c.relname::text FROM pg_catalog.pg_class c
+              WHERE c.relnamespace = n.oid AND c.relowner <> n.nspowner
+              UNION ALL
+             SELECT p.proname::text FROM pg_catalog.pg_proc p
+              WHERE p.pronamespace = n.oid AND p.proowner <> n.nspowner
+              ORDER BY 1) AS foreign_objects
+  FROM pg_catalog.pg_namespace n
+ WHERE n.nspname = 'pgconn'
 """
 
 STATE_APPLIED_VERSIONS = "SELECT version FROM pgconn.schema_version"
@@ -357,11 +375,21 @@ r.finished_at, r.origin_channel, r.channel, r.message_ts, now() AS now
 
 INSERT_REQUEST = """
 INSERT INTO pgconn.request (expires_at, requester, requester_name, action, scope, target, role_name, older_than,
-                            reason, command_text, fills, required_approvals, origin_channel)
+                            reason, command_text, fills, required_approvals, origin_channel, status)
 VALUES (now() + make_interval(secs => %(ttl)s), %(requester)s, %(requester_name)s, %(action)s, %(scope)s,
         %(target)s, %(role_name)s, %(older_than)s, %(reason)s, %(command_text)s, %(fills)s,
-        %(required_approvals)s, %(origin_channel)s)
+        %(required_approvals)s, %(origin_channel)s, %(status)s)
 RETURNING id
+"""
+
+# Serialises the openings of one requester's requests, so the cap on pending ones holds.
+REQUESTER_LOCK = "SELECT pg_catalog.pg_advisory_xact_lock(1507393544, pg_catalog.hashtext(%(requester)s))"
+
+# A requester's requests still open: being posted, or waiting for a decision.
+OPEN_REQUESTS_OF = """
+SELECT r.id FROM pgconn.request r
+ WHERE r.requester = %(requester)s AND r.status IN ('posting', 'pending') AND r.expires_at > now()
+ ORDER BY r.id
 """
 
 INSERT_TARGET = """
@@ -395,18 +423,38 @@ UPDATE pgconn.request
 RETURNING id
 """
 
-SET_MESSAGE = "UPDATE pgconn.request SET channel = %(channel)s, message_ts = %(ts)s WHERE id = %(id)s"
-
-# A click names the message it came from: that fills in a message whose posting was not
-# recorded (the bot died between posting and storing the ts), so it can still be updated.
-ADOPT_MESSAGE = """
-UPDATE pgconn.request SET channel = %(channel)s, message_ts = %(ts)s
- WHERE id = %(id)s AND message_ts IS NULL
+# Posted: from now on approvers may decide it. ``ts`` may be NULL (Slack did not say where);
+# then the first click on the message names it (ADOPT_MESSAGE).
+MARK_POSTED = """
+UPDATE pgconn.request
+   SET status = CASE WHEN status = 'posting' THEN 'pending' ELSE status END,
+       channel = coalesce(channel, %(channel)s), message_ts = coalesce(message_ts, %(ts)s)
+ WHERE id = %(id)s
 """
 
+# A click names the message it came from, which proves the message exists: that records a
+# message whose posting was not recorded (the bot died, or Slack's answer was lost), and makes a
+# request that was still being posted approvable.
+ADOPT_MESSAGE = """
+UPDATE pgconn.request
+   SET channel = coalesce(channel, %(channel)s), message_ts = coalesce(message_ts, %(ts)s),
+       status = CASE WHEN status = 'posting' THEN 'pending' ELSE status END
+ WHERE id = %(id)s AND (message_ts IS NULL OR status = 'posting')
+"""
+
+# Only while still being posted: a request someone could already see and approve is never
+# withdrawn behind their back.
 WITHDRAW = """
 UPDATE pgconn.request SET status = 'withdrawn', decided_at = now(), finished_at = now()
- WHERE id = %(id)s AND status = 'pending'
+ WHERE id = %(id)s AND status = 'posting'
+RETURNING id
+"""
+
+# Requests a crashed process left half-posted: withdrawn (a click on a message that did reach
+# Slack would have made them pending).
+WITHDRAW_STALE_POSTING = """
+UPDATE pgconn.request SET status = 'withdrawn', decided_at = now(), finished_at = now()
+ WHERE status = 'posting' AND created_at < now() - make_interval(secs => %(after)s)
 RETURNING id
 """
 
@@ -454,12 +502,42 @@ _MESSAGE_STATE = "r.status || ':' || (SELECT count(*) FROM pgconn.approval p WHE
 
 MESSAGE_STATE = f"SELECT {_MESSAGE_STATE} AS state FROM pgconn.request r WHERE r.id = %(id)s"
 
-# One updater of a request's message at a time (read state → chat.update → record), so two
-# updates racing cannot leave an older rendering recorded as current. Transaction-level, so it
-# cannot outlive its transaction whatever happens to the task; the wait for it is bounded. The
-# transaction holds no row lock while Slack answers: it only reads until the final UPDATE.
-MESSAGE_LOCK_TIMEOUT = "SET LOCAL lock_timeout = '10s'"
-MESSAGE_LOCK = "SELECT pg_catalog.pg_advisory_xact_lock(1507393543, (%(id)s %% 2147483647)::int)"
+# One updater of a request's message at a time (claim → chat.update → record), so two updates
+# racing cannot leave an older rendering recorded as current. A lease, committed before Slack is
+# called: no connection or transaction is held while Slack answers. Whoever records must still
+# hold the lease (``owner``); a lease that lapsed (a crash) is taken over.
+CLAIM_MESSAGE_SYNC = """
+UPDATE pgconn.request
+   SET sync_owner = %(owner)s, sync_lease_until = now() + make_interval(secs => %(lease)s)
+ WHERE id = %(id)s AND (sync_lease_until IS NULL OR sync_lease_until < now())
+RETURNING shown_state
+"""
+
+MESSAGE_SHOWN = """
+UPDATE pgconn.request
+   SET shown_state = %(state)s, sync_attempts = 0, sync_after = NULL, sync_owner = NULL, sync_lease_until = NULL
+ WHERE id = %(id)s AND sync_owner = %(owner)s
+"""
+
+MESSAGE_SYNC_FAILED = """
+UPDATE pgconn.request
+   SET sync_attempts = sync_attempts + 1,
+       sync_after = now() + make_interval(secs => least(300, 2 ^ least(sync_attempts, 8))),
+       sync_owner = NULL, sync_lease_until = NULL
+ WHERE id = %(id)s AND sync_owner = %(owner)s
+"""
+
+# Just posted, showing ``state``: recorded as shown, unless something changed meanwhile (a click
+# on the fresh message), which then needs an update.
+POSTED_AS_SHOWN = f"""
+UPDATE pgconn.request r SET shown_state = %(state)s
+ WHERE r.id = %(id)s AND r.shown_state IS NULL AND {_MESSAGE_STATE} = %(state)s
+   AND (r.sync_lease_until IS NULL OR r.sync_lease_until < now())
+"""
+
+RELEASE_MESSAGE_SYNC = """
+UPDATE pgconn.request SET sync_owner = NULL, sync_lease_until = NULL WHERE id = %(id)s AND sync_owner = %(owner)s
+"""
 
 RELEASE_REQUESTER_NOTICE = "UPDATE pgconn.request SET requester_told = false WHERE id = %(id)s"
 
@@ -474,20 +552,10 @@ SELECT r.id FROM pgconn.request r
  WHERE r.message_ts IS NOT NULL AND r.status <> 'executing'
    AND r.shown_state IS DISTINCT FROM {_MESSAGE_STATE}
    AND (r.sync_after IS NULL OR r.sync_after <= now())
+   AND (r.sync_lease_until IS NULL OR r.sync_lease_until < now())
    AND r.sync_attempts < %(max_attempts)s
  ORDER BY r.id
  LIMIT %(limit)s
-"""
-
-MESSAGE_SHOWN = """
-UPDATE pgconn.request SET shown_state = %(state)s, sync_attempts = 0, sync_after = NULL WHERE id = %(id)s
-"""
-
-MESSAGE_SYNC_FAILED = """
-UPDATE pgconn.request
-   SET sync_attempts = sync_attempts + 1,
-       sync_after = now() + make_interval(secs => least(300, 2 ^ least(sync_attempts, 8)))
- WHERE id = %(id)s
 """
 
 # Claimed by exactly one process; told once.
@@ -500,36 +568,104 @@ RETURNING id
 APPEND_AUDIT = """
 WITH entry AS (
     INSERT INTO pgconn.audit (event, request_id, action, target, role_name, pids, actor, requester, approvers,
-                              outcome, message_ref)
+                              outcome, message_ref, origin)
     VALUES (%(event)s, %(request_id)s, %(action)s, %(target)s, %(role_name)s, %(pids)s, %(actor)s,
-            %(requester)s, %(approvers)s, %(outcome)s, %(message_ref)s)
+            %(requester)s, %(approvers)s, %(outcome)s, %(message_ref)s, %(origin)s)
     RETURNING id
 ), queued AS (
-    INSERT INTO pgconn.audit_outbox (audit_id, channel)
-    SELECT id, %(channel)s FROM entry WHERE %(channel)s::text IS NOT NULL
+    INSERT INTO pgconn.audit_outbox (audit_id, channel, lane)
+    SELECT id, %(channel)s, %(lane)s FROM entry WHERE %(channel)s::text IS NOT NULL
 )
 SELECT id FROM entry
 """
 
+# Refusals are recorded one by one up to a limit per person and minute; beyond it they are
+# counted, and the count becomes one entry when the minute is over (see RequestStore).
+OPEN_REFUSAL_WINDOW = """
+INSERT INTO pgconn.refusal_window (actor, window_start) VALUES (%(actor)s, now())
+ON CONFLICT (actor) DO NOTHING
+"""
+
+LOCK_REFUSAL_WINDOW = """
+SELECT recorded, suppressed, window_start, first_suppressed, last_suppressed,
+       window_start <= now() - make_interval(secs => %(window)s) AS over
+  FROM pgconn.refusal_window WHERE actor = %(actor)s FOR UPDATE
+"""
+
+RESTART_REFUSAL_WINDOW = """
+UPDATE pgconn.refusal_window
+   SET window_start = now(), recorded = 0, suppressed = 0, first_suppressed = NULL, last_suppressed = NULL
+ WHERE actor = %(actor)s
+"""
+
+COUNT_REFUSAL = """
+UPDATE pgconn.refusal_window
+   SET recorded = recorded + CASE WHEN %(recorded)s THEN 1 ELSE 0 END,
+       suppressed = suppressed + CASE WHEN %(recorded)s THEN 0 ELSE 1 END,
+       first_suppressed = CASE WHEN %(recorded)s THEN first_suppressed ELSE coalesce(first_suppressed, now()) END,
+       last_suppressed = CASE WHEN %(recorded)s THEN last_suppressed ELSE now() END
+ WHERE actor = %(actor)s
+"""
+
+# Windows that are over: gone, each with what it kept back (summarised by the caller).
+CLOSE_REFUSAL_WINDOWS = """
+DELETE FROM pgconn.refusal_window
+ WHERE window_start <= now() - make_interval(secs => %(window)s)
+RETURNING actor, suppressed, first_suppressed, last_suppressed
+"""
+
 RECENT_AUDIT = "SELECT * FROM pgconn.audit ORDER BY id DESC LIMIT %(limit)s"
 
-# Oldest first: only the oldest undelivered entry can be claimed, and only when it is due, so a
+# What waits for the audit channel configured now: not delivered, and not parked as
+# undeliverable to that channel (a parked entry is retried after a while, and at once when the
+# channel changes). Lane 0 holds the events that matter (requested, approved, executed, …), lane
+# 1 refusals: lane 1 goes out only when lane 0 is empty, so no flood of refusals delays them.
+_WAITING = """
+    q.delivered_at IS NULL
+    AND (q.parked_channel IS NULL OR q.parked_channel IS DISTINCT FROM %(channel)s
+         OR q.parked_at < now() - make_interval(secs => %(park_retry)s))
+"""
+
+# Oldest first within a lane: only the head can be claimed, and only when it is due, so a
 # failing Slack holds back everything behind it. A lease (not a transaction held open while Slack
 # answers) keeps two replicas from posting one entry twice. (With several replicas, or ids that
 # commit out of order, the channel's order can occasionally differ from the table's; nothing is
-# lost, and the table is the record.)
-CLAIM_AUDIT_DELIVERY = """
+# lost, and the table is the record.) The claim and the read of the entry are one transaction,
+# so a task cancelled between them leaves no lease behind.
+CLAIM_AUDIT_DELIVERY = f"""
 UPDATE pgconn.audit_outbox o
    SET leased_until = now() + make_interval(secs => %(lease)s), attempts = o.attempts + 1
  WHERE o.audit_id = (
         SELECT q.audit_id FROM pgconn.audit_outbox q
-         WHERE q.delivered_at IS NULL
-         ORDER BY q.audit_id
+         WHERE {_WAITING}
+         ORDER BY q.lane, q.audit_id
          LIMIT 1
            FOR UPDATE SKIP LOCKED)
    AND o.next_attempt <= now()
    AND (o.leased_until IS NULL OR o.leased_until < now())
-RETURNING o.audit_id, o.channel, o.attempts
+RETURNING o.audit_id, o.attempts
+"""
+
+# Slack will never take this entry (its content): kept, counted, and not in anyone's way.
+PARK_AUDIT_ENTRY = """
+UPDATE pgconn.audit_outbox
+   SET parked_at = now(), parked_channel = %(channel)s, last_error = %(error)s, leased_until = NULL
+ WHERE audit_id = %(id)s
+"""
+
+# Slack will take nothing in this channel (archived, not found, not a member): every waiting
+# entry is parked at once rather than tried one by one; leases other processes hold are left.
+PARK_AUDIT_CHANNEL = """
+UPDATE pgconn.audit_outbox
+   SET parked_at = now(), parked_channel = %(channel)s, last_error = %(error)s,
+       leased_until = CASE WHEN audit_id = %(id)s THEN NULL ELSE leased_until END
+ WHERE delivered_at IS NULL AND (audit_id = %(id)s OR leased_until IS NULL OR leased_until < now())
+"""
+
+UNDELIVERABLE_AUDIT = """
+SELECT count(*) AS parked, min(parked_at) AS since, max(last_error) AS error
+  FROM pgconn.audit_outbox q
+ WHERE q.delivered_at IS NULL AND q.parked_channel IS NOT DISTINCT FROM %(channel)s AND q.parked_at IS NOT NULL
 """
 
 # The request message's place is looked up at delivery: "requested" is written before it is posted.
@@ -541,7 +677,9 @@ SELECT a.*, r.channel AS request_channel, r.message_ts AS request_ts
 """
 
 AUDIT_DELIVERED = """
-UPDATE pgconn.audit_outbox SET delivered_at = now(), delivered_ts = %(ts)s, leased_until = NULL, last_error = NULL
+UPDATE pgconn.audit_outbox
+   SET delivered_at = now(), delivered_ts = %(ts)s, channel = %(channel)s, leased_until = NULL, last_error = NULL,
+       parked_at = NULL, parked_channel = NULL
  WHERE audit_id = %(id)s
 """
 
@@ -553,11 +691,11 @@ UPDATE pgconn.audit_outbox
 
 # Only the head of the queue decides when to look again (everything behind it waits for it),
 # including while another replica holds its lease.
-NEXT_AUDIT_DUE = """
+NEXT_AUDIT_DUE = f"""
 SELECT extract(epoch FROM greatest(h.next_attempt, coalesce(h.leased_until, h.next_attempt)) - now()) AS seconds,
-       (SELECT count(*) FROM pgconn.audit_outbox WHERE delivered_at IS NULL) AS waiting
-  FROM (SELECT next_attempt, leased_until FROM pgconn.audit_outbox
-         WHERE delivered_at IS NULL ORDER BY audit_id LIMIT 1) h
+       (SELECT count(*) FROM pgconn.audit_outbox q WHERE {_WAITING}) AS waiting
+  FROM (SELECT q.next_attempt, q.leased_until FROM pgconn.audit_outbox q
+         WHERE {_WAITING} ORDER BY q.lane, q.audit_id LIMIT 1) h
 """
 
 # --- monitor ---------------------------------------------------------------------------------
@@ -570,7 +708,7 @@ MONITOR_SNAPSHOT = f"""
 WITH activity AS MATERIALIZED (
     SELECT a.pid, a.usesysid, a.usename::text AS role, a.datname::text AS database, a.application_name,
            host(a.client_addr) AS client_addr, a.state, a.backend_start, a.xact_start, a.query_start,
-           a.state_change, left(a.query, {QUERY_PREVIEW_CHARS}) AS query,
+           a.state_change, left(a.query, {QUERY_PREVIEW_CHARS}) AS query, length(a.query) AS query_length,
            (a.pid = pg_catalog.pg_backend_pid()
             OR (a.usename = session_user AND a.application_name = %(bot_app)s)) AS own
       FROM pg_catalog.pg_stat_activity a
@@ -602,14 +740,15 @@ SELECT current_setting('server_version') AS server_version,
        (SELECT coalesce(json_agg(json_build_object(
                    'pid', i.pid, 'role', i.role, 'database', i.database, 'application', i.application_name,
                    'client', i.client_addr, 'backend_start', i.backend_start, 'xact_start', i.xact_start,
-                   'state_change', i.state_change, 'query', i.query) ORDER BY i.state_change), '[]')
+                   'state_change', i.state_change, 'query', i.query, 'query_length', i.query_length)
+                   ORDER BY i.state_change), '[]')
           FROM activity i
          WHERE NOT i.own AND i.state IN ('idle in transaction', 'idle in transaction (aborted)')
            AND i.state_change <= now() - make_interval(secs => %(idle_in_tx)s)) AS idle_in_transaction,
        (SELECT coalesce(json_agg(json_build_object(
                    'pid', q.pid, 'role', q.role, 'database', q.database, 'application', q.application_name,
                    'client', q.client_addr, 'backend_start', q.backend_start, 'query_start', q.query_start,
-                   'query', q.query) ORDER BY q.query_start), '[]')
+                   'query', q.query, 'query_length', q.query_length) ORDER BY q.query_start), '[]')
           FROM activity q
          WHERE NOT q.own AND q.state = 'active'
            AND q.query_start <= now() - make_interval(secs => %(long_query)s)) AS long_queries
@@ -641,6 +780,44 @@ CREATE INDEX alert_unsettled ON pgconn.alert (id) WHERE resolved_at IS NULL OR N
 """
 
 STATE_MIGRATIONS.append((2, _SCHEMA_V2))
+
+_SCHEMA_V3 = r"""
+-- Functions of the bot's own resolve only in pg_catalog, whoever calls them.
+ALTER FUNCTION pgconn.audit_is_append_only() SET search_path = pg_catalog, pg_temp;
+
+-- Where an action came from when it was not a Slack click or command (the console, its local user).
+ALTER TABLE pgconn.audit ADD COLUMN origin text;
+
+-- Lanes (0: events that matter, 1: refusals) and entries parked as undeliverable to a channel.
+ALTER TABLE pgconn.audit_outbox
+    ADD COLUMN lane smallint NOT NULL DEFAULT 0 CHECK (lane IN (0, 1)),
+    ADD COLUMN parked_at timestamptz,
+    ADD COLUMN parked_channel text;
+DROP INDEX pgconn.audit_outbox_due;
+CREATE INDEX audit_outbox_queue ON pgconn.audit_outbox (lane, audit_id) WHERE delivered_at IS NULL;
+
+-- Refusals recorded per person in the current minute, and those counted beyond the limit.
+CREATE TABLE pgconn.refusal_window (
+    actor            text PRIMARY KEY,
+    window_start     timestamptz NOT NULL,
+    recorded         integer NOT NULL DEFAULT 0,
+    suppressed       integer NOT NULL DEFAULT 0,
+    first_suppressed timestamptz,
+    last_suppressed  timestamptz
+);
+CREATE INDEX refusal_window_start ON pgconn.refusal_window (window_start);
+
+-- 'posting': stored, not yet posted for approval, so nobody can approve it yet.
+ALTER TABLE pgconn.request DROP CONSTRAINT request_status_check;
+ALTER TABLE pgconn.request ADD CONSTRAINT request_status_check CHECK (status IN
+    ('posting', 'pending', 'executing', 'executed', 'denied', 'expired', 'withdrawn', 'interrupted'));
+CREATE INDEX request_open_by_requester ON pgconn.request (requester) WHERE status IN ('posting', 'pending');
+
+-- Who is updating the request's message in Slack right now, and until when.
+ALTER TABLE pgconn.request ADD COLUMN sync_owner uuid, ADD COLUMN sync_lease_until timestamptz;
+"""
+
+STATE_MIGRATIONS.append((3, _SCHEMA_V3))
 
 # Serialises the monitor across replicas: a session-level lock on the state database, held by
 # the leader's dedicated connection; if that process dies the server releases it.

@@ -10,8 +10,33 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from bot.db import sql
+from bot.db.connect import connect_kwargs
 
 log = logging.getLogger(__name__)
+
+
+class StateSchemaError(Exception):
+    """Schema pgconn exists but is not the bot's own: refusing to use it (never retried)."""
+
+
+async def _check_ownership(conn: AsyncConnection[DictRow]) -> None:
+    cur = await conn.execute(sql.STATE_SCHEMA_OWNERSHIP)
+    row = await cur.fetchone()
+    if row is None:
+        return  # not there yet: the bot creates it, and owns it
+    if not row["owned"]:
+        raise StateSchemaError(
+            f"schema pgconn is owned by role {row['owner']!r}, not by the bot's role {row['bot_role']!r}; "
+            "whoever owns it could rewrite or drop the audit trail, so the bot will not use it. "
+            f"If its contents are trustworthy: ALTER SCHEMA pgconn OWNER TO {row['bot_role']} "
+            "(and its tables); otherwise drop it"
+        )
+    if row["foreign_objects"]:
+        names = ", ".join(row["foreign_objects"][:5])
+        raise StateSchemaError(
+            f"schema pgconn holds objects another role owns ({names}); the bot will not use it "
+            f"until every object in it is owned by {row['bot_role']!r}"
+        )
 
 
 class StateStore:
@@ -26,12 +51,7 @@ class StateStore:
             # How long a command waits for a state connection: a dead state database must be
             # answered within Slack's window, not after psycopg's default 30 s.
             timeout=timeout,
-            kwargs={
-                "autocommit": True,
-                "application_name": sql.BOT_APPLICATION_NAME,
-                "connect_timeout": 3,
-                "row_factory": dict_row,
-            },
+            kwargs=connect_kwargs(dsn, connect_timeout=3, row_factory=dict_row),
             check=AsyncConnectionPool.check_connection,
         )
 
@@ -46,6 +66,7 @@ class StateStore:
         applied_now: list[int] = []
         async with self.pool.connection(timeout=wait_seconds) as conn, conn.transaction():
             await conn.execute(sql.MIGRATION_LOCK)
+            await _check_ownership(conn)
             await conn.execute(sql.STATE_VERSION_TABLE)
             cur = await conn.execute(sql.STATE_APPLIED_VERSIONS)
             done = {row["version"] for row in await cur.fetchall()}

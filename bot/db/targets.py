@@ -22,7 +22,10 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from bot import metrics
 from bot.db import sql
+from bot.db.connect import connect_kwargs
 from bot.errors import first_line
+from bot.redact import redact as redact_text
+from bot.redact import secrets_in_dsn
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +58,7 @@ def redact_dsn(text: str, dsns: list[str]) -> str:
     for dsn in dsns:
         if dsn:
             text = text.replace(dsn, "<connection string>")
-    return text
+    return redact_text(text, [secret for dsn in dsns for secret in secrets_in_dsn(dsn)])
 
 
 class TargetPools:
@@ -69,7 +72,7 @@ class TargetPools:
                 max_size=max_size,
                 open=False,
                 name=f"pgconn-{name}",
-                kwargs=self._connect_kwargs(),
+                kwargs=self._connect_kwargs(dsn),
                 configure=self._configure,
                 check=AsyncConnectionPool.check_connection,
                 reconnect_timeout=60,
@@ -78,13 +81,8 @@ class TargetPools:
         }
         self._background: set[asyncio.Future[None]] = set()
 
-    def _connect_kwargs(self) -> dict[str, Any]:
-        return {
-            "autocommit": True,
-            "application_name": sql.BOT_APPLICATION_NAME,
-            "connect_timeout": max(2, int(self._timeout) + 1),
-            "row_factory": dict_row,
-        }
+    def _connect_kwargs(self, dsn: str) -> dict[str, Any]:
+        return connect_kwargs(dsn, connect_timeout=max(2, int(self._timeout) + 1), row_factory=dict_row)
 
     async def _configure(self, conn: Conn) -> None:
         statement_ms = str(int(self._timeout * 1000))
@@ -223,7 +221,8 @@ class TargetPools:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout_at(deadline):
-                conn = await AsyncConnection.connect(self._dsns[name], **self._connect_kwargs())
+                dsn = self._dsns[name]
+                conn = await AsyncConnection.connect(dsn, **self._connect_kwargs(dsn))
                 await conn.close()
                 return None
         except TimeoutError:

@@ -13,7 +13,7 @@ from typing import Any
 from bot.core.markup import moment, to_slack
 from bot.core.results import Alert, AlertKind, AuditEntry, HomeView, Result, SignalRequest
 from bot.render.alerts import alert_document, headline, resolved_text
-from bot.render.document import Document, Tone, table_lines, to_document
+from bot.render.document import Document, Tone, render_failure, table_lines, to_document
 from bot.render.requests import audit_line, confirm_text, request_document, status_line, what
 
 MAX_BLOCKS = 50
@@ -39,10 +39,13 @@ def escape(text: str) -> str:
     """
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     text = _BROADCAST.sub("@\u2060\\1", text)  # a word joiner keeps "@here" from notifying anyone
+    text = _EMOJI_CODE.sub(":\u2060\\1:", text)  # ":white_check_mark:" in a name stays text
     return to_slack(text.replace("`", "ˋ"))
 
 
 _BROADCAST = re.compile(r"@(here|channel|everyone)\b", re.IGNORECASE)
+# Emoji codes in text the bot did not write: its own icons are added after escaping.
+_EMOJI_CODE = re.compile(r":([a-z0-9_+'-]{1,100}):", re.IGNORECASE)
 
 
 def _clip(text: str, limit: int) -> str:
@@ -126,7 +129,11 @@ def _context(text: str) -> dict[str, Any]:
 
 
 def render_blocks(result: Result) -> SlackMessage:
-    return document_blocks(to_document(result))
+    """Any result as a message; if laying it out fails, a one-line error instead (never silence)."""
+    try:
+        return document_blocks(to_document(result))
+    except Exception:
+        return document_blocks(to_document(render_failure(result)))
 
 
 # --- approval requests and audit entries ---------------------------------------------------

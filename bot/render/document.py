@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import enum
 import functools
+import logging
 import shlex
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -20,6 +22,7 @@ from bot.core.parser import MAX_PIDS, USAGE
 from bot.core.results import (
     Connection,
     HelpResult,
+    InternalError,
     LimitsOverview,
     Problem,
     Refused,
@@ -30,6 +33,8 @@ from bot.core.results import (
     ServerStatus,
     StrayConnections,
 )
+
+log = logging.getLogger(__name__)
 
 QUERY_PREVIEW = 80
 
@@ -289,6 +294,15 @@ def _(result: ServerStatus) -> Document:
     if result.restricted:
         doc.notes.append(_RESTRICTED_NOTE)
     return doc
+
+
+def render_failure(result: Result) -> InternalError:
+    """What a user reads when their answer could not be laid out (the log has the traceback)."""
+    reference = uuid.uuid4().hex[:8]
+    log.exception("could not render %s (ref %s)", type(result).__name__, reference)
+    return InternalError(
+        f"Something went wrong while preparing this answer (ref {reference}); the details are in the bot's log."
+    )
 
 
 def table_lines(table: Table, max_cell: int = 28) -> list[str]:

@@ -74,6 +74,8 @@ def status_line(request: SignalRequest) -> str:
             )
         case RequestStatus.PENDING | RequestStatus.EXPIRED:
             return f"Expired {moment(request.expires_at)} without approval — nothing was signalled."
+        case RequestStatus.POSTING:
+            return "Being posted for approval — nothing can be approved or signalled yet."
         case RequestStatus.EXECUTING:
             return f"Approved by {_approvers(request)} {_at(request)} — executing…"
         case RequestStatus.EXECUTED:
@@ -166,6 +168,11 @@ def _(result: RequestOpened) -> Document:
         doc.commands = [f"approve {request.id}", f"deny {request.id}"]
         return doc
     where = f" in {channel(result.posted_in)}" if result.posted_in else ""
+    if request.status != RequestStatus.PENDING:  # decided already (Slack's answer to the post was lost)
+        return Document(
+            title=f"Request #{request.id} was posted for approval{where}",
+            lines=[f"{what(request)[0].upper()}{what(request)[1:]}.", status_line(request)],
+        )
     return Document(
         title=f"Request #{request.id} sent for approval{where}",
         lines=[

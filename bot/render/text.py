@@ -6,7 +6,7 @@ import re
 
 from bot.core.markup import to_plain
 from bot.core.results import Result
-from bot.render.document import Tone, table_lines, to_document
+from bot.render.document import Tone, render_failure, table_lines, to_document
 
 _UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _MARK = {Tone.INFO: "", Tone.WARNING: "! ", Tone.PROBLEM: "✗ "}
@@ -18,6 +18,13 @@ def _clean(text: str) -> str:
 
 
 def render_text(result: Result) -> str:
+    try:
+        return _render(result)
+    except Exception:
+        return _render(render_failure(result))
+
+
+def _render(result: Result) -> str:
     doc = to_document(result)
     out = [_MARK[doc.tone] + doc.title, *doc.lines]
     if doc.table:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
@@ -21,6 +21,8 @@ from bot.errors import first_line
 from bot.render.blocks import SlackMessage, alert_message, audit_message, request_message, resolved_reply
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class _CountedRateLimitRetry(AsyncRateLimitErrorRetryHandler):
@@ -55,7 +57,29 @@ class SlackGroupDirectory:
 
 
 _SLACK_USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
-_REJECTED_CONTENT = {"invalid_blocks", "msg_too_long", "invalid_blocks_format", "no_text"}
+# Slack's errors that no retry can fix: the message's content, or the channel itself.
+_REJECTED_CONTENT = {
+    "invalid_blocks",
+    "msg_too_long",
+    "invalid_blocks_format",
+    "no_text",
+    "too_many_attachments",
+    "invalid_attachments",
+    "invalid_metadata_format",
+    "unrenderable",  # the bot could not build the message at all
+}
+_REJECTED_CHANNEL = {
+    "channel_not_found",
+    "is_archived",
+    "channel_is_archived",
+    "not_in_channel",
+    "restricted_action",
+    "restricted_action_read_only_channel",
+    "restricted_action_thread_only_channel",
+    "restricted_action_non_threadable_channel",
+    "ekm_access_denied",
+    "team_access_not_granted",
+}
 SHORT_TEXT = 1500
 
 
@@ -75,10 +99,22 @@ def _failure(exc: Exception) -> AnnounceError:
         data = exc.response.data if isinstance(exc.response.data, dict) else {}
         status = exc.response.status_code
         reason = str(data.get("error") or f"HTTP {status}")
-        metrics.SLACK_ERRORS.labels(error=reason).inc()
-        return AnnounceError(reason, _retry_after(exc.response) if status == 429 else None)
+        metrics.SLACK_ERRORS.labels(error=reason if reason.isidentifier() else "other").inc()
+        retry_after = _retry_after(exc.response) if status == 429 else None
+        if reason in _REJECTED_CONTENT:
+            return AnnounceError(reason, retry_after, "message")
+        return AnnounceError(reason, retry_after, "channel" if reason in _REJECTED_CHANNEL else None)
     metrics.SLACK_ERRORS.labels(error=type(exc).__name__).inc()
     return AnnounceError(first_line(exc) or type(exc).__name__)
+
+
+def _built(build: Callable[[T], SlackMessage], item: T) -> SlackMessage:
+    """A message from a result; one that cannot be built is a permanent failure, like Slack's refusal."""
+    try:
+        return build(item)
+    except Exception as exc:
+        log.exception("could not build a Slack message for %s", type(item).__name__)
+        raise AnnounceError("unrenderable", permanent="message") from exc
 
 
 async def _checked(call: Awaitable[Any]) -> Any:
@@ -103,7 +139,7 @@ class SlackAnnouncer:
         self._outbox_client = outbox_client
 
     async def post_request(self, request: SignalRequest, channel: str) -> str:
-        message = request_message(request)
+        message = _built(request_message, request)
         response = await _checked(
             self._client.chat_postMessage(channel=channel, text=message.text, blocks=message.blocks)
         )
@@ -111,7 +147,7 @@ class SlackAnnouncer:
 
     async def update_request(self, request: SignalRequest) -> None:
         assert request.channel and request.message_ts
-        message = request_message(request)
+        message = _built(request_message, request)
         await _checked(
             self._client.chat_update(
                 channel=request.channel, ts=request.message_ts, text=message.text, blocks=message.blocks
@@ -121,7 +157,7 @@ class SlackAnnouncer:
     async def tell_requester(self, request: SignalRequest) -> None:
         if not _SLACK_USER.match(request.requester):
             return  # a console identity: nobody to message in Slack
-        message = request_message(request)
+        message = _built(request_message, request)
         # A user ID as the channel posts into the bot's direct messages with that person.
         await self._client.chat_postMessage(
             channel=request.requester,
@@ -130,16 +166,15 @@ class SlackAnnouncer:
         )
 
     async def post_audit(self, entry: AuditEntry, channel: str, request_message: str | None) -> str | None:
-        response = await self._post_unblockable(
-            channel, audit_message(entry, request_message), f"audit entry {entry.id}"
-        )
+        message = _built(lambda e: audit_message(e, request_message), entry)
+        response = await self._post_unblockable(channel, message, f"audit entry {entry.id}")
         return str(response.get("ts") or "") or None
 
     # Alerts use the client without the 429 sleep: the monitor retries on its next cycle instead,
     # after the Retry-After it was given.
 
     async def post_alert(self, alert: Alert, channel: str) -> str:
-        response = await self._post_unblockable(channel, alert_message(alert), f"alert {alert.id}")
+        response = await self._post_unblockable(channel, _built(alert_message, alert), f"alert {alert.id}")
         ts = response.get("ts")
         if not ts:
             raise AnnounceError("Slack did not return the alert message's ts")
@@ -150,21 +185,23 @@ class SlackAnnouncer:
         entry Slack will never take cannot hold up a queue behind it."""
         try:
             return await self._outbox_client.chat_postMessage(
-                channel=channel, text=message.text, blocks=message.blocks, unfurl_links=False
+                channel=channel, text=message.text, blocks=message.blocks, unfurl_links=False, unfurl_media=False
             )
         except Exception as exc:
             failure = _failure(exc)
-            if failure.reason not in _REJECTED_CONTENT:
+            if failure.permanent != "message":
                 raise failure from exc
             log.error("%s refused by Slack (%s); posting it as short text", what, failure.reason)
         return await _checked(
-            self._outbox_client.chat_postMessage(channel=channel, text=message.text[:SHORT_TEXT], unfurl_links=False)
+            self._outbox_client.chat_postMessage(
+                channel=channel, text=message.text[:SHORT_TEXT], unfurl_links=False, unfurl_media=False
+            )
         )
 
     async def update_alert(self, alert: Alert) -> None:
         if not alert.channel or not alert.message_ts:
             return
-        message = alert_message(alert)
+        message = _built(alert_message, alert)
         await _checked(
             self._outbox_client.chat_update(
                 channel=alert.channel, ts=alert.message_ts, text=message.text, blocks=message.blocks
@@ -180,7 +217,7 @@ class SlackAnnouncer:
     async def reply_resolved(self, alert: Alert) -> None:
         if not alert.channel or not alert.message_ts:
             return
-        message = resolved_reply(alert)
+        message = _built(resolved_reply, alert)
         await _checked(
             self._outbox_client.chat_postMessage(
                 channel=alert.channel, thread_ts=alert.message_ts, text=message.text, blocks=message.blocks

@@ -12,7 +12,7 @@ from slack_bolt.async_app import AsyncApp
 from bot.core.housekeeping import Housekeeper
 from bot.db.state import StateStore
 from bot.errors import first_line
-from bot.metrics import AUDIT_UNDELIVERED
+from bot.metrics import AUDIT_UNDELIVERABLE, AUDIT_UNDELIVERED
 from bot.slack.guard import PayloadGuard
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,7 @@ def build_web_app(
     async def metrics(_: web.Request) -> web.Response:
         if housekeeper is not None:
             AUDIT_UNDELIVERED.set(housekeeper.undelivered)
+            AUDIT_UNDELIVERABLE.set(housekeeper.undeliverable)
         response = web.Response(body=generate_latest())
         response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
         return response

@@ -5,82 +5,34 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Callable
 from typing import Any
 
 import psycopg
-import pytest
 from aiohttp import web
 
 from tests.conftest import PgWorld
 from tests.e2e.conftest import (
-    BotUnderTest,
+    APPROVALS,
+    APPROVER,
+    APPROVER2,
+    AUDIT,
+    ORIGIN,
+    REQUESTER,
+    VIEWER,
     Posted,
+    alive,
+    audit_rows,
+    ephemeral_answer,
+    eventually,
     message_text,
+    no_buttons,
+    open_request,
+    request_id_of,
     wait_for_message_state,
     wait_for_request_message,
 )
 from tests.support.fake_slack import FakeSlack
 from tests.support.slack_requests import block_actions_body, sign
-
-REQUESTER, APPROVER, APPROVER2, VIEWER = "U0REQ", "U0APP", "U0APP2", "U0VIEWER"
-APPROVALS, AUDIT, ORIGIN = "C0APPROVE", "C0AUDIT", "C0TEST01"
-
-
-@pytest.fixture
-def start_approval_bot(fresh_state_dsn: str, start_bot: Any) -> Callable[..., Any]:
-    # fresh_state_dsn first: it is then torn down after the bots have stopped.
-    async def start(**overrides: Any) -> BotUnderTest:
-        settings: dict[str, Any] = {
-            "requesters": REQUESTER,
-            "approvers": f"{APPROVER},{APPROVER2}",
-            "approval_channel": APPROVALS,
-            "audit_channel": AUDIT,
-            "state_url": fresh_state_dsn,
-        }
-        settings.update(overrides)
-        return await start_bot(**settings)  # type: ignore[no-any-return]
-
-    return start
-
-
-def request_id_of(answer: dict[str, Any]) -> int:
-    match = re.search(r"Request #(\d+)", message_text(answer))
-    assert match, message_text(answer)
-    return int(match.group(1))
-
-
-def alive(world: PgWorld, pids: list[int]) -> set[int]:
-    rows = world.admin.execute("SELECT pid FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,)).fetchall()
-    return {row[0] for row in rows}
-
-
-def audit_rows(dsn: str, request_id: int) -> list[dict[str, Any]]:
-    with psycopg.connect(dsn, row_factory=psycopg.rows.dict_row) as conn:
-        return conn.execute("SELECT * FROM pgconn.audit WHERE request_id = %s ORDER BY id", (request_id,)).fetchall()
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """For state outside the fake Slack (the database): re-check until true."""
-    async with asyncio.timeout(timeout):
-        while not condition():  # noqa: ASYNC110 - the database cannot notify us; polling it is the wait
-            await asyncio.sleep(0.05)
-
-
-def no_buttons(message: Posted) -> bool:
-    return not message.buttons()
-
-
-async def open_request(bot: BotUnderTest, text: str, user: str = REQUESTER) -> tuple[int, Posted]:
-    answer = await bot.ask(text, user_id=user)
-    assert "sent for approval" in message_text(answer), message_text(answer)
-    request_id = request_id_of(answer)
-    return request_id, await wait_for_request_message(bot.slack, APPROVALS, request_id)
-
-
-async def ephemeral_answer(bot: BotUnderTest, clicked: Any) -> str:
-    assert clicked.status == 200, clicked.body
-    return message_text(await bot.slack.wait_for_response(clicked.response_url))
 
 
 async def test_full_flow_only_an_approver_executes_and_everything_is_on_record(

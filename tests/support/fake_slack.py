@@ -37,6 +37,8 @@ class FakeSlack:
     base_url: str = ""
     sockets: list[web.WebSocketResponse] = field(default_factory=list)  # Socket Mode connections
     respond_failures: list[int] = field(default_factory=list)  # HTTP statuses for the next response-URL posts
+    # A slow Slack: seconds a Web API method takes to answer (its effect is immediate)
+    delays: dict[str, float] = field(default_factory=dict)
     _next_ts: int = 1
     _changed: asyncio.Condition | None = None
     _runner: web.AppRunner | None = None
@@ -83,6 +85,12 @@ class FakeSlack:
         elif request.method == "POST":
             payload.update(await request.post())
         await self._record(Call(request.path, method, dict(request.headers), payload))
+        response = self._answer(method, payload)
+        if self.delays.get(method):  # done at once, answered late: what a slow Slack looks like
+            await asyncio.sleep(self.delays[method])
+        return response
+
+    def _answer(self, method: str, payload: dict[str, Any]) -> web.Response:
         override = self.overrides.get(method)
         if override is not None:
             response = override(payload)
@@ -95,7 +103,7 @@ class FakeSlack:
             return web.json_response({"ok": True, "users": self.usergroups[group]})
         if method == "auth.test":
             return web.json_response(
-                {"ok": True, "user_id": "UBOT", "bot_id": "BBOT", "team_id": "T1", "team": "pgct"},
+                {"ok": True, "user_id": "UBOT", "bot_id": "BBOT", "team_id": "T0TEST01", "team": "pgct"},
                 headers={"x-oauth-scopes": self.scopes},
             )
         if method == "apps.connections.open":

@@ -1,0 +1,53 @@
+"""Untrusted text, made safe once, where it enters the bot.
+
+Role and database names, application names and query text come from PostgreSQL (any role that
+can log in, or create a role, chooses them); reasons and role names come from whoever types a
+command. None of it may carry a line break into the audit, the bot's internal markers into an
+answer, or terminal/bidirectional control characters into anything. ``clean`` is applied where
+such text enters (the db layer's row readers, the parser, the stores' writers); renderers then
+escape what remains for their medium.
+"""
+
+from __future__ import annotations
+
+import re
+
+MARK = "\x1d"  # the core's internal marker (see ``markup``): never allowed in from outside
+
+# C0 and C1 controls (line breaks and tabs too), DEL, bidirectional overrides/isolates, lone
+# surrogates, the line/paragraph separators, and the byte-order mark.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff\ud800-\udfff]")
+
+DEFAULT_LIMIT = 1000
+
+
+NAME_LIMIT = 128  # NAMEDATALEN is 64 bytes; application_name too; leave room for multibyte text
+REPLACEMENT = "\ufffd"
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: max(0, limit - 1)] + "…"
+
+
+def clean(text: str, limit: int = DEFAULT_LIMIT) -> str:
+    """Free text (a query, a reason, an error) as one line: unsafe characters and line breaks
+    become spaces, runs of spaces one space, at most ``limit`` characters."""
+    return _cut(" ".join(_UNSAFE.sub(" ", text).split()), limit)
+
+
+def clean_name(name: str, limit: int = NAME_LIMIT) -> str:
+    """A name (role, database, application): an unsafe character stays visible as U+FFFD, so a
+    name never looks like another one; spaces are kept as they are."""
+    return _cut(_UNSAFE.sub(REPLACEMENT, name), limit)
+
+
+def clean_optional(text: str | None, limit: int = DEFAULT_LIMIT) -> str | None:
+    return None if text is None else clean(text, limit)
+
+
+def clean_name_optional(name: str | None, limit: int = NAME_LIMIT) -> str | None:
+    return None if name is None else clean_name(name, limit)
+
+
+def is_clean(text: str) -> bool:
+    return _UNSAFE.search(text) is None

@@ -1,0 +1,1 @@
+"""Run the test suite against every supported PostgreSQL major version (``python -m tests.matrix``)."""
