@@ -82,6 +82,7 @@ class Runtime:
                 utilization_critical=settings.alert_utilization_crit,
                 idle_in_tx_seconds=settings.alert_idle_in_tx_seconds,
                 long_query_seconds=settings.alert_long_query_seconds,
+                query_text=settings.show_queries == "everyone",
             ),
             interval=settings.monitor_interval,
             channel=settings.alert_channel,
@@ -95,6 +96,7 @@ class Runtime:
             approvals=approvals,
             alerts=alerts,
             monitoring=settings.monitor_interval > 0,
+            show_queries=settings.show_queries,
         )
         return cls(
             settings=settings,

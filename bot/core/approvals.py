@@ -24,7 +24,7 @@ from bot.core.commands import AccessRole, KillScope, RequestSignal, SignalAction
 from bot.core.durations import spell_duration
 from bot.core.markup import mention, moment
 from bot.core.parser import shorten
-from bot.core.policy import Identity, Policy
+from bot.core.policy import Identity, Policy, unconfirmed_note
 from bot.core.results import (
     IDLE_STATES,
     OUTCOME_LABELS,
@@ -385,7 +385,8 @@ class Approvals:
         self, request_id: int, approve: bool, identity: Identity, *, clicked_on: tuple[str, str] | None = None
     ) -> Result:
         """``clicked_on``: (channel, ts) of the message whose button was clicked, when there is one."""
-        role = await self._policy.role_of(identity)  # before the row lock: may ask Slack
+        standing = await self._policy.standing(identity)  # before the row lock: may ask Slack
+        role = standing.role
         if clicked_on is not None:
             await self._store.adopt_message(request_id, *clicked_on)
         execute: SignalRequest | None = None
@@ -404,8 +405,8 @@ class Approvals:
                     )
                 result = DecisionRefused(
                     f"Sorry, only approvers can {verb} requests, and you have "
-                    f"{'no access' if role is AccessRole.NONE else 'the ' + role.label + ' role'}. "
-                    f"Request #{request_id} is unchanged."
+                    f"{'no access' if role is AccessRole.NONE else 'the ' + role.label + ' role'}."
+                    f"{unconfirmed_note(standing)} Request #{request_id} is unchanged."
                 )
             elif request.status == RequestStatus.POSTING:
                 # Only a click on the posted message itself makes it approvable (see ADOPT_MESSAGE).

@@ -23,6 +23,7 @@ from bot.core.approvals import AnnounceError
 from bot.core.durations import format_duration
 from bot.core.results import Alert, AlertKind
 from bot.core.tasks import stop_task
+from bot.core.text import query_summary
 from bot.db import sql
 from bot.db.alerts import AlertStore, Clearance, Finding
 from bot.db.connect import connect_kwargs
@@ -50,6 +51,9 @@ class MonitorThresholds:
     utilization_critical: float = 0.9
     idle_in_tx_seconds: float = 300
     long_query_seconds: float = 1800
+    # Alerts are channel posts: SQL text only with PGCONN_SHOW_QUERIES=everyone, else its keyword
+    # and length (and only that is stored).
+    query_text: bool = False
 
 
 class AlertAnnouncer(Protocol):
@@ -119,7 +123,7 @@ def detect(snapshot: Snapshot, thresholds: MonitorThresholds) -> list[Finding]:
                 subject=f"{session['pid']}:{_epoch(session['xact_start'] or session['backend_start'])}",
                 severity=WARNING,
                 summary=f"pid {session['pid']} ({session['role']}) is idle in transaction{_on(target)}",
-                details={**session, "observed_at": snapshot.observed_at.isoformat()},
+                details={**_shown(session, thresholds), "observed_at": snapshot.observed_at.isoformat()},
             )
         )
     for query in snapshot.long_queries:
@@ -129,10 +133,16 @@ def detect(snapshot: Snapshot, thresholds: MonitorThresholds) -> list[Finding]:
                 subject=f"{query['pid']}:{_epoch(query['query_start'])}",
                 severity=WARNING,
                 summary=f"pid {query['pid']} ({query['role']}) has a long-running query{_on(target)}",
-                details={**query, "observed_at": snapshot.observed_at.isoformat()},
+                details={**_shown(query, thresholds), "observed_at": snapshot.observed_at.isoformat()},
             )
         )
     return findings
+
+
+def _shown(session: dict[str, Any], thresholds: MonitorThresholds) -> dict[str, Any]:
+    if thresholds.query_text or session.get("query") is None:
+        return session
+    return {**session, "query": query_summary(session["query"], session.get("query_length"))}
 
 
 def resolution(alert: Alert, snapshot: Snapshot | None) -> str:

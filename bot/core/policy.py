@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 
 GROUP_CACHE_SECONDS = 60.0
 FAILED_LOOKUP_SECONDS = 10.0
+# Membership last confirmed longer ago than this grants nothing (fail closed): someone removed
+# from the approvers' group must not keep approving while Slack cannot be asked.
+MAX_UNCONFIRMED_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
@@ -47,21 +50,32 @@ class NoGroupDirectory:
         raise LookupError("no Slack token configured, so user groups cannot be resolved")
 
 
+class GroupUnconfirmed(LookupError):
+    """The group's members could not be confirmed recently enough to grant anything."""
+
+    def __init__(self, group_id: str) -> None:
+        super().__init__(group_id)
+        self.group_id = group_id
+
+
 class CachedGroups:
     def __init__(
         self,
         directory: GroupDirectory,
-        ttl: float = GROUP_CACHE_SECONDS,
+        ttl: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        max_unconfirmed: float | None = None,
     ) -> None:
         self._directory = directory
-        self._ttl = ttl
+        self._ttl = GROUP_CACHE_SECONDS if ttl is None else ttl
+        self._max_unconfirmed = MAX_UNCONFIRMED_SECONDS if max_unconfirmed is None else max_unconfirmed
         self._clock = clock
-        self._cache: dict[str, tuple[float, frozenset[str]]] = {}
+        self._cache: dict[str, tuple[float, frozenset[str]]] = {}  # group → (confirmed at, members)
         self._failed: dict[str, float] = {}
         self._lock = asyncio.Lock()
 
     async def members(self, group_id: str) -> frozenset[str]:
+        """Members as last confirmed; raises GroupUnconfirmed when that was too long ago."""
         cached = self._cache.get(group_id)
         if cached and self._clock() - cached[0] < self._ttl:
             return cached[1]
@@ -69,20 +83,29 @@ class CachedGroups:
             cached = self._cache.get(group_id)
             if cached and self._clock() - cached[0] < self._ttl:
                 return cached[1]
-            stale = cached[1] if cached else frozenset()
-            if self._clock() - self._failed.get(group_id, -FAILED_LOOKUP_SECONDS) < FAILED_LOOKUP_SECONDS:
-                return stale  # do not hammer Slack while it keeps failing
-            try:
-                members = await self._directory.members(group_id)
-            except Exception as exc:
-                # A failed lookup grants nothing new; the last good answer (if any) stands, so a
-                # Slack hiccup does not lock approvers out.
-                log.warning("cannot resolve user group %s: %s", group_id, first_line(exc))
-                self._failed[group_id] = self._clock()
-                return stale
-            self._failed.pop(group_id, None)
-            self._cache[group_id] = (self._clock(), members)
-            return members
+            if self._clock() - self._failed.get(group_id, -FAILED_LOOKUP_SECONDS) >= FAILED_LOOKUP_SECONDS:
+                try:
+                    members = await self._directory.members(group_id)
+                except Exception as exc:
+                    log.warning("cannot resolve user group %s: %s", group_id, first_line(exc))
+                    self._failed[group_id] = self._clock()
+                else:
+                    self._failed.pop(group_id, None)
+                    self._cache[group_id] = (self._clock(), members)
+                    return members
+            # Slack cannot be asked now (or was asked a moment ago and failed): the last answer
+            # stands for a while, so a hiccup does not lock approvers out; then it grants nothing.
+            if cached and self._clock() - cached[0] <= self._max_unconfirmed:
+                return cached[1]
+            raise GroupUnconfirmed(group_id)
+
+
+@dataclass(frozen=True)
+class Standing:
+    """Someone's role, and the groups that would have granted more had Slack confirmed them."""
+
+    role: AccessRole
+    unconfirmed: tuple[str, ...] = ()
 
 
 class Policy:
@@ -103,24 +126,50 @@ class Policy:
         self._default = default_role
         self._groups = groups if isinstance(groups, CachedGroups) else CachedGroups(groups)
 
-    async def role_of(self, identity: Identity) -> AccessRole:
+    async def standing(self, identity: Identity) -> Standing:
+        unconfirmed: list[tuple[AccessRole, str]] = []
+
+        def settled(role: AccessRole) -> Standing:
+            return Standing(role, tuple(group for grants, group in unconfirmed if grants > role))
+
         for role, principals in self._grants:  # highest first
             if identity.user_id in principals:
-                return role
+                return settled(role)
             for principal in principals:
-                if principal.startswith("S") and identity.user_id in await self._groups.members(principal):
-                    return role
-        return self._default
+                if not principal.startswith("S"):
+                    continue
+                try:
+                    if identity.user_id in await self._groups.members(principal):
+                        return settled(role)
+                except GroupUnconfirmed:
+                    unconfirmed.append((role, principal))
+        return settled(self._default)
 
-    async def permits(self, identity: Identity, command: Command) -> tuple[bool, AccessRole]:
-        role = await self.role_of(identity)
-        return role >= command.required_role, role
+    async def role_of(self, identity: Identity) -> AccessRole:
+        return (await self.standing(identity)).role
+
+    async def permits(self, identity: Identity, command: Command) -> tuple[bool, Standing]:
+        standing = await self.standing(identity)
+        return standing.role >= command.required_role, standing
 
 
-def refusal_message(command: Command, role: AccessRole) -> str:
+def refusal_message(command: Command, standing: Standing) -> str:
     needed = command.required_role.label
+    role = standing.role
     have = "no access" if role is AccessRole.NONE else f"the {role.label} role"
     return (
-        f"Sorry, /pgconn {command.name} needs the {needed} role and you have {have}. "
-        "Ask the bot's administrators to add you."
+        f"Sorry, /pgconn {command.name} needs the {needed} role and you have {have}."
+        + (unconfirmed_note(standing) or " Ask the bot's administrators to add you.")
+    )
+
+
+def unconfirmed_note(standing: Standing) -> str:
+    """Why a group someone may belong to counts for nothing right now ("" if none)."""
+    if not standing.unconfirmed:
+        return ""
+    groups = ("user group " if len(standing.unconfirmed) == 1 else "user groups ") + ", ".join(standing.unconfirmed)
+    return (
+        f" Membership of {groups} could not be confirmed with Slack for over "
+        f"{round(MAX_UNCONFIRMED_SECONDS / 60)} minutes, so it grants nothing until Slack answers again; "
+        "try again shortly."
     )

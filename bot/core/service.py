@@ -11,7 +11,7 @@ import logging
 import uuid
 from collections import Counter
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -63,6 +63,7 @@ from bot.core.results import (
     TargetUnreachable,
     UnknownTarget,
 )
+from bot.core.text import query_summary
 from bot.db import catalog
 from bot.db.alerts import AlertStore
 from bot.db.targets import Conn, TargetPools, TargetUnavailableError, UnknownTargetError
@@ -113,6 +114,7 @@ class CommandService:
         approvals: Approvals | None = None,
         alerts: AlertStore | None = None,
         monitoring: bool = False,
+        show_queries: str = "approvers",
     ) -> None:
         self._targets = targets
         self._policy = policy
@@ -120,6 +122,7 @@ class CommandService:
         self._approvals = approvals
         self._alerts = alerts
         self._monitoring = monitoring
+        self._show_queries = show_queries
 
     @property
     def approvals(self) -> Approvals | None:
@@ -183,16 +186,19 @@ class CommandService:
         if command.uses_target and command.target not in self._targets.names:
             return _unknown_target(command.target, self._targets.names)
         # Approvers are checked inside the decision itself, where a refused click is also audited.
+        role = AccessRole.NONE
         if not isinstance(command, Decide):
-            allowed, role = await self._policy.permits(identity, command)
+            allowed, standing = await self._policy.permits(identity, command)
+            role = standing.role
             if not allowed:
                 log.info("refused %s for %s (role %s)", command.name, identity.user_id, role.label)
-                message = refusal_message(command, role)
+                message = refusal_message(command, standing)
                 if isinstance(command, RequestSignal) and self._approvals is not None:
                     await self._approvals.record_refusal(command, identity, f"{role.label} may not request this")
                 return Refused(message)
         try:
-            return await self._dispatch(command, identity, text, channel, clicked_on)
+            result = await self._dispatch(command, identity, text, channel, clicked_on)
+            return result if self._sees_queries(role) else _without_query_text(result)
         except (PoolTimeout, psycopg.OperationalError) as exc:
             # Target errors arrive as TargetUnavailableError; these come from the state database.
             log.error("state database unavailable for %s: %s", command.name, exc)
@@ -247,6 +253,10 @@ class CommandService:
             case ListAlerts() if self._alerts is not None:
                 return OpenAlerts(await self._alerts.open_alerts(), self._monitoring)
         return Problem(f"{command.name} is not available in this version of pgconn-bot yet.")
+
+    def _sees_queries(self, role: AccessRole) -> bool:
+        """PGCONN_SHOW_QUERIES: other sessions' SQL text may hold passwords or personal data."""
+        return self._show_queries == "everyone" or (self._show_queries == "approvers" and role >= AccessRole.APPROVER)
 
     # --- read path -------------------------------------------------------------------------
 
@@ -364,6 +374,26 @@ def _query_age(conn: Connection) -> timedelta:
 
 def _transaction_age(conn: Connection) -> timedelta:
     return conn.transaction_age or timedelta(0)
+
+
+def _summarised(conn: Connection | None) -> Connection | None:
+    if conn is None or conn.query is None:
+        return conn
+    return replace(conn, query=query_summary(conn.query, conn.query_length))
+
+
+def _without_query_text(result: Result) -> Result:
+    """The result with every other session's SQL text reduced to its keyword and length."""
+    match result:
+        case RoleConnections() | StrayConnections():
+            return replace(result, connections=[c for c in map(_summarised, result.connections) if c is not None])
+        case ServerStatus():
+            return replace(
+                result,
+                longest_active=_summarised(result.longest_active),
+                longest_idle_in_transaction=_summarised(result.longest_idle_in_transaction),
+            )
+    return result
 
 
 def _restricted(rows: list[Connection]) -> bool:

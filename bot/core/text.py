@@ -51,3 +51,16 @@ def clean_name_optional(name: str | None, limit: int = NAME_LIMIT) -> str | None
 
 def is_clean(text: str) -> bool:
     return _UNSAFE.search(text) is None
+
+
+_FIRST_WORD = re.compile(r"^\s*(?:(?:/\*.*?\*/|--[^\n]*(?:\n|$))\s*)*([A-Za-z]{1,20})\b", re.DOTALL)
+
+
+def query_summary(query: str | None, length: int | None = None) -> str | None:
+    """What anyone may read of another session's SQL: its first keyword and its length, e.g.
+    ``UPDATE … (412 chars)``. The text itself may hold passwords or personal data."""
+    if query is None:
+        return None
+    match = _FIRST_WORD.match(query)
+    keyword = match.group(1).upper() if match else "statement"
+    return f"{keyword} … ({length if length is not None else len(query)} chars)"

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from bot.db import sql
 from bot.db.connect import connect_kwargs
+from bot.errors import first_line
+from bot.redact import redact
 
 log = logging.getLogger(__name__)
+
+BUSY_POOL_SECONDS = 0.5
 
 
 class StateSchemaError(Exception):
@@ -42,6 +48,8 @@ async def _check_ownership(conn: AsyncConnection[DictRow]) -> None:
 class StateStore:
     def __init__(self, dsn: str, *, timeout: float = 2.0, max_size: int = 4) -> None:
         self._timeout = timeout
+        self._dsn = dsn
+        self._aside: AsyncConnection[Any] | None = None  # for /healthz while the pool is busy
         self.pool: AsyncConnectionPool[AsyncConnection[DictRow]] = AsyncConnectionPool(
             dsn,
             min_size=1,
@@ -59,6 +67,7 @@ class StateStore:
         await self.pool.open(wait=False)
 
     async def close(self) -> None:
+        await self._drop_aside()
         await self.pool.close(timeout=1)
 
     async def migrate(self, wait_seconds: float = 10.0) -> list[int]:
@@ -82,11 +91,28 @@ class StateStore:
         return applied_now
 
     async def healthy(self) -> bool:
+        """Whether the state database answers. A pool that is merely busy is not a database that
+        is down: then the question is asked on a connection kept aside for it."""
         try:
             async with asyncio.timeout(self._timeout):
-                async with self.pool.connection(timeout=self._timeout) as conn:
-                    await conn.execute(sql.PING)
+                try:
+                    async with self.pool.connection(timeout=BUSY_POOL_SECONDS) as conn:
+                        await conn.execute(sql.PING)
+                except PoolTimeout:
+                    await self._ping_aside()
             return True
         except Exception as exc:
-            log.warning("state database not answering: %s", exc)
+            log.warning("state database not answering: %s", redact(first_line(exc)))
+            await self._drop_aside()
             return False
+
+    async def _ping_aside(self) -> None:
+        if self._aside is None or self._aside.closed or self._aside.broken:
+            self._aside = await AsyncConnection.connect(self._dsn, **connect_kwargs(self._dsn, connect_timeout=3))
+        await self._aside.execute(sql.PING)
+
+    async def _drop_aside(self) -> None:
+        if self._aside is not None:
+            with contextlib.suppress(Exception):
+                await self._aside.close()
+            self._aside = None

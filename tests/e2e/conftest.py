@@ -6,7 +6,7 @@ import asyncio
 import html
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -220,6 +220,13 @@ async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> Non
     """For state outside the fake Slack (the database): re-check until true."""
     async with asyncio.timeout(timeout):
         while not condition():  # noqa: ASYNC110 - the database cannot notify us; polling it is the wait
+            await asyncio.sleep(0.05)
+
+
+async def eventually_true(condition: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
+    """``eventually`` for a condition that must itself ask something (the bot's core, say)."""
+    async with asyncio.timeout(timeout):
+        while not await condition():  # noqa: ASYNC110 - nothing to notify us; re-asking is the wait
             await asyncio.sleep(0.05)
 
 

@@ -33,7 +33,9 @@ from tests.e2e.conftest import (
     REQUESTER,
     BotUnderTest,
     alive,
+    ephemeral_answer,
     eventually,
+    eventually_true,
     message_text,
     open_request,
     wait_for_message_state,
@@ -528,3 +530,106 @@ async def test_an_entry_slack_will_never_take_does_not_hold_up_the_next(
             "SELECT audit_id, last_error FROM pgconn.audit_outbox WHERE parked_at IS NOT NULL"
         ).fetchall()
     assert rows == [(1, "msg_too_long")]
+
+
+# --- query text shown to everyone (review item 4) ----------------------------------------------
+
+SECRET_SQL = "ALTER ROLE pgct_someone PASSWORD 'hunter2-in-the-query'"
+
+
+@pytest.mark.parametrize("mode", ["approvers", "everyone", "nobody"])
+async def test_sql_text_is_shown_only_as_pgconn_show_queries_says(
+    world: PgWorld, fresh_state_dsn: str, start_bot: Any, mode: str
+) -> None:
+    role = world.role("dba", limit=None)
+    conn = world.connect(role, "psql")
+    statement = f"SELECT pg_catalog.pg_sleep(30) /* {SECRET_SQL} */"
+    _sleep_in_background_with(conn, statement)
+    settings: dict[str, Any] = {"approvers": APPROVER, "alert_channel": ALERTS, "state_url": fresh_state_dsn}
+    settings.update(alert_long_query_seconds=0, show_queries=mode)
+    bot: BotUnderTest = await start_bot(**settings)
+    await eventually(lambda: _active(world, conn.info.backend_pid))
+
+    for user in ("U0VIEWER", APPROVER):
+        status = message_text(await bot.ask("status", user_id=user))
+        shown = mode == "everyone" or (mode == "approvers" and user == APPROVER)
+        assert ("hunter2" in status) is shown, (mode, user, status)
+        if not shown:
+            assert f"SELECT … ({len(statement)} chars)" in status, status
+
+    assert await bot.server.runtime.monitor.run_cycle()
+    posts = await bot.slack.wait_for(
+        lambda: [m for m in bot.slack.channel_messages(ALERTS) if "long-running query" in message_text(m)]
+    )
+    alert_text = message_text(posts[0])
+    assert ("hunter2" in alert_text) is (mode == "everyone"), alert_text  # a channel post
+    with psycopg.connect(fresh_state_dsn) as state:
+        stored = json.dumps(state.execute("SELECT details FROM pgconn.alert").fetchall())
+    assert ("hunter2" in stored) is (mode == "everyone")
+
+
+def _sleep_in_background_with(conn: psycopg.Connection[Any], statement: str) -> threading.Thread:
+    def run() -> None:
+        with contextlib.suppress(psycopg.Error):
+            conn.execute(statement)  # type: ignore[arg-type]
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def _active(world: PgWorld, pid: int) -> bool:
+    row = world.admin.execute("SELECT state FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
+    return row is not None and row[0] == "active"
+
+
+async def test_health_reflects_the_database_not_a_busy_pool(fresh_state_dsn: str, start_approval_bot: Any) -> None:
+    bot: BotUnderTest = await start_approval_bot(state_pool_max_size=1)
+    pool = bot.server.runtime.state.pool
+    # every state connection is taken (by slow work, say)
+    async with pool.connection(), bot.session.get(bot.url + "/healthz") as health:
+        assert health.status == 200, await health.text()
+
+
+# --- stale approvers (review item 6) -----------------------------------------------------------
+
+
+async def test_an_approver_group_slack_cannot_confirm_stops_granting_within_minutes(
+    fresh_state_dsn: str, start_approval_bot: Any, world: PgWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bot.core.policy as policy
+
+    # Two minutes in production; a second here (the rule, not the number, is under test).
+    monkeypatch.setattr(policy, "GROUP_CACHE_SECONDS", 0.2)
+    monkeypatch.setattr(policy, "FAILED_LOOKUP_SECONDS", 0.1)
+    monkeypatch.setattr(policy, "MAX_UNCONFIRMED_SECONDS", 1.0)
+    bot: BotUnderTest = await start_approval_bot(approvers="S0DBAS")
+    bot.slack.usergroups = {"S0DBAS": [APPROVER]}
+    role = world.role("stale", limit=None)
+    first, second = (world.pid_of(world.connect(role)) for _ in range(2))
+
+    _, message = await open_request(bot, f"kill {first}")
+    await bot.click(message, "Approve", APPROVER)
+    await eventually(lambda: alive(world, [first]) == set())
+
+    # The approver is removed from the group, and Slack stops answering the lookup.
+    bot.slack.overrides["usergroups.users.list"] = lambda p: web.json_response({"ok": False, "error": "fatal_error"})
+    _, message = await open_request(bot, f"kill {second}")
+    service_policy = bot.server.runtime.service._policy
+
+    async def unconfirmed() -> bool:
+        return bool((await service_policy.standing(policy.Identity(APPROVER))).unconfirmed)
+
+    await eventually_true(unconfirmed)
+    answer = await ephemeral_answer(bot, await bot.click(message, "Approve", APPROVER))
+    assert "only approvers can approve" in answer and "could not be confirmed with Slack" in answer, answer
+    assert alive(world, [second]) == {second}
+
+    del bot.slack.overrides["usergroups.users.list"]  # Slack answers again: the group counts again
+
+    async def confirmed() -> bool:
+        return not await unconfirmed()
+
+    await eventually_true(confirmed)
+    await bot.click(message, "Approve", APPROVER)
+    await eventually(lambda: alive(world, [second]) == set())

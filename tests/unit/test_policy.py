@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bot.core.commands import AccessRole, Help, ListConnections, RequestSignal
-from bot.core.policy import CachedGroups, Identity, Policy
+from bot.core.policy import CachedGroups, Identity, Policy, refusal_message
 
 
 class Directory:
@@ -81,3 +83,44 @@ async def test_a_failed_lookup_grants_nothing_new_and_keeps_the_last_answer() ->
     await fresh.role_of(Identity("U0DBA"))
     # one attempt per group, then it backs off instead of calling Slack on every command
     assert never_resolved.lookups == {"S0DBAS": 1, "S0VIEWERS": 1}
+
+
+@pytest.mark.parametrize(
+    ("seconds_since_confirmed", "slack_answers", "expected"),
+    [
+        (30, False, AccessRole.APPROVER),  # cached, not even asked
+        (61, False, AccessRole.APPROVER),  # stale but within two minutes: a hiccup locks nobody out
+        (120, False, AccessRole.APPROVER),
+        (121, False, AccessRole.NONE),  # confirmed too long ago: grants nothing (fail closed)
+        (3600, False, AccessRole.NONE),
+        (3600, True, AccessRole.APPROVER),  # Slack answers again: confirmed again
+    ],
+)
+async def test_membership_confirmed_too_long_ago_grants_nothing(
+    seconds_since_confirmed: float, slack_answers: bool, expected: AccessRole
+) -> None:
+    directory = Directory({"S0DBAS": {"U0DBA"}})
+    clock = [0.0]
+    p = policy(directory, clock=clock)
+    assert await p.role_of(Identity("U0DBA")) is AccessRole.APPROVER
+    directory.failing = not slack_answers
+    clock[0] = seconds_since_confirmed
+    standing = await p.standing(Identity("U0DBA"))
+    assert standing.role is expected
+    if expected is AccessRole.APPROVER:
+        assert standing.unconfirmed == ()
+    else:  # both groups would have granted more than "none"
+        assert standing.unconfirmed == ("S0DBAS", "S0VIEWERS")
+
+
+async def test_the_refusal_says_why_a_group_counts_for_nothing() -> None:
+    directory = Directory({"S0DBAS": {"U0DBA"}})
+    clock = [0.0]
+    p = policy(directory, clock=clock, default=AccessRole.VIEWER)
+    await p.role_of(Identity("U0DBA"))
+    directory.failing = True
+    clock[0] = 500.0
+    allowed, standing = await p.permits(Identity("U0DBA"), RequestSignal(pids=(1,)))
+    assert not allowed and standing.role is AccessRole.VIEWER
+    message = refusal_message(RequestSignal(pids=(1,)), standing)
+    assert "user group S0DBAS could not be confirmed with Slack for over 2 minutes" in message
