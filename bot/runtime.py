@@ -70,6 +70,7 @@ class Runtime:
                 max_open_per_requester=settings.max_pending_per_user,
             ),
             announcer=announcer or NoAnnouncer(),
+            bot_roles=lambda: targets.logins | state.logins,
         )
         alerts = AlertStore(state)
         monitor = Monitor(

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
@@ -46,7 +46,7 @@ from bot.core.results import (
 )
 from bot.db import catalog, signals
 from bot.db.requests import NewAuditEntry, NewRequest, RequestStore, TooManyOpenRequests
-from bot.db.signals import Candidate, SignalOutcome
+from bot.db.signals import Candidate, Protection, SignalOutcome
 from bot.db.targets import Conn, TargetPools, TargetUnavailableError, UnknownTargetError
 from bot.errors import first_line
 
@@ -145,6 +145,7 @@ class Approvals:
         rules: ApprovalRules,
         announcer: Announcer,
         on_audit: Callable[[], None] = lambda: None,
+        bot_roles: Callable[[], Collection[str]] = frozenset,
     ) -> None:
         self._targets = targets
         self._store = store
@@ -152,6 +153,8 @@ class Approvals:
         self._rules = rules
         self.announcer = announcer
         self._on_audit = on_audit
+        # The bot's own login roles (targets' and state database's): never signalled.
+        self._bot_roles = bot_roles
 
     def set_audit_hook(self, hook: Callable[[], None]) -> None:
         self._on_audit = hook
@@ -289,7 +292,7 @@ class Approvals:
 
     async def _resolve(self, conn: Conn, command: RequestSignal) -> tuple[list[Candidate], list[RoleFill]] | Problem:
         if command.pids:  # kill <pids>, cancel <pids>, and an alert's pid (scope idle: still idle)
-            found = {c.pid: c for c in await signals.candidates(conn, pids=command.pids)}
+            found = {c.pid: c for c in await signals.candidates(conn, pids=command.pids, protection=self._protection())}
             starts, marks = dict(command.expected_starts), dict(command.expected_marks)
             reasons = [
                 why
@@ -323,7 +326,11 @@ class Approvals:
             if role in self._rules.protected_roles:
                 return NothingToSignal(f"Nothing was requested: {role} is a protected role (PGCONN_PROTECTED_ROLES).")
             idle_for = (command.older_than or timedelta(0)) if command.scope is KillScope.IDLE else None
-            chosen = await signals.candidates(conn, role_oid=match.oid, idle_for=idle_for)
+            chosen = await signals.candidates(
+                conn, role_oid=match.oid, idle_for=idle_for, protection=self._protection()
+            )
+            if protected := next((why for c in chosen if (why := self._protected(c.pid, c))), None):
+                return NothingToSignal(f"Nothing was requested: {protected}.")
             if not chosen:
                 what = "connections" if idle_for is None else "idle connections"
                 if command.older_than:
@@ -359,14 +366,8 @@ class Approvals:
             return f"pid {pid} is no longer idle in the transaction the alert was about"
         if cancel and mark is not None and found.query_start != mark:
             return f"pid {pid} is no longer running the query the alert was about"
-        if found.own:
-            return f"pid {pid} is pgconn-bot's own connection"
-        if not found.client_backend:
-            return f"pid {pid} is a {found.backend_type or 'server process'}, not a client session"
-        if found.superuser:
-            return f"pid {pid} belongs to superuser {found.role}; superusers' sessions are protected"
-        if found.role in self._rules.protected_roles:
-            return f"pid {pid} belongs to {found.role}, a protected role"
+        if protected := self._protected(pid, found):
+            return protected
         if cancel and found.state != "active":
             return (
                 f"pid {pid} is {found.state or 'not running a query'}: there is no query to cancel "
@@ -378,6 +379,28 @@ class Approvals:
                 "so it could not make sure it signals the right session"
             )
         return None
+
+    def _protected(self, pid: int, found: Candidate) -> str | None:
+        """Why this backend may never be signalled, or None. The signalling statement checks the same."""
+        if found.own or found.bot_login:
+            return f"pid {pid} is pgconn-bot's own connection"
+        if not found.client_backend:
+            return f"pid {pid} is a {found.backend_type or 'server process'}, not a client session"
+        if found.superuser:
+            return f"pid {pid} belongs to superuser {found.role}; superusers' sessions are protected"
+        if found.superuser_via:
+            return (
+                f"pid {pid} belongs to {found.role}, a member of superuser role {found.superuser_via}; "
+                "superusers' sessions are protected"
+            )
+        if found.role in self._rules.protected_roles:
+            return f"pid {pid} belongs to {found.role}, a protected role"
+        if found.protected_via:
+            return f"pid {pid} belongs to {found.role}, a member of protected role {found.protected_via}"
+        return None
+
+    def _protection(self) -> Protection:
+        return Protection(self._rules.protected_roles, sorted(self._bot_roles()))
 
     # --- deciding ----------------------------------------------------------------------------
 
@@ -476,7 +499,7 @@ class Approvals:
                 action=request.action,
                 scope=request.scope,
                 targets=targets,
-                protected_roles=self._rules.protected_roles,
+                protection=self._protection(),
                 wait_seconds=EXECUTION_WAIT_SECONDS,
                 statement_seconds=self._targets.timeout,
                 progress=progress,

@@ -157,9 +157,8 @@ def refusal_message(command: Command, standing: Standing) -> str:
     needed = command.required_role.label
     role = standing.role
     have = "no access" if role is AccessRole.NONE else f"the {role.label} role"
-    return (
-        f"Sorry, /pgconn {command.name} needs the {needed} role and you have {have}."
-        + (unconfirmed_note(standing) or " Ask the bot's administrators to add you.")
+    return f"Sorry, /pgconn {command.name} needs the {needed} role and you have {have}." + (
+        unconfirmed_note(standing) or " Ask the bot's administrators to add you."
     )
 
 

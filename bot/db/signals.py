@@ -23,6 +23,17 @@ STATEMENT_MARGIN_SECONDS = 0.3
 
 
 @dataclass(frozen=True)
+class Protection:
+    """Who is never signalled besides superusers: these roles and their members, and the bot's logins."""
+
+    protected_roles: Sequence[str] = ()
+    bot_roles: Sequence[str] = ()
+
+    def params(self) -> dict[str, list[str]]:
+        return {"protected": list(self.protected_roles), "bot_roles": list(self.bot_roles)}
+
+
+@dataclass(frozen=True)
 class Candidate:
     """A backend as found now, with what decides whether it may be signalled."""
 
@@ -42,6 +53,9 @@ class Candidate:
     client_backend: bool
     superuser: bool
     own: bool
+    superuser_via: str | None  # a superuser role its login role is a member of
+    protected_via: str | None  # a protected role (PGCONN_PROTECTED_ROLES) it is a member of
+    bot_login: bool  # one of the bot's own login roles (any replica, any of its pools)
     role_limit: int | None
     role_used: int
     blocks: tuple[int, ...]
@@ -74,6 +88,7 @@ def _client(row: dict[str, Any]) -> str:
 async def candidates(
     conn: Conn,
     *,
+    protection: Protection,
     pids: Sequence[int] | None = None,
     role_oid: int | None = None,
     idle_for: timedelta | None = None,
@@ -85,6 +100,7 @@ async def candidates(
             "pids": list(pids) if pids is not None else None,
             "role_oid": role_oid,
             "idle_for": idle_for,
+            **protection.params(),
         },
     )
     return [
@@ -105,6 +121,9 @@ async def candidates(
             client_backend=bool(row["client_backend"]),
             superuser=bool(row["superuser"]),
             own=bool(row["own"]),
+            superuser_via=clean_name_optional(row["superuser_via"]),
+            protected_via=clean_name_optional(row["protected_via"]),
+            bot_login=bool(row["bot_login"]),
             role_limit=row["role_limit"],
             role_used=int(row["role_used"]),
             blocks=tuple(row["blocks"] or ()),
@@ -147,7 +166,7 @@ async def execute(
     action: str,
     scope: str,
     targets: Sequence[RequestTarget],
-    protected_roles: Sequence[str],
+    protection: Protection,
     wait_seconds: float,
     statement_seconds: float,
     progress: Progress | None = None,
@@ -175,7 +194,7 @@ async def execute(
                     "pid": target.pid,
                     "backend_start": target.backend_start,
                     "role_oid": target.role_oid,
-                    "protected": list(protected_roles),
+                    **protection.params(),
                     "bot_app": sql.BOT_APPLICATION_NAME,
                     "wait_ms": wait_ms,
                     "idle_since": target.state_change if scope == "idle" else None,
@@ -202,7 +221,9 @@ async def execute(
             )
         elif verdict == "protected":
             outcomes[target.pid] = SignalOutcome(
-                target.pid, TargetOutcome.PROTECTED, "superuser, protected role or the bot's own connection"
+                target.pid,
+                TargetOutcome.PROTECTED,
+                "superuser (or a member of one), protected role (or a member of one), or the bot's own",
             )
         elif verdict == "changed":
             detail = "the query it was running has ended" if action == "cancel" else "it has been active since"

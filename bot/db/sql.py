@@ -19,8 +19,12 @@ QUERY_PREVIEW_CHARS = 200
 # ``SET`` cannot take bind parameters; set_config can.
 CONFIGURE_SESSION = """
 SELECT pg_catalog.set_config('statement_timeout', %(statement_timeout)s, false),
-       pg_catalog.set_config('lock_timeout', %(lock_timeout)s, false)
+       pg_catalog.set_config('lock_timeout', %(lock_timeout)s, false),
+       session_user::text AS login
 """
+
+# The login role of a connection: the bot's logins are never signalled (see signals.Protection).
+LOGIN = "SELECT session_user::text AS login"
 
 PING = "SELECT 1"
 
@@ -171,6 +175,20 @@ SELECT b.pid AS blocked, blocker
  WHERE b.wait_event_type = 'Lock'
 """
 
+# Who may never be signalled, beyond superusers themselves: a login role that is a member of a
+# superuser role (it can SET ROLE to it; membership is transitive), a member of a role in
+# PGCONN_PROTECTED_ROLES, and any login role of the bot's own (its targets' and its state
+# database's: every connection of every replica). Each names the role it comes from, for the answer.
+_SUPERUSER_VIA = """(SELECT s.rolname::text FROM pg_catalog.pg_roles s
+                      WHERE s.rolsuper AND s.oid <> {alias}.usesysid
+                        AND pg_catalog.pg_has_role({alias}.usesysid, s.oid, 'MEMBER')
+                      ORDER BY 1 LIMIT 1)"""
+_PROTECTED_VIA = """(SELECT p.rolname::text FROM pg_catalog.pg_roles p
+                      WHERE p.rolname = ANY(%(protected)s::text[])
+                        AND pg_catalog.pg_has_role({alias}.usesysid, p.oid, 'MEMBER')
+                      ORDER BY 1 LIMIT 1)"""
+_BOT_LOGIN = "({alias}.usename = session_user OR {alias}.usename = ANY(%(bot_roles)s::text[]))"
+
 # Everything needed to decide whether a backend may be signalled, and to show it to an approver.
 # The three filters are optional so one statement serves ``kill <pids>``, ``kill user`` and
 # ``kill idle``; for pids every backend type is returned, so a refusal can say what the pid is.
@@ -194,6 +212,9 @@ SELECT a.pid,
        now()                      AS observed_at,
        {_CLIENT_BACKEND.format(alias="a")} AS client_backend,
        coalesce(r.rolsuper, false) AS superuser,
+       {_SUPERUSER_VIA.format(alias="a")} AS superuser_via,
+       {_PROTECTED_VIA.format(alias="a")} AS protected_via,
+       {_BOT_LOGIN.format(alias="a")} AS bot_login,
        r.rolconnlimit             AS role_limit,
        (SELECT count(*) FROM pg_catalog.pg_stat_activity x
          WHERE x.usesysid = a.usesysid AND {_CLIENT_BACKEND.format(alias="x")}) AS role_used,
@@ -228,8 +249,10 @@ SELECT checked.verdict, checked.state,
                       OR a.usesysid IS DISTINCT FROM %(role_oid)s::oid THEN 'replaced'
                     WHEN coalesce(r.rolsuper, true) OR r.rolname = ANY(%(protected)s::text[])
                       OR NOT {_CLIENT_BACKEND.format(alias="a")}
-                      OR (a.usename = session_user AND a.application_name = %(bot_app)s)
-                      OR a.pid = pg_catalog.pg_backend_pid() THEN 'protected'
+                      OR {_BOT_LOGIN.format(alias="a")}
+                      OR a.pid = pg_catalog.pg_backend_pid()
+                      OR {_SUPERUSER_VIA.format(alias="a")} IS NOT NULL
+                      OR {_PROTECTED_VIA.format(alias="a")} IS NOT NULL THEN 'protected'
                     WHEN %(idle_since)s::timestamptz IS NOT NULL
                      AND (a.state NOT IN ('idle', 'idle in transaction', 'idle in transaction (aborted)')
                           OR a.state_change IS DISTINCT FROM %(idle_since)s::timestamptz) THEN 'changed'

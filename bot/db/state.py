@@ -50,6 +50,7 @@ class StateStore:
         self._timeout = timeout
         self._dsn = dsn
         self._aside: AsyncConnection[Any] | None = None  # for /healthz while the pool is busy
+        self.logins: set[str] = set()  # the login role(s) of the bot's state connections
         self.pool: AsyncConnectionPool[AsyncConnection[DictRow]] = AsyncConnectionPool(
             dsn,
             min_size=1,
@@ -60,8 +61,15 @@ class StateStore:
             # answered within Slack's window, not after psycopg's default 30 s.
             timeout=timeout,
             kwargs=connect_kwargs(dsn, connect_timeout=3, row_factory=dict_row),
+            configure=self._configure,
             check=AsyncConnectionPool.check_connection,
         )
+
+    async def _configure(self, conn: AsyncConnection[DictRow]) -> None:
+        cur = await conn.execute(sql.LOGIN)
+        row = await cur.fetchone()
+        if row is not None:
+            self.logins.add(str(row["login"]))
 
     async def open(self) -> None:
         await self.pool.open(wait=False)

@@ -80,13 +80,19 @@ class TargetPools:
             for name, dsn in self._dsns.items()
         }
         self._background: set[asyncio.Future[None]] = set()
+        self.logins: set[str] = set()  # the login roles of the bot's target connections (learnt as they connect)
 
     def _connect_kwargs(self, dsn: str) -> dict[str, Any]:
         return connect_kwargs(dsn, connect_timeout=max(2, int(self._timeout) + 1), row_factory=dict_row)
 
     async def _configure(self, conn: Conn) -> None:
         statement_ms = str(int(self._timeout * 1000))
-        await conn.execute(sql.CONFIGURE_SESSION, {"statement_timeout": statement_ms, "lock_timeout": statement_ms})
+        cur = await conn.execute(
+            sql.CONFIGURE_SESSION, {"statement_timeout": statement_ms, "lock_timeout": statement_ms}
+        )
+        row = await cur.fetchone()
+        if row is not None:
+            self.logins.add(str(row["login"]))
 
     @property
     def names(self) -> list[str]:

@@ -633,3 +633,71 @@ async def test_an_approver_group_slack_cannot_confirm_stops_granting_within_minu
     await eventually_true(confirmed)
     await bot.click(message, "Approve", APPROVER)
     await eventually(lambda: alive(world, [second]) == set())
+
+
+# --- gaps in "protected" (review item 8) -------------------------------------------------------
+
+
+def _grant(world: PgWorld, role: str, member: str) -> None:
+    world.admin.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(role), sql.Identifier(member)))
+
+
+def _group(world: PgWorld, suffix: str, *, superuser: bool = False) -> str:
+    name = world.role(suffix, limit=None, superuser=superuser)
+    world.admin.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(name)))
+    return name
+
+
+@pytest.mark.parametrize("via", ["superuser", "protected"])
+async def test_members_of_superuser_and_protected_roles_are_never_signalled(
+    fresh_state_dsn: str, start_approval_bot: Any, world: PgWorld, via: str
+) -> None:
+    group = _group(world, "root" if via == "superuser" else "staff", superuser=via == "superuser")
+    inner = _group(world, "inner")  # membership counts transitively
+    _grant(world, group, inner)
+    member = world.role("sneaky", limit=None)
+    _grant(world, inner, member)
+    conn = world.connect(member, "psql")
+    if via == "superuser":
+        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(group)))  # as a superuser now
+    bot: BotUnderTest = await start_approval_bot(protected_roles=group if via == "protected" else "")
+
+    for text in (f"kill {world.pid_of(conn)}", f"kill user {member}"):
+        answer = message_text(await bot.ask(text, user_id=REQUESTER))
+        assert "Nothing was requested" in answer and f"a member of {via} role {group}" in answer, answer
+
+    # Not a member when asked, a member by the time it is approved: checked again as it is signalled.
+    later = world.role("later", limit=None)
+    victim = world.connect(later, "psql")
+    _, message = await open_request(bot, f"kill {world.pid_of(victim)}")
+    _grant(world, inner, later)
+    await bot.click(message, "Approve", APPROVER)
+    done = await wait_for_message_state(bot.slack, message, lambda m: not m.buttons())
+    assert "protected now, not signalled" in done.text, done.text
+    assert alive(world, [world.pid_of(victim), world.pid_of(conn)]) == {world.pid_of(victim), world.pid_of(conn)}
+
+
+async def test_the_bots_own_connections_under_another_login_are_never_signalled(start_bot: Any, world: PgWorld) -> None:
+    state_login = world.role("botstate", limit=None)
+    database = f"pgct_{world.tag}_botstate"
+    world.admin.execute(
+        sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(database), sql.Identifier(state_login))
+    )
+    world.databases.append(database)
+    bot: BotUnderTest = await start_bot(
+        state_url=world.dsn_for(state_login, database),
+        requesters=REQUESTER,
+        approvers=APPROVER,
+        approval_channel=APPROVALS,
+        alert_channel=ALERTS,
+    )
+    assert await bot.server.runtime.monitor.run_cycle()  # its leader-lock connection, too
+    rows = world.admin.execute(
+        "SELECT pid FROM pg_stat_activity WHERE usename = %s ORDER BY pid", (state_login,)
+    ).fetchall()
+    own = [pid for (pid,) in rows]
+    assert len(own) >= 2, own  # the state pool and the monitor's lock
+    for text in (f"kill {own[0]}", f"kill {' '.join(map(str, own))}", f"kill user {state_login}", f"cancel {own[-1]}"):
+        answer = message_text(await bot.ask(text, user_id=REQUESTER))
+        assert "Nothing was requested" in answer and "pgconn-bot's own connection" in answer, (text, answer)
+    assert alive(world, own) == set(own)

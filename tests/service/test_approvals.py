@@ -196,7 +196,7 @@ async def test_polling_wait_as_on_postgresql_13(make_runtime: Any, world: PgWorl
             action="terminate",
             scope="user",
             targets=opened.request.targets,
-            protected_roles=(),
+            protection=signals.Protection(),
             wait_seconds=5,
             statement_seconds=2,
             force_polling=True,
