@@ -19,16 +19,25 @@ PROMPT = "pgconn> "
 BANNER = "pgconn-bot console — type `help`, `as <SLACK_USER_ID>` to switch identity, `quit` to leave."
 
 
-def default_identity() -> str:
+def local_user() -> str:
     try:
-        return f"local:{getpass.getuser()}"
+        return getpass.getuser()
     except Exception:
-        return "local:console"
+        return "unknown"
+
+
+def default_identity() -> str:
+    return f"local:{local_user()}"
+
+
+def console_origin() -> str:
+    """What the audit records for actions typed here: never mistaken for a Slack click."""
+    return f"console, local user {local_user()}"
 
 
 async def run_console(runtime: Runtime, identity: str, stdin: TextIO, stdout: TextIO) -> int:
     interactive = stdin.isatty()
-    who = Identity(user_id=identity)
+    who = Identity(user_id=identity, origin=console_origin())
 
     def say(text: str) -> None:
         stdout.write(text + "\n")
@@ -54,7 +63,7 @@ async def run_console(runtime: Runtime, identity: str, stdin: TextIO, stdout: Te
             if len(words) != 2:
                 say("usage: as <SLACK_USER_ID>")
                 continue
-            who = Identity(user_id=words[1])
+            who = Identity(user_id=words[1], origin=console_origin())
             say(f"now acting as {who.user_id}")
             continue
         try:

@@ -13,6 +13,10 @@ COMMAND_SECONDS = Histogram(
     ["subcommand"],
     buckets=_LATENCY_BUCKETS,
 )
+FOREIGN_REQUESTS = Counter(
+    "pgconn_foreign_requests_total", "Signed requests refused because they came from another workspace or org"
+)
+RATE_LIMITED_EVENTS = Counter("pgconn_slack_app_rate_limited_total", "app_rate_limited events Slack sent")
 CLICKS = Counter("pgconn_button_clicks_total", "Button clicks by decision and outcome", ["decision", "outcome"])
 
 REQUESTS = Counter(

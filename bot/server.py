@@ -23,6 +23,7 @@ from bot.slack.app import build_app
 from bot.slack.gateway import SlackAnnouncer, SlackGroupDirectory, build_web_client
 from bot.slack.guard import PayloadGuard
 from bot.slack.inflight import InFlight
+from bot.slack.installation import Installation
 from bot.slack.web import build_web_app
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class BotServer:
             housekeeping_seconds=housekeeping_seconds,
         )
         self.inflight = InFlight()
+        self.installation = Installation(self.web_client)
         secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else ""
         self._signing_secret = secret
         self.app = build_app(
@@ -69,6 +71,7 @@ class BotServer:
             api_url=settings.slack_api_url,
             verify_requests=not socket_mode,
             inflight=self.inflight,
+            installation=self.installation,
         )
         self._runner: web.AppRunner | None = None
         self._socket: AsyncSocketModeHandler | None = None
@@ -76,6 +79,7 @@ class BotServer:
 
     async def start(self, state_wait: float = STATE_STARTUP_SECONDS) -> None:
         await _start_with_retry(self.runtime, state_wait)
+        await self.installation.learn()  # which workspace this is (auth.test); retried on demand
         self._runner = web.AppRunner(
             build_web_app(
                 self.app,

@@ -484,12 +484,12 @@ class Approvals:
                     result = Decided(execute, "executing")
         self._on_audit()
         if execute is not None:
-            result = Decided(await self._execute(execute), "executed")
+            result = Decided(await self._execute(execute, identity), "executed")
             self._on_audit()
         await self.publish(request_id)
         return result
 
-    async def _execute(self, request: SignalRequest) -> SignalRequest:
+    async def _execute(self, request: SignalRequest, by: Identity) -> SignalRequest:
         targets = request.targets
         progress = signals.Progress()
 
@@ -525,7 +525,7 @@ class Approvals:
             return await self._store.finish(
                 request.id,
                 [(o.pid, o.outcome, o.detail) for o in outcomes],
-                _audit("executed", request, actor=request.decided_by, outcome=summary),
+                _audit("executed", request, by=by, outcome=summary),
             )
         except Exception as exc:
             # The signals went out; only the record failed. Say what happened; the request stays

@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 
 from bot.core.results import RequestTarget, TargetOutcome
-from bot.core.text import clean_name_optional
+from bot.core.text import clean, clean_name_optional
 from bot.db import sql
 from bot.db.targets import Conn
 from bot.errors import first_line
@@ -20,6 +20,7 @@ POLL_SECONDS = 0.05
 # statement_timeout on target connections is the command budget; a waiting terminate must end
 # well inside it, so the wait per statement is capped below that.
 STATEMENT_MARGIN_SECONDS = 0.3
+ERROR_LIMIT = 400
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,14 @@ async def candidates(
     ]
 
 
+def server_error(exc: psycopg.Error) -> str:
+    """PostgreSQL's message with its DETAIL: from 16 on, "permission denied to terminate process"
+    says what is missing (pg_signal_backend) only in the DETAIL."""
+    primary = exc.diag.message_primary or first_line(exc)
+    detail = exc.diag.message_detail
+    return clean(f"{primary}: {detail}" if detail else primary, ERROR_LIMIT)
+
+
 @dataclass(frozen=True)
 class SignalOutcome:
     pid: int
@@ -209,7 +218,7 @@ async def execute(
         except psycopg.Error as exc:
             if conn.closed or conn.broken:
                 raise
-            outcomes[target.pid] = SignalOutcome(target.pid, TargetOutcome.FAILED, first_line(exc))
+            outcomes[target.pid] = SignalOutcome(target.pid, TargetOutcome.FAILED, server_error(exc))
             continue
         assert row is not None
         verdict = row["verdict"]

@@ -159,7 +159,7 @@ def request_message(request: SignalRequest) -> SlackMessage:
             len(blocks) - 1 if blocks and blocks[-1]["type"] == "context" else len(blocks),
             {
                 "type": "actions",
-                "block_id": REQUEST_BLOCK,
+                "block_id": f"{REQUEST_BLOCK}_{request.id}",  # unique in a view listing several requests
                 "elements": [
                     {
                         "type": "button",
@@ -223,7 +223,7 @@ def alert_message(alert: Alert) -> SlackMessage:
             len(blocks) - 1 if blocks and blocks[-1]["type"] == "context" else len(blocks),
             {
                 "type": "actions",
-                "block_id": "pgconn_alert",
+                "block_id": f"pgconn_alert_{alert.id}",
                 "elements": [
                     {
                         "type": "button",
@@ -247,17 +247,32 @@ def resolved_reply(alert: Alert) -> SlackMessage:
 MAX_HOME_REQUESTS = 15  # two blocks each; a home view holds at most 100
 MAX_HOME_ALERTS = 20
 
+
+def _commands(*commands: str) -> str:
+    return " · ".join(f"`{escape(command)}`" for command in commands)
+
+
 _CAN_DO = {
     "none": ["You have no access to pgconn-bot yet. Ask its administrators to add you."],
     "viewer": [
         "You are a *viewer*: you can see connections and limits.",
-        "`/pgconn list <role>` · `/pgconn limit <role>` · `/pgconn limits` · `/pgconn stray <role>` · "
-        "`/pgconn status` · `/pgconn requests` · `/pgconn audit` · `/pgconn alerts`",
+        _commands(
+            "/pgconn list <role>",
+            "/pgconn limit <role>",
+            "/pgconn limits",
+            "/pgconn stray <role>",
+            "/pgconn status",
+            "/pgconn requests",
+            "/pgconn audit",
+            "/pgconn alerts",
+        ),
     ],
     "requester": [
         "You are a *requester*: everything a viewer can do, and ask for sessions to be ended.",
-        "`/pgconn kill <pid>…` · `/pgconn kill user <role>` · `/pgconn kill idle <role> --older 30m` · "
-        "`/pgconn cancel <pid>` — an approver decides each request.",
+        _commands("/pgconn kill <pid>…", "/pgconn kill user <role>", "/pgconn kill idle <role> --older 30m")
+        + " · "
+        + _commands("/pgconn cancel <pid>")
+        + " — an approver decides each request.",
     ],
     "approver": [
         "You are an *approver*: requests wait for your decision below and in the approval channel.",

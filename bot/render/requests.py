@@ -232,6 +232,8 @@ def audit_line(entry: AuditEntry) -> str:
         parts.append(f"by {mention(entry.actor)}")
     if entry.outcome:
         parts.append(strip(entry.outcome))
+    if entry.origin:
+        parts.append(f"via {strip(entry.origin)}")
     return " · ".join(parts)
 
 

@@ -11,6 +11,7 @@ from bot.core.service import CommandService
 from bot.render.blocks import ALERT_REQUEST_ACTION, APPROVE_ACTION, DENY_ACTION
 from bot.slack.gateway import build_web_client
 from bot.slack.inflight import InFlight, TrackedLazyListenerRunner
+from bot.slack.installation import Installation
 from bot.slack.listeners import actions, commands, home
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ def build_app(
     api_url: str,
     verify_requests: bool = True,
     inflight: InFlight | None = None,
+    installation: Installation | None = None,
 ) -> AsyncApp:
     """``verify_requests=False`` only for Socket Mode, where Slack's requests arrive over the
     authenticated WebSocket instead of signed HTTP."""
@@ -47,6 +49,8 @@ def build_app(
         # Bolt has no public way to supply the lazy listener runner; its listener runner keeps it here.
         runner = app._async_listener_runner
         runner.lazy_listener_runner = TrackedLazyListenerRunner(runner.logger, inflight)
+    if installation is not None:
+        app.use(installation.middleware())
     app.command(SLASH_COMMAND)(ack=commands.acknowledge, lazy=[commands.make_answer(service)])
     app.action(APPROVE_ACTION)(ack=actions.acknowledge, lazy=[actions.make_click_handler(service, approve=True)])
     app.action(DENY_ACTION)(ack=actions.acknowledge, lazy=[actions.make_click_handler(service, approve=False)])

@@ -101,6 +101,14 @@ class PayloadGuard:
             return 400, f"malformed payload: {why}"
         return None
 
+    def rate_limited(self, raw: bytes, content_type: str | None) -> bool:
+        """A (signed, already checked) ``app_rate_limited`` notice: answered 200 here, not by Bolt."""
+        try:
+            body = parse_body(raw.decode("utf-8", errors="replace"), content_type)
+        except ValueError:
+            return False
+        return isinstance(body, dict) and body.get("type") == "app_rate_limited"
+
 
 def _is_ssl_check(raw_body: str) -> bool:
     fields = dict(parse_qsl(raw_body, keep_blank_values=True))

@@ -12,7 +12,7 @@ from slack_bolt.async_app import AsyncApp
 from bot.core.housekeeping import Housekeeper
 from bot.db.state import StateStore
 from bot.errors import first_line
-from bot.metrics import AUDIT_UNDELIVERABLE, AUDIT_UNDELIVERED
+from bot.metrics import AUDIT_UNDELIVERABLE, AUDIT_UNDELIVERED, RATE_LIMITED_EVENTS
 from bot.slack.guard import PayloadGuard
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,11 @@ def build_web_app(
             if refusal is not None:
                 status, reason = refusal
                 return web.json_response({"error": reason}, status=status)
+        if guard is not None and guard.rate_limited(await request.read(), request.content_type):
+            # Slack says it is dropping our events for a while; it wants a 2xx, nothing else.
+            log.warning("Slack sent app_rate_limited: events are being dropped for a minute")
+            RATE_LIMITED_EVENTS.inc()
+            return web.json_response({})
         try:
             bolt_request = await to_bolt_request(request)
         except Exception as exc:  # a payload shape Bolt cannot read; Slack never sends one

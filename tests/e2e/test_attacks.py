@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import io
 import json
 import shlex
@@ -18,6 +19,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import psycopg
 import pytest
@@ -44,7 +46,7 @@ from tests.e2e.conftest import (
 from tests.e2e.test_processes import _free_port, bot_env
 from tests.support import planted
 from tests.support.fake_slack import FakeSlack
-from tests.support.slack_requests import block_actions_payload, event_body, form_body, sign
+from tests.support.slack_requests import block_actions_payload, event_body, form_body, sign, slash_command_fields
 
 ALERTS = "C0ALERTS"
 
@@ -701,3 +703,109 @@ async def test_the_bots_own_connections_under_another_login_are_never_signalled(
         answer = message_text(await bot.ask(text, user_id=REQUESTER))
         assert "Nothing was requested" in answer and "pgconn-bot's own connection" in answer, (text, answer)
     assert alive(world, own) == set(own)
+
+
+# --- the Slack surface (review item 12) --------------------------------------------------------
+
+
+async def test_app_home_lists_several_requests_with_unique_block_ids_and_escaped_text(
+    fresh_state_dsn: str, start_approval_bot: Any, world: PgWorld
+) -> None:
+    bot: BotUnderTest = await start_approval_bot()
+    role = world.role("home", limit=None)
+    for _ in range(3):
+        await open_request(bot, f"kill {world.pid_of(world.connect(role))}")
+    for user in (APPROVER, REQUESTER):
+        view = await _open_home(bot, user)
+        ids = [block["block_id"] for block in view["blocks"] if "block_id" in block]
+        assert len(ids) == len(set(ids)), ids  # Slack rejects a view with a repeated block_id
+        raw = json.dumps(view)
+        assert "<role>" not in raw and "<pid>" not in raw, raw
+    assert "&lt;role&gt;" in json.dumps(await _open_home(bot, REQUESTER))
+    approver_view = await _open_home(bot, APPROVER)
+    assert len([b for b in approver_view["blocks"] if b.get("type") == "actions"]) == 3
+
+
+async def test_app_rate_limited_is_acknowledged(bot: BotUnderTest) -> None:
+    body = json.dumps(
+        {
+            "token": "x",
+            "type": "app_rate_limited",
+            "team_id": "T0TEST01",
+            "minute_rate_limited": 1518467820,
+            "api_app_id": "A0TEST01",
+        }
+    )
+    async with await bot.post(body, {**sign(body), "Content-Type": "application/json"}) as response:
+        assert response.status == 200
+
+
+@pytest.mark.parametrize(
+    ("team", "enterprise"), [("T0OTHER", None), ("T0TEST01", "E0OTHER"), ("", None)], ids=["team", "org", "none"]
+)
+async def test_requests_from_another_workspace_or_org_are_refused(
+    fresh_state_dsn: str, start_approval_bot: Any, world: PgWorld, team: str, enterprise: str | None
+) -> None:
+    bot: BotUnderTest = await start_approval_bot()
+    role = world.role("foreign", limit=None)
+    pid = world.pid_of(world.connect(role))
+    _, message = await open_request(bot, f"kill {pid}")
+
+    def foreign(fields: dict[str, Any]) -> dict[str, Any]:
+        fields = {**fields, "team_id": team}
+        if enterprise:
+            fields["enterprise_id"] = enterprise
+        return fields
+
+    url = bot.slack.new_response_url()
+    command = urlencode(foreign(slash_command_fields("status", user_id=APPROVER, response_url=url)))
+    async with await bot.post(command, sign(command)) as response:
+        assert response.status == 403
+
+    click = block_actions_payload(
+        user_id=APPROVER,
+        action_id="pgconn_approve",
+        value="1",
+        channel_id=APPROVALS,
+        message_ts=message.ts,
+        response_url=bot.slack.new_response_url(),
+    )
+    click["team"] = {"id": team, "domain": "elsewhere"}
+    click["user"]["team_id"] = team
+    if enterprise:
+        click["enterprise"] = {"id": enterprise, "name": "elsewhere"}
+    body = form_body(click)
+    async with await bot.post(body, sign(body)) as response:
+        assert response.status == 403
+
+    assert bot.slack.responses_to(url) == []
+    assert alive(world, [pid]) == {pid}
+    answer = message_text(await bot.ask("requests", user_id=APPROVER))  # our own workspace still works
+    assert "#1" in answer
+
+
+# --- console identity (review item 13) ---------------------------------------------------------
+
+
+def test_console_actions_are_recorded_as_console_actions(world: PgWorld, pg_dsn: str, fresh_state_dsn: str) -> None:
+    victim = world.role("console", limit=None)
+    pid = world.pid_of(world.connect(victim))
+    env = bot_env(
+        PGCONN_DATABASE_URL=pg_dsn,
+        PGCONN_STATE_URL=fresh_state_dsn,
+        PGCONN_REQUESTERS="U0REQ",
+        PGCONN_APPROVERS="U0APP",
+    )
+    script = f"as U0REQ\nkill {pid}\nas U0APP\napprove 1\naudit 5\n"
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "console"], input=script, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    origin = f"console, local user {getpass.getuser()}"
+    rows = _all_audit(fresh_state_dsn)
+    assert [(r["event"], r["actor"], r["origin"]) for r in rows] == [
+        ("requested", "U0REQ", origin),
+        ("approved", "U0APP", origin),
+        ("executed", "U0APP", origin),
+    ]
+    assert f"approved by @U0APP · via {origin}" in done.stdout, done.stdout
