@@ -45,7 +45,9 @@ def escape(text: str) -> str:
 
 _BROADCAST = re.compile(r"@(here|channel|everyone)\b", re.IGNORECASE)
 # Emoji codes in text the bot did not write: its own icons are added after escaping.
-_EMOJI_CODE = re.compile(r":([a-z0-9_+'-]{1,100}):", re.IGNORECASE)
+# An emoji code is not all digits and not glued to another colon or digit: not a time
+# (10:41:03), not a cast (a::text::int).
+_EMOJI_CODE = re.compile(r"(?<![:\d]):([a-z0-9_+'-]{0,99}[a-z_+'-][a-z0-9_+'-]{0,99}):(?![:\d])", re.IGNORECASE)
 
 
 def _clip(text: str, limit: int) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from bot.core.results import (
     Connection,
     HelpResult,
@@ -15,6 +17,7 @@ from bot.core.results import (
     RoleLimit,
     ServerStatus,
 )
+from bot.core.text import clean, clean_name, is_clean
 from bot.render.blocks import escape, render_blocks
 from bot.render.document import fill_bar
 from bot.render.text import render_text
@@ -155,3 +158,39 @@ def test_slack_entities_in_command_text_are_decoded_once() -> None:
     from bot.slack.listeners.commands import slack_text
 
     assert slack_text("list a&amp;b &lt;x&gt;") == "list a&b <x>"
+
+
+@pytest.mark.parametrize(
+    ("text", "escaped"),
+    [
+        (
+            "<@U123> <!channel> <https://evil.example|x>",
+            "&lt;@U123&gt; &lt;!channel&gt; &lt;https://evil.example|x&gt;",
+        ),
+        ("@here and @Channel", "@\u2060here and @\u2060Channel"),
+        ("bob :white_check_mark: done", "bob :\u2060white_check_mark: done"),  # emoji codes stay text
+        ("x:tada:y :+1:", "x:\u2060tada:y :\u2060+1:"),
+        ("10:41:03–10:41:58 UTC", "10:41:03–10:41:58 UTC"),  # times are not emoji codes
+        ("SELECT a::text::int", "SELECT a::text::int"),  # nor are casts
+        ("`code` breakout", "ˋcodeˋ breakout"),
+        ("\x1d@U0ATTACK\x1d", "<@U0ATTACK>"),  # only the core writes markers: text is cleaned before
+    ],
+)
+def test_escaping_for_slack(text: str, escaped: str) -> None:
+    assert escape(text) == escaped
+
+
+@pytest.mark.parametrize(
+    ("raw", "name", "free"),
+    [
+        ("bob\n:x: fake line", "bob\ufffd:x: fake line", "bob :x: fake line"),
+        ("a\x1d@U1\x1db", "a\ufffd@U1\ufffdb", "a @U1 b"),
+        ("\u202eevil", "\ufffdevil", "evil"),
+        ("tab\there", "tab\ufffdhere", "tab here"),
+        ("  two  spaces ", "  two  spaces ", "two spaces"),
+    ],
+)
+def test_text_from_outside_is_cleaned_once(raw: str, name: str, free: str) -> None:
+    assert clean_name(raw) == name
+    assert clean(raw) == free
+    assert is_clean(clean(raw)) and is_clean(clean_name(raw))
