@@ -20,7 +20,7 @@ from bot.config import Settings
 from bot.db import sql
 from bot.db.connect import connect_kwargs
 from bot.db.requests import RequestStore
-from bot.db.state import StateStore
+from bot.db.state import StateStore, bot_role_members
 from bot.db.targets import redact_dsn
 from bot.errors import first_line
 from bot.slack.gateway import SlackGroupDirectory, build_web_client, channel_info, token_info
@@ -167,6 +167,13 @@ async def _check_state(settings: Settings, dsns: list[str], report: Report) -> N
         else:
             report.ok(f"state database: schema pgconn at version {latest}, writable{now}")
             await _check_outbox(settings, store, report)
+            async with store.pool.connection(timeout=CONNECT_SECONDS) as conn:
+                members = await bot_role_members(conn)
+            if members:
+                report.warn(
+                    f"state database: {', '.join(members[:5])} can act as the bot's role (members of it), "
+                    "the audit trail included"
+                )
     except Exception as exc:
         report.fail(f"state database: {redact_dsn(first_line(exc), dsns)}")
     finally:

@@ -7,6 +7,8 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
+from psycopg.conninfo import conninfo_to_dict
+
 from bot.config import Settings
 from bot.core.approvals import Announcer, ApprovalRules, Approvals, NoAnnouncer
 from bot.core.commands import AccessRole
@@ -22,6 +24,17 @@ from bot.db.targets import TargetPools
 log = logging.getLogger(__name__)
 
 FINAL_FLUSH_SECONDS = 1.5
+
+
+def configured_logins(settings: Settings) -> set[str]:
+    """The login roles named in the bot's connection strings (any replica's, whether or not this
+    one has connected yet); the roles its connections actually use are learnt as they connect."""
+    users = set()
+    for dsn in (*settings.target_dsns().values(), settings.state_dsn()):
+        with contextlib.suppress(Exception):
+            if user := conninfo_to_dict(dsn).get("user"):
+                users.add(str(user))
+    return users
 
 
 @dataclass
@@ -70,7 +83,7 @@ class Runtime:
                 max_open_per_requester=settings.max_pending_per_user,
             ),
             announcer=announcer or NoAnnouncer(),
-            bot_roles=lambda: targets.logins | state.logins,
+            bot_roles=lambda: targets.logins | state.logins | configured_logins(settings),
         )
         alerts = AlertStore(state)
         monitor = Monitor(

@@ -45,7 +45,14 @@ from bot.core.results import (
     TargetOutcome,
 )
 from bot.db import catalog, signals
-from bot.db.requests import NewAuditEntry, NewRequest, RequestStore, TooManyOpenRequests
+from bot.db.requests import (
+    OPENS_PER_MINUTE,
+    NewAuditEntry,
+    NewRequest,
+    Openings,
+    RequestStore,
+    TooManyOpenRequests,
+)
 from bot.db.signals import Candidate, Protection, SignalOutcome
 from bot.db.targets import Conn, TargetPools, TargetUnavailableError, UnknownTargetError
 from bot.errors import first_line
@@ -58,6 +65,7 @@ INTERRUPTED_AFTER_SECONDS = 600.0
 SYNC_LEASE_SECONDS = 30.0
 SLACK_UPDATE_SECONDS = 20.0
 PUBLISH_ROUNDS = 3
+GONE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed"})
 
 
 class AnnounceError(Exception):
@@ -68,12 +76,18 @@ class AnnounceError(Exception):
     """
 
     def __init__(
-        self, reason: str, retry_after: float | None = None, permanent: Literal["message", "channel"] | None = None
+        self,
+        reason: str,
+        retry_after: float | None = None,
+        permanent: Literal["message", "channel"] | None = None,
+        *,
+        known: bool = True,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
         self.permanent = permanent
+        self.known = known  # False: an error Slack gave that the bot does not know to be passing
 
 
 class Announcer(Protocol):
@@ -167,9 +181,9 @@ class Approvals:
         The request is approvable only once its message is posted (status ``posting`` until then),
         so nobody can approve what its requester may yet be told was withdrawn.
         """
-        open_ids = await self._store.open_requests_of(identity.user_id)
-        if len(open_ids) >= self._rules.max_open_per_requester:
-            return await self._too_many(command, identity, open_ids)
+        openings = await self._store.openings(identity.user_id)
+        if openings.refusal(self._rules.max_open_per_requester) is not None:
+            return await self._too_many(command, identity, openings)
         resolved = await self._targets.run(command.target, lambda conn: self._resolve(conn, command))
         if isinstance(resolved, Problem):
             await self.record_refusal(command, identity, resolved.message)
@@ -210,7 +224,7 @@ class Approvals:
                 posting=posting,
             )
         except TooManyOpenRequests as exc:  # another of their requests was opened meanwhile
-            return await self._too_many(command, identity, exc.open_ids)
+            return await self._too_many(command, identity, exc.openings)
         metrics.REQUESTS.labels(action=command.action.value, outcome="opened").inc()
         log.info("request #%d opened by %s: %s %s", request.id, identity.user_id, request.action, request.pids)
         if not posting or where is None:
@@ -221,21 +235,36 @@ class Approvals:
             ts = await self.announcer.post_request(replace(request, status=RequestStatus.PENDING), where)
         except AnnounceError as exc:
             return await self._withdraw(request, where, exc.reason)
-        request = replace(request, status=RequestStatus.PENDING)
         if not ts:
             # Posted, but Slack did not say where: the first click on it names the message.
             log.warning("request #%d posted to %s without a ts; a click will record it", request.id, where)
         try:
-            await self._store.mark_posted(request.id, where, ts or None)
-            if ts and not await self._store.posted_as_shown(request.id, message_state(RequestStatus.PENDING, 0)):
-                await self.publish(request.id)  # an approver clicked already: bring the message up to date
-        except Exception as exc:  # posted; a click on the message makes it approvable and records it
+            current = await self._store.mark_posted(request.id, where, ts or None)
+        except Exception as exc:
+            # Posted, but not recorded: a click on the message makes it approvable (and records it);
+            # if none comes, the housekeeper withdraws it and the requester is told then.
             log.error("request #%d posted, but that could not be recorded: %s", request.id, first_line(exc))
+            self._on_audit()
+            return RequestOpened(request, posted_in=where, unrecorded=True)
+        if current is not None and current.status != RequestStatus.PENDING:
+            # It took Slack so long that the request was withdrawn (or decided) meanwhile.
+            await self.publish(request.id)
+            self._on_audit()
+            return RequestOpened(current, posted_in=where)
+        if ts and not await self._store.posted_as_shown(request.id, message_state(RequestStatus.PENDING, 0)):
+            await self.publish(request.id)  # an approver clicked already: bring the message up to date
         self._on_audit()
-        return RequestOpened(request, posted_in=where)
+        return RequestOpened(current or replace(request, status=RequestStatus.PENDING), posted_in=where)
 
-    async def _too_many(self, command: RequestSignal, identity: Identity, open_ids: list[int]) -> Result:
+    async def _too_many(self, command: RequestSignal, identity: Identity, openings: Openings) -> Result:
         limit = self._rules.max_open_per_requester
+        open_ids = openings.open_ids
+        if len(open_ids) < limit:  # not too many open: too many opened just now
+            await self.record_refusal(command, identity, f"{openings.last_minute} requests in the last minute")
+            return NothingToSignal(
+                f"Nothing was requested: you opened {openings.last_minute} requests in the last minute, "
+                f"the most one person may ({OPENS_PER_MINUTE}). Try again in a minute."
+            )
         await self.record_refusal(command, identity, f"{len(open_ids)} requests already open (at most {limit})")
         listed = ", ".join(f"#{i}" for i in open_ids[:10])
         return NothingToSignal(
@@ -408,8 +437,11 @@ class Approvals:
         self, request_id: int, approve: bool, identity: Identity, *, clicked_on: tuple[str, str] | None = None
     ) -> Result:
         """``clicked_on``: (channel, ts) of the message whose button was clicked, when there is one."""
-        standing = await self._policy.standing(identity)  # before the row lock: may ask Slack
+        # Before the row lock, since both may ask Slack: the clicker's role, and whether those who
+        # approved earlier are approvers still (an approval by someone removed since no longer counts).
+        standing = await self._policy.standing(identity)
         role = standing.role
+        still_approvers = await self._current_approvers(request_id)
         if clicked_on is not None:
             await self._store.adopt_message(request_id, *clicked_on)
         execute: SignalRequest | None = None
@@ -459,23 +491,25 @@ class Approvals:
                     )
                 result = DecisionRefused(f"You asked for request #{request_id}, so another approver has to approve it.")
             elif any(a.approver == identity.user_id for a in request.approvals):
+                counted = sum(1 for a in request.approvals if a.approver in still_approvers)
                 result = DecisionRefused(
                     f"You have already approved request #{request_id}; it needs "
-                    f"{request.required_approvals - len(request.approvals)} more approval(s) from other approvers."
+                    f"{request.required_approvals - counted} more approval(s) from other approvers."
                 )
             else:
                 await locked.add_approval(identity.user_id)
-                if len(request.approvals) + 1 < request.required_approvals:
+                counted = sum(1 for a in request.approvals if a.approver in still_approvers)
+                if counted + 1 < request.required_approvals:
                     request = await locked.reload()
                     await locked.audit(
                         _audit(
                             "approval",
                             request,
                             by=identity,
-                            outcome=f"{len(request.approvals)} of {request.required_approvals} approvals",
+                            outcome=f"{counted + 1} of {request.required_approvals} approvals",
                         )
                     )
-                    result = Decided(request, "approval_recorded")
+                    result = Decided(request, "approval_recorded", approvals_counted=counted + 1)
                 else:
                     await locked.set_status(RequestStatus.EXECUTING, identity.user_id)
                     execute = await locked.reload()
@@ -488,6 +522,19 @@ class Approvals:
             self._on_audit()
         await self.publish(request_id)
         return result
+
+    async def _current_approvers(self, request_id: int) -> set[str]:
+        """Those who approved the request so far and are approvers now."""
+        request = await self._store.get(request_id)
+        if request is None or request.required_approvals < 2:
+            return set()
+        still = set()
+        for approval in request.approvals:
+            if (await self._policy.standing(Identity(approval.approver))).role >= AccessRole.APPROVER:
+                still.add(approval.approver)
+            else:
+                log.warning("request #%d: the approval by %s no longer counts", request_id, approval.approver)
+        return still
 
     async def _execute(self, request: SignalRequest, by: Identity) -> SignalRequest:
         targets = request.targets
@@ -569,7 +616,11 @@ class Approvals:
                         await self.announcer.update_request(request)
                 except Exception as exc:
                     log.warning("could not update the message of request #%d: %s", request_id, first_line(exc))
-                    await self._store.message_sync_failed(request_id, owner)
+                    if isinstance(exc, AnnounceError) and (exc.reason in GONE or exc.permanent == "channel"):
+                        # Deleted, or its channel is: nothing left to update (the audit has it all).
+                        await self._store.message_shown(request_id, owner, state)
+                    else:  # tried again, later and later (at most every five minutes), never given up
+                        await self._store.message_sync_failed(request_id, owner)
                     break
                 if not await self._store.message_shown(request_id, owner, state):
                     break  # the lease lapsed meanwhile; the housekeeper sees what is left to do

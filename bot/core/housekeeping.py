@@ -22,6 +22,7 @@ STOP_SECONDS = 2.0
 HOUSEKEEPING_SECONDS = 2.0
 DELIVERY_LEASE_SECONDS = 30.0
 UNPOSTED_AFTER_SECONDS = 300.0  # a request still "posting" this long was left by a crash: withdrawn
+UNKNOWN_ERROR_ATTEMPTS = 5  # an entry Slack keeps refusing with an error the bot does not know: parked
 MAX_BACKOFF_SECONDS = 300.0
 
 
@@ -46,6 +47,12 @@ class Housekeeper:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="pgconn-housekeeper")
+
+    async def _unpark(self) -> None:
+        """At start, parked entries get one more try (the channel may have been fixed meanwhile)."""
+        with contextlib.suppress(Exception):
+            if unparked := await self._store.unpark_all():
+                log.info("%d parked audit entries will be tried again", unparked)
 
     async def stop(self) -> None:
         await stop_task(self._task, STOP_SECONDS)
@@ -85,6 +92,8 @@ class Housekeeper:
                 raise
             except Exception as exc:
                 failure = exc if isinstance(exc, AnnounceError) else AnnounceError(first_line(exc))
+                if failure.permanent is None and not failure.known and delivery.attempts >= UNKNOWN_ERROR_ATTEMPTS:
+                    failure.permanent = "message"  # an error nobody knows to pass: not in everyone's way
                 if failure.permanent is not None:
                     log.error(
                         "audit entry %d cannot be delivered to %s (%s); parked%s",
@@ -109,6 +118,7 @@ class Housekeeper:
             await self._store.delivered(entry.id, ts)
 
     async def _run(self) -> None:
+        await self._unpark()
         while True:
             try:
                 await self.run_once()

@@ -11,12 +11,11 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
-
-from psycopg import AsyncConnection
 
 from bot import metrics
 from bot.core.approvals import AnnounceError
@@ -24,9 +23,7 @@ from bot.core.durations import format_duration
 from bot.core.results import Alert, AlertKind
 from bot.core.tasks import stop_task
 from bot.core.text import query_summary
-from bot.db import sql
 from bot.db.alerts import AlertStore, Clearance, Finding
-from bot.db.connect import connect_kwargs
 from bot.db.monitoring import Snapshot, take_snapshot
 from bot.db.targets import TargetBusyError, TargetPools, TargetUnavailableError
 from bot.errors import first_line
@@ -43,6 +40,14 @@ DOWN_AFTER_FAILURES = 2
 # post and resolve over and over.
 FILL_HYSTERESIS = 0.05
 STATE_CONCURRENCY = 2
+# The leader's lease: a leader that stops renewing (dead, hung, cut off) is replaced within this
+# long — two intervals, but never more than 30 s nor less than 3 s.
+MAX_LEASE_SECONDS = 30.0
+MIN_LEASE_SECONDS = 3.0
+
+
+def leader_lease(interval: float) -> float:
+    return max(MIN_LEASE_SECONDS, min(MAX_LEASE_SECONDS, 2 * interval))
 
 
 @dataclass(frozen=True)
@@ -182,7 +187,8 @@ class Monitor:
         self._thresholds = thresholds
         self._interval = interval
         self._channel = channel
-        self._lock_conn: AsyncConnection[Any] | None = None
+        self._me = uuid.uuid4()  # this process, as the holder of the leader lease
+        self._lease = leader_lease(interval)
         self._leader = False
         self._task: asyncio.Task[None] | None = None
         self._failures: dict[str, int] = {}  # consecutive failed snapshots per target
@@ -197,48 +203,24 @@ class Monitor:
     # --- leadership ---------------------------------------------------------------------------
 
     async def _hold_leadership(self) -> bool:
-        """True while this process holds the leader lock; re-checked every cycle."""
-        conn = self._lock_conn
-        if conn is not None:
-            try:
-                async with asyncio.timeout(5):
-                    await conn.execute(sql.PING)
-                if self._leader:
-                    return True
-            except Exception as exc:
-                log.warning("monitor lock connection lost: %s", first_line(exc))
-                await self._drop_lock()
+        """Take or renew the leader lease; True while this process holds it."""
+        was = self._leader
         try:
-            async with asyncio.timeout(5):
-                if self._lock_conn is None:
-                    self._lock_conn = await AsyncConnection.connect(
-                        self._state_dsn,
-                        **connect_kwargs(
-                            self._state_dsn,
-                            connect_timeout=3,
-                            extra_options=sql.MONITOR_LOCK_OPTIONS,
-                            keepalives=1,
-                            keepalives_idle=10,
-                            keepalives_interval=5,
-                            keepalives_count=3,
-                        ),
-                    )
-                cur = await self._lock_conn.execute(sql.MONITOR_LEADER_LOCK)
-                row = await cur.fetchone()
+            self._leader = await self._store.hold_leadership(self._me, self._lease)
         except Exception as exc:
             log.warning("monitor cannot reach the state database: %s", first_line(exc))
-            await self._drop_lock()
-            return False
-        self._leader = bool(row and row[0])
-        if self._leader:
+            self._leader = False
+        if self._leader and not was:
             log.info("this replica now runs the monitor")
+        elif was and not self._leader:
+            log.warning("this replica no longer runs the monitor (its lease was taken over)")
         return self._leader
 
     async def _drop_lock(self) -> None:
-        if self._lock_conn is not None:
+        """Give the lease up at once, so another replica can take over without waiting for it."""
+        if self._leader:
             with contextlib.suppress(Exception):
-                await self._lock_conn.close()
-        self._lock_conn = None
+                await self._store.release_leadership(self._me)
         self._leader = False
 
     # --- cycles -------------------------------------------------------------------------------
@@ -332,7 +314,12 @@ class Monitor:
         loop = asyncio.get_running_loop()
         if loop.time() < self._slack_paused_until:
             return
+        renewed = loop.time()
         for alert in await self._store.unsettled():
+            if loop.time() - renewed > self._lease / 3:  # a slow Slack: keep the lease, or stop
+                if not await self._hold_leadership():
+                    return
+                renewed = loop.time()
             try:
                 if alert.resolved_at is not None:
                     await self._announcer.update_alert(alert)
@@ -378,7 +365,11 @@ class Monitor:
                 await self.run_cycle()
             except Exception as exc:
                 log.warning("monitor cycle failed: %s", first_line(exc))
-            await asyncio.sleep(max(0.0, self._interval - (loop.time() - started)))
+            # Until the next cycle the leader keeps renewing its lease, a third of it at a time.
+            while (left := started + self._interval - loop.time()) > 0:
+                await asyncio.sleep(min(left, self._lease / 3))
+                if self._leader and loop.time() < started + self._interval:
+                    await self._hold_leadership()
 
 
 def age_text(since: Any, observed: Any) -> str:

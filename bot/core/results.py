@@ -300,6 +300,7 @@ class RequestOpened:
     request: SignalRequest
     posted_in: str | None  # channel id, None when not posted (console)
     console: bool = False
+    unrecorded: bool = False  # posted, but the bot could not record it: approvable only from the message
 
 
 @dataclass(frozen=True)
@@ -308,6 +309,7 @@ class Decided:
 
     request: SignalRequest
     effect: str  # approval_recorded | executed | denied
+    approvals_counted: int | None = None  # approval_recorded: those that count (approvers still)
 
 
 @dataclass(frozen=True)

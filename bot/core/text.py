@@ -14,9 +14,13 @@ import re
 
 MARK = "\x1d"  # the core's internal marker (see ``markup``): never allowed in from outside
 
-# C0 and C1 controls (line breaks and tabs too), DEL, bidirectional overrides/isolates, lone
-# surrogates, the line/paragraph separators, and the byte-order mark.
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff\ud800-\udfff]")
+# C0 and C1 controls (line breaks and tabs too), DEL, bidirectional marks, overrides and
+# isolates, zero-width and invisible characters, lone surrogates, the line/paragraph separators,
+# interlinear annotations, the byte-order mark, and tag characters.
+_UNSAFE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ufff9-\ufffb"
+    "\ud800-\udfff\U000e0000-\U000e007f]"
+)
 
 DEFAULT_LIMIT = 1000
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -80,6 +81,15 @@ class AlertStore:
                 )
             for clearance in clearances:
                 await conn.execute(sql.RESOLVE_ALERT, {"id": clearance.alert_id, "resolution": clearance.resolution})
+
+    async def hold_leadership(self, me: uuid.UUID, lease: float) -> bool:
+        """Take the monitor's lease if it is free or lapsed, or renew it if it is ours."""
+        async with self._state.pool.connection() as conn:
+            cur = await conn.execute(sql.HOLD_LEADERSHIP, {"me": me, "lease": lease})
+            return await cur.fetchone() is not None
+
+    async def release_leadership(self, me: uuid.UUID) -> None:
+        await self._run(sql.RELEASE_LEADERSHIP, {"me": me})
 
     async def unsettled(self) -> list[Alert]:
         async with self._state.pool.connection() as conn:

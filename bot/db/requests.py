@@ -10,7 +10,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -21,9 +21,6 @@ from bot.db import sql
 from bot.db.state import StateStore
 from bot.db.targets import Conn
 
-# A message Slack keeps refusing to update (deleted, channel archived) is given up after about a
-# day of backoff; the request itself and its audit trail are unaffected.
-MAX_SYNC_ATTEMPTS = 20
 # An entry parked as undeliverable to the audit channel is tried again this often (in case the
 # channel was fixed: the bot invited, the channel unarchived), and at once when the channel changes.
 PARK_RETRY_SECONDS = 3600.0
@@ -74,6 +71,9 @@ class NewAuditEntry:
 # a request, an approval or an outcome on its way to the audit channel.
 REFUSAL_EVENTS = frozenset({"refused", "click_refused", "more_refused"})
 REFUSALS_PER_WINDOW = 5
+# Requests one person may open in a minute, whatever becomes of them (one that cannot be posted is
+# withdrawn at once, so the cap on open ones alone would not bound what reaches the audit).
+OPENS_PER_MINUTE = 10
 REFUSAL_WINDOW_SECONDS = 60.0
 
 
@@ -91,12 +91,25 @@ class Undeliverable:
     error: str | None
 
 
-class TooManyOpenRequests(Exception):
-    """The requester already has the most open requests allowed; ``open_ids`` are theirs."""
+@dataclass(frozen=True)
+class Openings:
+    """A requester's open requests, and how many they opened in the last minute."""
 
-    def __init__(self, open_ids: list[int]) -> None:
-        super().__init__(f"{len(open_ids)} open requests")
-        self.open_ids = open_ids
+    open_ids: list[int]
+    last_minute: int
+
+    def refusal(self, max_open: int) -> TooManyOpenRequests | None:
+        if len(self.open_ids) >= max_open or self.last_minute >= OPENS_PER_MINUTE:
+            return TooManyOpenRequests(self)
+        return None
+
+
+class TooManyOpenRequests(Exception):
+    """The requester may not open another request now (see ``Openings``)."""
+
+    def __init__(self, openings: Openings) -> None:
+        super().__init__(f"{len(openings.open_ids)} open requests, {openings.last_minute} in the last minute")
+        self.openings = openings
 
 
 @dataclass
@@ -153,24 +166,25 @@ class RequestStore:
 
     # --- requests ----------------------------------------------------------------------------
 
-    async def open_requests_of(self, requester: str) -> list[int]:
-        async with self._state.pool.connection() as conn:
-            cur = await conn.execute(sql.OPEN_REQUESTS_OF, {"requester": requester})
-            return [int(row["id"]) for row in await cur.fetchall()]
+    async def openings(self, requester: str, conn: Conn | None = None) -> Openings:
+        if conn is None:
+            async with self._state.pool.connection() as own:
+                return await self.openings(requester, own)
+        cur = await conn.execute(sql.OPEN_REQUESTS_OF, {"requester": requester})
+        rows = await cur.fetchall()
+        return Openings([int(row["id"]) for row in rows if row["open"]], len(rows))
 
     async def open_request(
         self, new: NewRequest, audit: NewAuditEntry, *, max_open: int, posting: bool
     ) -> SignalRequest:
         """Store a request with its audit entry. ``posting``: not approvable until ``mark_posted``.
 
-        Raises TooManyOpenRequests when the requester already has ``max_open`` open ones.
+        Raises TooManyOpenRequests when the requester may not open another one now.
         """
         async with self._transaction() as conn:
             await conn.execute(sql.REQUESTER_LOCK, {"requester": new.requester})
-            cur = await conn.execute(sql.OPEN_REQUESTS_OF, {"requester": new.requester})
-            open_ids = [int(row["id"]) for row in await cur.fetchall()]
-            if len(open_ids) >= max_open:
-                raise TooManyOpenRequests(open_ids)
+            if (refused := (await self.openings(new.requester, conn)).refusal(max_open)) is not None:
+                raise refused
             cur = await conn.execute(
                 sql.INSERT_REQUEST,
                 {
@@ -239,9 +253,12 @@ class RequestStore:
             loaded = [await self._load(conn, request_id, lock=False) for request_id in ids]
         return [request for request in loaded if request is not None]
 
-    async def mark_posted(self, request_id: int, channel: str, ts: str | None) -> None:
+    async def mark_posted(self, request_id: int, channel: str, ts: str | None) -> SignalRequest | None:
+        """Posted: approvable from now on, unless it was decided or withdrawn meanwhile. The request
+        as it stands."""
         async with self._state.pool.connection() as conn:
             await conn.execute(sql.MARK_POSTED, {"id": request_id, "channel": channel, "ts": ts or None})
+            return await self._load(conn, request_id, lock=False)
 
     async def adopt_message(self, request_id: int, channel: str, ts: str) -> None:
         async with self._state.pool.connection() as conn:
@@ -305,7 +322,7 @@ class RequestStore:
 
     async def unsynced_messages(self, limit: int = 20) -> list[int]:
         async with self._state.pool.connection() as conn:
-            cur = await conn.execute(sql.UNSYNCED_MESSAGES, {"limit": limit, "max_attempts": MAX_SYNC_ATTEMPTS})
+            cur = await conn.execute(sql.UNSYNCED_MESSAGES, {"limit": limit})
             return [row["id"] for row in await cur.fetchall()]
 
     async def message_state(self, request_id: int) -> str | None:
@@ -394,7 +411,6 @@ class RequestStore:
             async with self._transaction() as own:
                 return await self.append_refusal(entry, own)
         actor = {"actor": _id(entry.actor) or "?"}
-        await conn.execute(sql.OPEN_REFUSAL_WINDOW, actor)
         cur = await conn.execute(sql.LOCK_REFUSAL_WINDOW, {**actor, "window": REFUSAL_WINDOW_SECONDS})
         window = await cur.fetchone()
         assert window is not None
@@ -426,7 +442,8 @@ class RequestStore:
                 event="more_refused",
                 actor=actor,
                 outcome=f"{window['suppressed']} more refused attempts, "
-                f"{window['first_suppressed']:%H:%M:%S}–{window['last_suppressed']:%H:%M:%S} UTC",
+                f"{window['first_suppressed'].astimezone(UTC):%H:%M:%S}–"
+                f"{window['last_suppressed'].astimezone(UTC):%H:%M:%S} UTC",
             ),
             conn,
         )
@@ -469,6 +486,11 @@ class RequestStore:
         statement = sql.PARK_AUDIT_CHANNEL if whole_channel else sql.PARK_AUDIT_ENTRY
         async with self._state.pool.connection() as conn:
             await conn.execute(statement, {"id": audit_id, "error": error[:500], "channel": self._audit_channel})
+
+    async def unpark_all(self) -> int:
+        async with self._state.pool.connection() as conn:
+            cur = await conn.execute(sql.UNPARK_AUDIT)
+            return cur.rowcount
 
     async def undeliverable(self) -> Undeliverable:
         async with self._state.pool.connection() as conn:

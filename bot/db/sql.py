@@ -134,15 +134,27 @@ SELECT current_setting('server_version') AS server_version,
 
 STATE_SCHEMA = "pgconn"
 
-# Serialises migrations across replicas starting at once (key: crc32 of "pgconn-bot migrate").
-MIGRATION_LOCK = "SELECT pg_catalog.pg_advisory_xact_lock(1507393541)"
+# State connections give up on a lock, a statement or an open transaction after a while: the
+# bot's own work is short, and nothing anyone else does may make it wait for ever.
+STATE_SESSION_OPTIONS = (
+    "-c lock_timeout=5s -c statement_timeout=15s -c idle_in_transaction_session_timeout=60s -c TimeZone=UTC"
+)
 
+# Nothing here takes an advisory lock: any role that can connect to the state database could
+# take one first and stall the bot. Serialisation is on tables only the bot's role can lock.
+STATE_SCHEMA = "CREATE SCHEMA IF NOT EXISTS pgconn"
 STATE_VERSION_TABLE = """
-CREATE SCHEMA IF NOT EXISTS pgconn;
 CREATE TABLE IF NOT EXISTS pgconn.schema_version (
     version    integer PRIMARY KEY,
     applied_at timestamptz NOT NULL DEFAULT now()
 )
+"""
+# Serialises migrations across replicas starting at once; migrations may take longer than a
+# statement normally may.
+MIGRATION_LOCK = """
+SET LOCAL statement_timeout = '5min';
+SET LOCAL lock_timeout = '1min';
+LOCK TABLE pgconn.schema_version IN EXCLUSIVE MODE
 """
 
 # Who owns schema pgconn and what is in it: the bot adopts the schema only if its own role owns
@@ -156,9 +168,27 @@ SELECT pg_catalog.pg_get_userbyid(n.nspowner)::text AS owner,
               UNION ALL
              SELECT p.proname::text FROM pg_catalog.pg_proc p
               WHERE p.pronamespace = n.oid AND p.proowner <> n.nspowner
-              ORDER BY 1) AS foreign_objects
+              ORDER BY 1) AS foreign_objects,
+       ARRAY(SELECT DISTINCT CASE WHEN g.grantee = 0 THEN 'PUBLIC'
+                                  ELSE pg_catalog.pg_get_userbyid(g.grantee)::text END
+               FROM (SELECT (pg_catalog.aclexplode(n.nspacl)).*
+                     UNION ALL
+                     SELECT (pg_catalog.aclexplode(c.relacl)).*
+                       FROM pg_catalog.pg_class c WHERE c.relnamespace = n.oid) g
+              WHERE g.grantee <> n.nspowner
+                -- what could change or lock the bot's tables; reading them (auditors) is fine
+                AND g.privilege_type IN ('CREATE', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'TRIGGER', 'MAINTAIN')
+              ORDER BY 1) AS foreign_grants
   FROM pg_catalog.pg_namespace n
  WHERE n.nspname = 'pgconn'
+"""
+
+# Roles that are members of the bot's role: they can do whatever it can, the audit included.
+BOT_ROLE_MEMBERS = """
+SELECT pg_catalog.array_agg(r.rolname::text ORDER BY r.rolname) AS members
+  FROM pg_catalog.pg_auth_members m
+  JOIN pg_catalog.pg_roles r ON r.oid = m.member
+ WHERE m.roleid = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user)
 """
 
 STATE_APPLIED_VERSIONS = "SELECT version FROM pgconn.schema_version"
@@ -405,13 +435,20 @@ VALUES (now() + make_interval(secs => %(ttl)s), %(requester)s, %(requester_name)
 RETURNING id
 """
 
-# Serialises the openings of one requester's requests, so the cap on pending ones holds.
-REQUESTER_LOCK = "SELECT pg_catalog.pg_advisory_xact_lock(1507393544, pg_catalog.hashtext(%(requester)s))"
+# Serialises the openings of one requester's requests, so the caps hold: a row lock on a table
+# only the bot can write (until the transaction ends).
+REQUESTER_LOCK = """
+INSERT INTO pgconn.requester_gate (requester) VALUES (%(requester)s)
+ON CONFLICT (requester) DO UPDATE SET requester = EXCLUDED.requester
+"""
 
-# A requester's requests still open: being posted, or waiting for a decision.
+# A requester's requests still open (being posted, or waiting for a decision), and how many they
+# opened in the last minute, whatever became of them.
 OPEN_REQUESTS_OF = """
-SELECT r.id FROM pgconn.request r
- WHERE r.requester = %(requester)s AND r.status IN ('posting', 'pending') AND r.expires_at > now()
+SELECT r.id, r.status IN ('posting', 'pending') AND r.expires_at > now() AS open
+  FROM pgconn.request r
+ WHERE r.requester = %(requester)s
+   AND (r.status IN ('posting', 'pending') OR r.created_at > now() - interval '1 minute')
  ORDER BY r.id
 """
 
@@ -453,6 +490,7 @@ UPDATE pgconn.request
    SET status = CASE WHEN status = 'posting' THEN 'pending' ELSE status END,
        channel = coalesce(channel, %(channel)s), message_ts = coalesce(message_ts, %(ts)s)
  WHERE id = %(id)s
+RETURNING status
 """
 
 # A click names the message it came from, which proves the message exists: that records a
@@ -466,9 +504,9 @@ UPDATE pgconn.request
 """
 
 # Only while still being posted: a request someone could already see and approve is never
-# withdrawn behind their back.
+# withdrawn behind their back. The requester is told in the answer to their command.
 WITHDRAW = """
-UPDATE pgconn.request SET status = 'withdrawn', decided_at = now(), finished_at = now()
+UPDATE pgconn.request SET status = 'withdrawn', decided_at = now(), finished_at = now(), requester_told = true
  WHERE id = %(id)s AND status = 'posting'
 RETURNING id
 """
@@ -576,7 +614,6 @@ SELECT r.id FROM pgconn.request r
    AND r.shown_state IS DISTINCT FROM {_MESSAGE_STATE}
    AND (r.sync_after IS NULL OR r.sync_after <= now())
    AND (r.sync_lease_until IS NULL OR r.sync_lease_until < now())
-   AND r.sync_attempts < %(max_attempts)s
  ORDER BY r.id
  LIMIT %(limit)s
 """
@@ -584,7 +621,8 @@ SELECT r.id FROM pgconn.request r
 # Claimed by exactly one process; told once.
 CLAIM_REQUESTER_NOTICE = """
 UPDATE pgconn.request SET requester_told = true
- WHERE id = %(id)s AND NOT requester_told AND status IN ('executed', 'denied', 'expired', 'interrupted')
+ WHERE id = %(id)s AND NOT requester_told
+   AND status IN ('executed', 'denied', 'expired', 'interrupted', 'withdrawn')
 RETURNING id
 """
 
@@ -604,15 +642,13 @@ SELECT id FROM entry
 
 # Refusals are recorded one by one up to a limit per person and minute; beyond it they are
 # counted, and the count becomes one entry when the minute is over (see RequestStore).
-OPEN_REFUSAL_WINDOW = """
-INSERT INTO pgconn.refusal_window (actor, window_start) VALUES (%(actor)s, now())
-ON CONFLICT (actor) DO NOTHING
-"""
-
+# The person's window, created if need be and locked until the transaction ends (one statement,
+# so the housekeeper's CLOSE_REFUSAL_WINDOWS cannot remove it in between).
 LOCK_REFUSAL_WINDOW = """
-SELECT recorded, suppressed, window_start, first_suppressed, last_suppressed,
-       window_start <= now() - make_interval(secs => %(window)s) AS over
-  FROM pgconn.refusal_window WHERE actor = %(actor)s FOR UPDATE
+INSERT INTO pgconn.refusal_window AS w (actor, window_start) VALUES (%(actor)s, now())
+ON CONFLICT (actor) DO UPDATE SET actor = EXCLUDED.actor
+RETURNING w.recorded, w.suppressed, w.window_start, w.first_suppressed, w.last_suppressed,
+          w.window_start <= now() - make_interval(secs => %(window)s) AS over
 """
 
 RESTART_REFUSAL_WINDOW = """
@@ -683,6 +719,11 @@ UPDATE pgconn.audit_outbox
    SET parked_at = now(), parked_channel = %(channel)s, last_error = %(error)s,
        leased_until = CASE WHEN audit_id = %(id)s THEN NULL ELSE leased_until END
  WHERE delivered_at IS NULL AND (audit_id = %(id)s OR leased_until IS NULL OR leased_until < now())
+"""
+
+UNPARK_AUDIT = """
+UPDATE pgconn.audit_outbox SET parked_at = NULL, parked_channel = NULL
+ WHERE delivered_at IS NULL AND parked_at IS NOT NULL
 """
 
 UNDELIVERABLE_AUDIT = """
@@ -838,19 +879,45 @@ CREATE INDEX request_open_by_requester ON pgconn.request (requester) WHERE statu
 
 -- Who is updating the request's message in Slack right now, and until when.
 ALTER TABLE pgconn.request ADD COLUMN sync_owner uuid, ADD COLUMN sync_lease_until timestamptz;
+CREATE INDEX request_by_requester ON pgconn.request (requester, created_at);
+
+-- Serialisation the bot alone can take part in (advisory locks anyone could take first).
+CREATE TABLE pgconn.requester_gate (requester text PRIMARY KEY);
+CREATE TABLE pgconn.monitor_leader (
+    id         integer PRIMARY KEY CHECK (id = 1),
+    holder     uuid NOT NULL,
+    epoch      bigint NOT NULL,
+    expires_at timestamptz NOT NULL
+);
+
+-- Alerts stored before PGCONN_SHOW_QUERIES kept SQL text: reduced to its keyword and length.
+UPDATE pgconn.alert
+   SET details = pg_catalog.jsonb_set(details, '{query}', pg_catalog.to_jsonb(
+           coalesce(pg_catalog.upper(pg_catalog.substring(details->>'query', '^\s*([A-Za-z]+)')), 'statement')
+           || ' … (' || pg_catalog.length(details->>'query') || ' chars)'))
+ WHERE details ? 'query' AND pg_catalog.jsonb_typeof(details->'query') = 'string';
 """
 
 STATE_MIGRATIONS.append((3, _SCHEMA_V3))
 
-# Serialises the monitor across replicas: a session-level lock on the state database, held by
-# the leader's dedicated connection; if that process dies the server releases it.
-MONITOR_LEADER_LOCK = "SELECT pg_catalog.pg_try_advisory_lock(1507393542) AS leader"
+# One replica runs the monitor: the one holding the lease, renewed while it makes progress. A
+# leader that dies, hangs or loses the network stops renewing and is replaced when the lease
+# runs out. ``epoch`` counts changes of leader. A row in the bot's own table: nobody else can
+# hold it.
+HOLD_LEADERSHIP = """
+INSERT INTO pgconn.monitor_leader AS l (id, holder, epoch, expires_at)
+VALUES (1, %(me)s, 1, now() + make_interval(secs => %(lease)s))
+ON CONFLICT (id) DO UPDATE
+   SET holder = EXCLUDED.holder,
+       epoch = CASE WHEN l.holder = EXCLUDED.holder THEN l.epoch ELSE l.epoch + 1 END,
+       expires_at = EXCLUDED.expires_at
+ WHERE l.holder = EXCLUDED.holder OR l.expires_at < now()
+RETURNING epoch
+"""
 
-# The lock connection's keepalives, so that if the leader's host vanishes (power, network) the
-# server notices within about half a minute and frees the lock for another replica.
-MONITOR_LOCK_OPTIONS = (
-    "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3 -c tcp_user_timeout=30000"
-)
+RELEASE_LEADERSHIP = """
+UPDATE pgconn.monitor_leader SET expires_at = now() - interval '1 second' WHERE id = 1 AND holder = %(me)s
+"""
 
 OPEN_ALERTS_OF_TARGET = "SELECT * FROM pgconn.alert WHERE target = %(target)s AND resolved_at IS NULL"
 

@@ -7,6 +7,7 @@ import contextlib
 import logging
 from typing import Any
 
+import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
@@ -19,10 +20,17 @@ from bot.redact import redact
 log = logging.getLogger(__name__)
 
 BUSY_POOL_SECONDS = 0.5
+HEALTH_CACHE_SECONDS = 1.0
 
 
 class StateSchemaError(Exception):
     """Schema pgconn exists but is not the bot's own: refusing to use it (never retried)."""
+
+
+async def bot_role_members(conn: AsyncConnection[DictRow]) -> list[str]:
+    cur = await conn.execute(sql.BOT_ROLE_MEMBERS)
+    row = await cur.fetchone()
+    return list(row["members"] or []) if row else []
 
 
 async def _check_ownership(conn: AsyncConnection[DictRow]) -> None:
@@ -43,6 +51,19 @@ async def _check_ownership(conn: AsyncConnection[DictRow]) -> None:
             f"schema pgconn holds objects another role owns ({names}); the bot will not use it "
             f"until every object in it is owned by {row['bot_role']!r}"
         )
+    if row["foreign_grants"]:
+        names = ", ".join(row["foreign_grants"][:5])
+        raise StateSchemaError(
+            f"schema pgconn or objects in it grant privileges to {names}; whoever may change its tables could "
+            "change a request before it is executed, so the bot will not use it until those grants are revoked"
+        )
+
+
+async def _create(conn: AsyncConnection[DictRow], statement: str) -> None:
+    """``CREATE … IF NOT EXISTS`` that tolerates another replica creating the same at that moment."""
+    errors = psycopg.errors
+    with contextlib.suppress(errors.UniqueViolation, errors.DuplicateObject, errors.DuplicateSchema):
+        await conn.execute(statement)
 
 
 class StateStore:
@@ -50,6 +71,8 @@ class StateStore:
         self._timeout = timeout
         self._dsn = dsn
         self._aside: AsyncConnection[Any] | None = None  # for /healthz while the pool is busy
+        self._health_lock = asyncio.Lock()
+        self._health: tuple[float, bool] | None = None  # (when, answer)
         self.logins: set[str] = set()  # the login role(s) of the bot's state connections
         self.pool: AsyncConnectionPool[AsyncConnection[DictRow]] = AsyncConnectionPool(
             dsn,
@@ -60,7 +83,9 @@ class StateStore:
             # How long a command waits for a state connection: a dead state database must be
             # answered within Slack's window, not after psycopg's default 30 s.
             timeout=timeout,
-            kwargs=connect_kwargs(dsn, connect_timeout=3, row_factory=dict_row),
+            kwargs=connect_kwargs(
+                dsn, connect_timeout=3, extra_options=sql.STATE_SESSION_OPTIONS, row_factory=dict_row
+            ),
             configure=self._configure,
             check=AsyncConnectionPool.check_connection,
         )
@@ -81,26 +106,39 @@ class StateStore:
     async def migrate(self, wait_seconds: float = 10.0) -> list[int]:
         """Bring the schema up to date; returns the versions applied now. Safe with many replicas."""
         applied_now: list[int] = []
-        async with self.pool.connection(timeout=wait_seconds) as conn, conn.transaction():
-            await conn.execute(sql.MIGRATION_LOCK)
-            await _check_ownership(conn)
-            await conn.execute(sql.STATE_VERSION_TABLE)
-            cur = await conn.execute(sql.STATE_APPLIED_VERSIONS)
-            done = {row["version"] for row in await cur.fetchall()}
-            for version, statement in sql.STATE_MIGRATIONS:
-                if version in done:
-                    continue
-                async with conn.transaction():
-                    await conn.execute(statement)
-                    await conn.execute(sql.STATE_RECORD_VERSION, {"version": version})
-                applied_now.append(version)
+        async with self.pool.connection(timeout=wait_seconds) as conn:
+            await _check_ownership(conn)  # a schema someone else made is refused before anything is created
+            for statement in (sql.STATE_SCHEMA, sql.STATE_VERSION_TABLE):
+                await _create(conn, statement)
+            await _check_ownership(conn)  # whoever created it a moment ago: it must be the bot's own
+            async with conn.transaction():
+                await conn.execute(sql.MIGRATION_LOCK)
+                cur = await conn.execute(sql.STATE_APPLIED_VERSIONS)
+                done = {row["version"] for row in await cur.fetchall()}
+                for version, statement in sql.STATE_MIGRATIONS:
+                    if version in done:
+                        continue
+                    async with conn.transaction():
+                        await conn.execute(statement)
+                        await conn.execute(sql.STATE_RECORD_VERSION, {"version": version})
+                    applied_now.append(version)
         if applied_now:
             log.info("state schema migrated to version %s", applied_now[-1])
         return applied_now
 
     async def healthy(self) -> bool:
         """Whether the state database answers. A pool that is merely busy is not a database that
-        is down: then the question is asked on a connection kept aside for it."""
+        is down: then the question is asked on the one connection kept aside for it. One answer
+        at a time, reused for a second, so health checks cannot open connections of their own."""
+        async with self._health_lock:
+            loop = asyncio.get_running_loop()
+            if self._health is not None and loop.time() - self._health[0] < HEALTH_CACHE_SECONDS:
+                return self._health[1]
+            answer = await self._ask_health()
+            self._health = (loop.time(), answer)
+            return answer
+
+    async def _ask_health(self) -> bool:
         try:
             async with asyncio.timeout(self._timeout):
                 try:
@@ -116,7 +154,9 @@ class StateStore:
 
     async def _ping_aside(self) -> None:
         if self._aside is None or self._aside.closed or self._aside.broken:
-            self._aside = await AsyncConnection.connect(self._dsn, **connect_kwargs(self._dsn, connect_timeout=3))
+            self._aside = await AsyncConnection.connect(
+                self._dsn, **connect_kwargs(self._dsn, connect_timeout=3, extra_options=sql.STATE_SESSION_OPTIONS)
+            )
         await self._aside.execute(sql.PING)
 
     async def _drop_aside(self) -> None:

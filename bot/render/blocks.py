@@ -39,15 +39,15 @@ def escape(text: str) -> str:
     """
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     text = _BROADCAST.sub("@\u2060\\1", text)  # a word joiner keeps "@here" from notifying anyone
-    text = _EMOJI_CODE.sub(":\u2060\\1:", text)  # ":white_check_mark:" in a name stays text
+    text = _EMOJI_CODE.sub(":\u2060", text)  # ":white_check_mark:" in a name stays text
     return to_slack(text.replace("`", "ˋ"))
 
 
 _BROADCAST = re.compile(r"@(here|channel|everyone)\b", re.IGNORECASE)
 # Emoji codes in text the bot did not write: its own icons are added after escaping.
-# An emoji code is not all digits and not glued to another colon or digit: not a time
-# (10:41:03), not a cast (a::text::int).
-_EMOJI_CODE = re.compile(r"(?<![:\d]):([a-z0-9_+'-]{0,99}[a-z_+'-][a-z0-9_+'-]{0,99}):(?![:\d])", re.IGNORECASE)
+# Any colon that could open an emoji code (one with a non-digit in it): a word joiner after it.
+# Times (10:41:03) are left alone; SQL casts (a::text) get the invisible joiner too.
+_EMOJI_CODE = re.compile(r":(?=[a-z0-9_+'-]{0,99}[a-z_+'-][a-z0-9_+'-]{0,99}:)", re.IGNORECASE)
 
 
 def _clip(text: str, limit: int) -> str:

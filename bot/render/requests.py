@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from bot.config import DEFAULT_TARGET
 from bot.core.durations import format_duration
+from bot.core.housekeeping import UNPOSTED_AFTER_SECONDS
 from bot.core.markup import channel, mention, moment, strip
 from bot.core.results import (
     OUTCOME_LABELS,
@@ -168,7 +171,18 @@ def _(result: RequestOpened) -> Document:
         doc.commands = [f"approve {request.id}", f"deny {request.id}"]
         return doc
     where = f" in {channel(result.posted_in)}" if result.posted_in else ""
-    if request.status != RequestStatus.PENDING:  # decided already (Slack's answer to the post was lost)
+    if result.unrecorded:
+        return Document(
+            title=f"Request #{request.id} was posted{where}, but the bot could not record that",
+            lines=[
+                f"{what(request)[0].upper()}{what(request)[1:]}.",
+                "An approver can still decide it with the buttons on that message; if nobody does within "
+                f"{format_duration(timedelta(seconds=UNPOSTED_AFTER_SECONDS))} it is withdrawn, and you will be "
+                "told. Nothing is signalled until then.",
+            ],
+            tone=Tone.WARNING,
+        )
+    if request.status != RequestStatus.PENDING:  # decided or withdrawn meanwhile (a slow or lost answer)
         return Document(
             title=f"Request #{request.id} was posted for approval{where}",
             lines=[f"{what(request)[0].upper()}{what(request)[1:]}.", status_line(request)],
@@ -188,7 +202,8 @@ def _(result: Decided) -> Document:
     doc = request_document(request)
     if result.effect == "approval_recorded":
         doc.title = (
-            f"Your approval of request #{request.id} is recorded: {len(request.approvals)} of "
+            f"Your approval of request #{request.id} is recorded: "
+            f"{result.approvals_counted if result.approvals_counted is not None else len(request.approvals)} of "
             f"{request.required_approvals}. It runs when the last one approves."
         )
         doc.table = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -25,7 +26,26 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+# Whatever Slack (or something posing as it) says in Retry-After: an interactive call waits at
+# most this long before retrying (else it fails and the caller decides), and nothing waits more
+# than MAX_RETRY_AFTER_SECONDS before trying again.
+INTERACTIVE_RETRY_AFTER_SECONDS = 3.0
+MAX_RETRY_AFTER_SECONDS = 300.0
+# Calls made while someone waits for an answer, or a request waits to be posted.
+GROUP_LOOKUP_SECONDS = 5.0
+POST_REQUEST_SECONDS = 30.0
+TELL_REQUESTER_SECONDS = 20.0
+
+
 class _CountedRateLimitRetry(AsyncRateLimitErrorRetryHandler):
+    """Retries a 429 only when Slack asks for a short wait; a long one fails the call at once."""
+
+    async def _can_retry_async(self, **kwargs: Any) -> bool:
+        if not await super()._can_retry_async(**kwargs):
+            return False
+        wait = _retry_after(kwargs.get("response"))
+        return wait is not None and wait <= INTERACTIVE_RETRY_AFTER_SECONDS
+
     async def prepare_for_next_attempt_async(self, **kwargs: Any) -> None:
         metrics.SLACK_RETRIES.labels(reason="rate_limited").inc()
         await super().prepare_for_next_attempt_async(**kwargs)
@@ -52,7 +72,8 @@ class SlackGroupDirectory:
         self._client = client
 
     async def members(self, group_id: str) -> frozenset[str]:
-        response = await self._client.usergroups_users_list(usergroup=group_id)
+        async with asyncio.timeout(GROUP_LOOKUP_SECONDS):
+            response = await self._client.usergroups_users_list(usergroup=group_id)
         return frozenset(response.get("users") or [])
 
 
@@ -80,6 +101,24 @@ _REJECTED_CHANNEL = {
     "ekm_access_denied",
     "team_access_not_granted",
 }
+# Errors that pass (Slack busy or down, the network) or that only a fix of the bot's own
+# configuration cures (its token): retried for ever, never held against one entry.
+_PASSING = {
+    "ratelimited",
+    "internal_error",
+    "fatal_error",
+    "service_unavailable",
+    "request_timeout",
+    "timeout",
+    "invalid_auth",
+    "not_authed",
+    "account_inactive",
+    "token_revoked",
+    "token_expired",
+    "missing_scope",
+    "no_permission",
+    "not_allowed_token_type",
+}
 SHORT_TEXT = 1500
 
 
@@ -88,9 +127,10 @@ def _retry_after(response: Any) -> float | None:
     for key, value in dict(headers).items():
         if key.lower() == "retry-after":
             try:
-                return max(1.0, float(value if not isinstance(value, list) else value[0]))
+                seconds = float(value if not isinstance(value, list) else value[0])
             except (TypeError, ValueError):
                 return None
+            return max(1.0, min(MAX_RETRY_AFTER_SECONDS, seconds)) if seconds == seconds else None  # NaN
     return None
 
 
@@ -103,7 +143,9 @@ def _failure(exc: Exception) -> AnnounceError:
         retry_after = _retry_after(exc.response) if status == 429 else None
         if reason in _REJECTED_CONTENT:
             return AnnounceError(reason, retry_after, "message")
-        return AnnounceError(reason, retry_after, "channel" if reason in _REJECTED_CHANNEL else None)
+        if reason in _REJECTED_CHANNEL:
+            return AnnounceError(reason, retry_after, "channel")
+        return AnnounceError(reason, retry_after, known=status >= 500 or status == 429 or reason in _PASSING)
     metrics.SLACK_ERRORS.labels(error=type(exc).__name__).inc()
     return AnnounceError(first_line(exc) or type(exc).__name__)
 
@@ -140,9 +182,13 @@ class SlackAnnouncer:
 
     async def post_request(self, request: SignalRequest, channel: str) -> str:
         message = _built(request_message, request)
-        response = await _checked(
-            self._client.chat_postMessage(channel=channel, text=message.text, blocks=message.blocks)
-        )
+        try:
+            async with asyncio.timeout(POST_REQUEST_SECONDS):
+                response = await _checked(
+                    self._client.chat_postMessage(channel=channel, text=message.text, blocks=message.blocks)
+                )
+        except TimeoutError:
+            raise AnnounceError("timeout") from None
         return str(response.get("ts") or "")
 
     async def update_request(self, request: SignalRequest) -> None:
@@ -159,14 +205,20 @@ class SlackAnnouncer:
             return  # a console identity: nobody to message in Slack
         message = _built(request_message, request)
         # A user ID as the channel posts into the bot's direct messages with that person.
-        await self._client.chat_postMessage(
-            channel=request.requester,
-            text=f"Your request #{request.id} is {request.status}. {message.text}",
-            blocks=message.blocks,
-        )
+        async with asyncio.timeout(TELL_REQUESTER_SECONDS):
+            await self._client.chat_postMessage(
+                channel=request.requester,
+                text=f"Your request #{request.id} is {request.status}. {message.text}",
+                blocks=message.blocks,
+            )
 
     async def post_audit(self, entry: AuditEntry, channel: str, request_message: str | None) -> str | None:
-        message = _built(lambda e: audit_message(e, request_message), entry)
+        try:
+            message = _built(lambda e: audit_message(e, request_message), entry)
+        except AnnounceError:  # never silent: a line that says so, the table has the rest
+            text = f"Audit entry {entry.id} ({entry.event}, request #{entry.request_id}) could not be shown in full; "
+            text += "see pgconn.audit."
+            message = SlackMessage(text=text, blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": text}}])
         response = await self._post_unblockable(channel, message, f"audit entry {entry.id}")
         return str(response.get("ts") or "") or None
 

@@ -66,9 +66,14 @@ class Installation:
 
     def middleware(self) -> Callable[..., Awaitable[Any]]:
         async def only_this_installation(
-            context: AsyncBoltContext, next: Callable[[], Awaitable[Any]]
+            context: AsyncBoltContext, body: dict[str, Any], next: Callable[[], Awaitable[Any]]
         ) -> BoltResponse | None:
-            if await self.admits(context.team_id, context.enterprise_id):
+            # The payload's workspace, and (in a shared channel) the clicking user's own workspace.
+            user = body.get("user") if isinstance(body.get("user"), dict) else {}
+            user_team = user.get("team_id") if isinstance(user, dict) else None
+            if await self.admits(context.team_id, context.enterprise_id) and (
+                user_team is None or self.enterprise_install or user_team == self.team_id
+            ):
                 return await next()  # type: ignore[no-any-return]
             log.warning(
                 "refused a request from team %s / enterprise %s: not this installation",

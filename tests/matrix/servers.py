@@ -451,7 +451,26 @@ def throwaway_cluster(
         version, number, full = _wait_until_ready(dsn, deadline)
         yield Cluster(major, port, version, number, full, binaries.bindir, datadir, logfile)
     finally:
-        if (datadir / "postmaster.pid").exists():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                run(pg_ctl, "-D", str(datadir), "-m", "immediate", "stop", timeout=90)
+        _stop(binaries.bindir, datadir)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _stop(bindir: Path, datadir: Path) -> None:
+    if not (datadir / "postmaster.pid").exists():
+        return
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        subprocess.run(
+            [*_as_cluster_user(), str(bindir / "pg_ctl"), "-D", str(datadir), "-m", "immediate", "stop"],
+            cwd=datadir.parent,
+            capture_output=True,
+            timeout=90,
+            check=False,
+        )
+
+
+def stop_cluster(cluster: Cluster) -> None:
+    """Stop a cluster at once (``pg_ctl -m immediate``), e.g. to unblock a client hanging on it.
+
+    Its ``throwaway_cluster`` block still deletes it at the end.
+    """
+    _stop(cluster.bindir, cluster.datadir)

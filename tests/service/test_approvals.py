@@ -246,6 +246,8 @@ async def test_blocked_sessions_are_shown(make_runtime: Any, world: PgWorld) -> 
         holder.execute("ROLLBACK")
         thread.join(timeout=5)
     finally:
+        # The holder's transaction must end first, or the DROP waits for its lock for ever.
+        world.admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
         world.admin.execute(f'DROP TABLE IF EXISTS "{role}_t"')
 
 

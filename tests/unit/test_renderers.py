@@ -171,7 +171,9 @@ def test_slack_entities_in_command_text_are_decoded_once() -> None:
         ("bob :white_check_mark: done", "bob :\u2060white_check_mark: done"),  # emoji codes stay text
         ("x:tada:y :+1:", "x:\u2060tada:y :\u2060+1:"),
         ("10:41:03–10:41:58 UTC", "10:41:03–10:41:58 UTC"),  # times are not emoji codes
-        ("SELECT a::text::int", "SELECT a::text::int"),  # nor are casts
+        ("SELECT a::text::int", "SELECT a::\u2060text::int"),  # a cast could hide one: defused too
+        ("a:b:white_check_mark:", "a:\u2060b:\u2060white_check_mark:"),
+        ("1:rotating_light: ::x::", "1:\u2060rotating_light: ::\u2060x::"),
         ("`code` breakout", "ˋcodeˋ breakout"),
         ("\x1d@U0ATTACK\x1d", "<@U0ATTACK>"),  # only the core writes markers: text is cleaned before
     ],

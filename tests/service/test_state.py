@@ -1,0 +1,99 @@
+"""The bot's own state database: migrations from earlier versions, and nothing others can stall."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from bot.core.monitor import leader_lease
+from bot.db import sql as bot_sql
+from bot.db.alerts import AlertStore
+from bot.db.state import StateStore
+from tests.conftest import PgWorld
+
+SECRET_SQL = "  update accounts set password = 'hunter2'"
+
+
+async def _migrated(dsn: str, upto: int | None = None, monkeypatch: pytest.MonkeyPatch | None = None) -> list[int]:
+    if upto is not None and monkeypatch is not None:
+        monkeypatch.setattr(bot_sql, "STATE_MIGRATIONS", [m for m in bot_sql.STATE_MIGRATIONS if m[0] <= upto])
+    store = StateStore(dsn)
+    await store.open()
+    try:
+        return await store.migrate()
+    finally:
+        await store.close()
+        if monkeypatch is not None:
+            monkeypatch.undo()
+
+
+async def test_a_version_2_database_with_data_migrates_and_keeps_it(
+    fresh_state_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert await _migrated(fresh_state_dsn, upto=2, monkeypatch=monkeypatch) == [1, 2]
+    with psycopg.connect(fresh_state_dsn, autocommit=True) as conn:
+        conn.execute(
+            """INSERT INTO pgconn.request (expires_at, requester, action, scope, target, command_text,
+                                           required_approvals)
+               VALUES (now() + interval '1 hour', 'U0REQ', 'terminate', 'pids', 'default', 'kill 1', 1)"""
+        )
+        conn.execute("INSERT INTO pgconn.audit (event, request_id, actor) VALUES ('requested', 1, 'U0REQ')")
+        conn.execute("INSERT INTO pgconn.audit_outbox (audit_id, channel) VALUES (1, 'C0AUDIT')")
+        conn.execute(
+            """INSERT INTO pgconn.alert (target, kind, subject, severity, summary, details)
+               VALUES ('default', 'long_query', '1:1', 'warning', 'pid 1 has a long-running query',
+                       %s::jsonb)""",
+            (json.dumps({"pid": 1, "query": SECRET_SQL}),),
+        )
+
+    assert await _migrated(fresh_state_dsn) == [3]
+    with psycopg.connect(fresh_state_dsn) as conn:
+        assert conn.execute("SELECT status FROM pgconn.request").fetchone() == ("pending",)
+        assert conn.execute("SELECT lane, parked_at FROM pgconn.audit_outbox").fetchone() == (0, None)
+        (details,) = conn.execute("SELECT details FROM pgconn.alert").fetchone()  # type: ignore[misc]
+    assert details == {"pid": 1, "query": f"UPDATE … ({len(SECRET_SQL)} chars)"}  # the stored SQL text is gone
+    assert await _migrated(fresh_state_dsn) == []  # and again: nothing left to do
+
+
+async def test_a_read_only_auditor_of_the_trail_is_fine(fresh_state_dsn: str, world: PgWorld) -> None:
+    await _migrated(fresh_state_dsn)
+    auditor = world.role("auditor", limit=None)
+    with psycopg.connect(fresh_state_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA pgconn TO {}").format(sql.Identifier(auditor)))
+        conn.execute(sql.SQL("GRANT SELECT ON pgconn.audit TO {}").format(sql.Identifier(auditor)))
+    try:
+        assert await _migrated(fresh_state_dsn) == []  # started normally
+    finally:
+        with psycopg.connect(fresh_state_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(auditor)))
+
+
+async def test_locks_anyone_can_take_never_stall_the_bot(fresh_state_dsn: str, world: PgWorld) -> None:
+    student = world.role("locker", limit=None)
+    database = psycopg.conninfo.conninfo_to_dict(fresh_state_dsn)["dbname"]
+    locker = world.connect(student, database=database)
+    # Every advisory lock an earlier version used (migration, monitor leader, requester gate).
+    for key in ("1507393541", "1507393542", "1507393543", "1507393544, pg_catalog.hashtext('U0REQ')"):
+        locker.execute(f"SELECT pg_catalog.pg_advisory_lock({key})")  # type: ignore[arg-type]
+
+    assert await _migrated(fresh_state_dsn) == [1, 2, 3]
+    store = StateStore(fresh_state_dsn)
+    await store.open()
+    try:
+        alerts = AlertStore(store)
+        me, other = uuid.uuid4(), uuid.uuid4()
+        assert await alerts.hold_leadership(me, leader_lease(60))
+        assert not await alerts.hold_leadership(other, leader_lease(60))  # one leader at a time
+        await alerts.release_leadership(me)
+        assert await alerts.hold_leadership(other, leader_lease(60))  # handed over at once
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize(("interval", "lease"), [(60, 30), (10, 20), (5, 10), (0.2, 3)])
+def test_the_leader_lease_is_two_intervals_within_bounds(interval: float, lease: float) -> None:
+    assert leader_lease(interval) == lease
