@@ -82,7 +82,6 @@ async def measure_monitor(dsn: str, *, cycles: int = 10) -> tuple[list[int], lis
     monitor = Monitor(
         targets=pools,
         store=AlertStore(state),
-        state_dsn=state_dsn,
         announcer=NoAnnouncer(),
         thresholds=MonitorThresholds(idle_in_tx_seconds=0, long_query_seconds=0),
         interval=60,

@@ -89,7 +89,6 @@ class Runtime:
         monitor = Monitor(
             targets=targets,
             store=alerts,
-            state_dsn=settings.state_dsn(),
             announcer=alert_announcer or NoAnnouncer(),
             thresholds=MonitorThresholds(
                 utilization_warn=settings.alert_utilization_warn,

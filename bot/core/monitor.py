@@ -13,6 +13,7 @@ import logging
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -25,7 +26,7 @@ from bot.core.tasks import stop_task
 from bot.core.text import query_summary
 from bot.db.alerts import AlertStore, Clearance, Finding
 from bot.db.monitoring import Snapshot, take_snapshot
-from bot.db.targets import TargetBusyError, TargetPools, TargetUnavailableError
+from bot.db.targets import Fill, TargetBusyError, TargetPools, TargetUnavailableError
 from bot.errors import first_line
 
 log = logging.getLogger(__name__)
@@ -40,14 +41,16 @@ DOWN_AFTER_FAILURES = 2
 # post and resolve over and over.
 FILL_HYSTERESIS = 0.05
 STATE_CONCURRENCY = 2
-# The leader's lease: a leader that stops renewing (dead, hung, cut off) is replaced within this
-# long — two intervals, but never more than 30 s nor less than 3 s.
-MAX_LEASE_SECONDS = 30.0
+# The leader's lease: a leader that stops making progress (dead, hung, cut off) stops renewing it
+# and is replaced when it runs out, plus at most a sixth of it (how often the others try): within
+# two intervals and within 30 s.
+MAX_LEASE_SECONDS = 24.0
 MIN_LEASE_SECONDS = 3.0
+MAX_NAMED = 5  # databases named in a server-wide alert
 
 
 def leader_lease(interval: float) -> float:
-    return max(MIN_LEASE_SECONDS, min(MAX_LEASE_SECONDS, 2 * interval))
+    return max(MIN_LEASE_SECONDS, min(MAX_LEASE_SECONDS, 1.5 * interval))
 
 
 @dataclass(frozen=True)
@@ -80,14 +83,19 @@ def _epoch(value: Any) -> str:
     return str(int(value.timestamp())) if isinstance(value, datetime) else "0"
 
 
-def _on(target: str) -> str:
-    return f" on {target}"
+def server_name(members: Sequence[str]) -> str:
+    """A target, or the server several targets (its databases) share: "the server of a, b and c"."""
+    if len(members) == 1:
+        return members[0]
+    shown = ", ".join(members[:MAX_NAMED])
+    return f"the server of {shown}" + (f" and {len(members) - MAX_NAMED} more" if len(members) > MAX_NAMED else "")
 
 
-def detect(snapshot: Snapshot, thresholds: MonitorThresholds) -> list[Finding]:
-    """What is wrong on a target now. Summaries stay stable while a problem lasts (numbers go in details)."""
+def detect(snapshot: Snapshot, thresholds: MonitorThresholds, members: Sequence[str] | None = None) -> list[Finding]:
+    """What is wrong on a server now (``members``: the targets on it; each problem is reported
+    once, naming them). Summaries stay stable while a problem lasts (numbers go in details)."""
     findings: list[Finding] = []
-    target = snapshot.target
+    target = server_name(members or [snapshot.target])
     for role in snapshot.full_roles:
         over = role["used"] > role["limit"]
         findings.append(
@@ -95,7 +103,7 @@ def detect(snapshot: Snapshot, thresholds: MonitorThresholds) -> list[Finding]:
                 kind=AlertKind.ROLE_LIMIT,
                 subject=role["role"],
                 severity=CRITICAL if over else WARNING,
-                summary=f"{role['role']} is {'over' if over else 'at'} its connection limit{_on(target)}",
+                summary=f"{role['role']} is {'over' if over else 'at'} its connection limit on {target}",
                 details={
                     "used": role["used"],
                     "limit": role["limit"],
@@ -118,6 +126,7 @@ def detect(snapshot: Snapshot, thresholds: MonitorThresholds) -> list[Finding]:
                     "usable_slots": snapshot.usable_slots,
                     "max_connections": snapshot.max_connections,
                     "fill": round(fill, 4),
+                    "databases": list(members or [snapshot.target]),
                 },
             )
         )
@@ -127,7 +136,7 @@ def detect(snapshot: Snapshot, thresholds: MonitorThresholds) -> list[Finding]:
                 kind=AlertKind.IDLE_IN_TRANSACTION,
                 subject=f"{session['pid']}:{_epoch(session['xact_start'] or session['backend_start'])}",
                 severity=WARNING,
-                summary=f"pid {session['pid']} ({session['role']}) is idle in transaction{_on(target)}",
+                summary=f"pid {session['pid']} ({session['role']}) is idle in transaction on {target}",
                 details={**_shown(session, thresholds), "observed_at": snapshot.observed_at.isoformat()},
             )
         )
@@ -137,11 +146,31 @@ def detect(snapshot: Snapshot, thresholds: MonitorThresholds) -> list[Finding]:
                 kind=AlertKind.LONG_QUERY,
                 subject=f"{query['pid']}:{_epoch(query['query_start'])}",
                 severity=WARNING,
-                summary=f"pid {query['pid']} ({query['role']}) has a long-running query{_on(target)}",
+                summary=f"pid {query['pid']} ({query['role']}) has a long-running query on {target}",
                 details={**_shown(query, thresholds), "observed_at": snapshot.observed_at.isoformat()},
             )
         )
     return findings
+
+
+def full_finding(members: Sequence[str], exc: TargetUnavailableError) -> Finding:
+    """The server refuses every new connection, the bot's included: known without a snapshot."""
+    details: dict[str, Any] = {"full": True, "reason": exc.reason, "databases": list(members)}
+    if exc.fill is not None:
+        details |= {
+            "client_backends": exc.fill.client_backends,
+            "usable_slots": exc.fill.usable_slots,
+            "max_connections": exc.fill.max_connections,
+            "fill": round(exc.fill.client_backends / max(1, exc.fill.usable_slots), 4),
+            "observed_at": exc.fill.observed_at.isoformat(),
+        }
+    return Finding(
+        kind=AlertKind.SERVER_FILL,
+        subject="",
+        severity=CRITICAL,
+        summary=f"{server_name(members)} is full: new connections are refused",
+        details=details,
+    )
 
 
 def _shown(session: dict[str, Any], thresholds: MonitorThresholds) -> dict[str, Any]:
@@ -174,7 +203,6 @@ class Monitor:
         *,
         targets: TargetPools,
         store: AlertStore,
-        state_dsn: str,
         announcer: AlertAnnouncer,
         thresholds: MonitorThresholds,
         interval: float,
@@ -182,62 +210,73 @@ class Monitor:
     ) -> None:
         self._targets = targets
         self._store = store
-        self._state_dsn = state_dsn
         self._announcer = announcer
         self._thresholds = thresholds
         self._interval = interval
         self._channel = channel
         self._me = uuid.uuid4()  # this process, as the holder of the leader lease
         self._lease = leader_lease(interval)
-        self._leader = False
+        self._epoch: int | None = None  # of the lease while this process holds it
+        self._state_error: str | None = None
         self._task: asyncio.Task[None] | None = None
-        self._failures: dict[str, int] = {}  # consecutive failed snapshots per target
+        self._failures: dict[str, int] = {}  # consecutive cycles a target could not be reached
         self._slack_paused_until = 0.0  # after a 429, for every alert
         self._state_slots = asyncio.Semaphore(STATE_CONCURRENCY)
         self.cycles = 0
 
     @property
     def leader(self) -> bool:
-        return self._leader
+        return self._epoch is not None
 
     # --- leadership ---------------------------------------------------------------------------
 
     async def _hold_leadership(self) -> bool:
         """Take or renew the leader lease; True while this process holds it."""
-        was = self._leader
+        was = self._epoch
         try:
-            self._leader = await self._store.hold_leadership(self._me, self._lease)
+            self._epoch = await self._store.hold_leadership(self._me, self._lease)
+            self._state_error = None
         except Exception as exc:
-            log.warning("monitor cannot reach the state database: %s", first_line(exc))
-            self._leader = False
-        if self._leader and not was:
+            if first_line(exc) != self._state_error:  # once per change, not every few seconds
+                log.warning("monitor cannot reach the state database: %s", first_line(exc))
+            self._state_error = first_line(exc)
+            self._epoch = None
+        if self._epoch is not None and was is None:
             log.info("this replica now runs the monitor")
-        elif was and not self._leader:
+        elif was is not None and self._epoch is None:
             log.warning("this replica no longer runs the monitor (its lease was taken over)")
-        return self._leader
+        return self._epoch is not None
 
     async def _drop_lock(self) -> None:
         """Give the lease up at once, so another replica can take over without waiting for it."""
-        if self._leader:
+        if self._epoch is not None:
             with contextlib.suppress(Exception):
                 await self._store.release_leadership(self._me)
-        self._leader = False
+        self._epoch = None
 
     # --- cycles -------------------------------------------------------------------------------
 
+    def servers(self) -> dict[str, list[str]]:
+        """Targets grouped by the server they are on, each group under its first target's name."""
+        groups: dict[str, list[str]] = {}
+        for name in self._targets.names:
+            groups.setdefault(self._targets.server(name), []).append(name)
+        return {members[0]: members for members in groups.values()}
+
     async def run_cycle(self) -> bool:
         """One cycle if this replica leads; returns whether it ran."""
-        if not await self._hold_leadership():
+        if not await self._hold_leadership() or self._epoch is None:
             return False
+        fence = (self._me, self._epoch)
         try:
             await self._store.resolve_unmonitored(self._targets.names)
         except Exception as exc:
             log.warning("monitor could not reach the state database: %s", first_line(exc))
         started = time.perf_counter()
-        await asyncio.gather(*(self._check_target(name) for name in self._targets.names))
-        # Still the leader? (A lost lock connection means another replica may have taken over.)
-        if await self._hold_leadership():
-            await self.deliver()
+        # One snapshot per server; each server's alerts go out as soon as its own snapshot is in.
+        await asyncio.gather(*(self._check_server(members, fence) for members in self.servers().values()))
+        if self.leader:
+            await self.deliver()  # whatever is left (alerts of targets no longer monitored, say)
         self.cycles += 1
         metrics.MONITOR_CYCLE_SECONDS.observe(time.perf_counter() - started)
         with contextlib.suppress(Exception):
@@ -252,43 +291,84 @@ class Monitor:
                 metrics.ALERTS_OPEN.labels(kind=kind).set(counts.get(kind, 0))
         return True
 
-    async def _check_target(self, target: str) -> None:
+    async def _check_server(self, members: list[str], fence: tuple[uuid.UUID, int]) -> None:
+        label = members[0]
+        # From a target the bot is connected to, if any: a database that refuses the bot says
+        # nothing about the server.
+        source = next((m for m in members if self._targets.lifeline(m).connected), label)
         snapshot: Snapshot | None = None
+        findings: dict[str, list[Finding]] = {label: []}
+        unreachable: dict[str, str] = {}  # target → why the bot cannot get in
         try:
 
             async def work(conn: Any) -> Snapshot:
                 return await take_snapshot(
                     conn,
-                    target,
+                    label,
                     idle_in_tx_seconds=self._thresholds.idle_in_tx_seconds,
                     long_query_seconds=self._thresholds.long_query_seconds,
                 )
 
-            snapshot = await self._targets.run(target, work, budget=self._targets.timeout * 2)
-            findings = detect(snapshot, self._thresholds)
-            self._failures.pop(target, None)
+            snapshot = await self._targets.run(source, work, budget=self._targets.timeout * 2)
+            fill = Fill(snapshot.client_backends, snapshot.usable_slots, snapshot.max_connections, snapshot.observed_at)
+            for member in members:
+                self._targets.remember_fill(member, fill)
+            findings[label] = detect(snapshot, self._thresholds, members)
         except TargetBusyError:
             return  # slow, not down: nothing can be said this cycle
         except TargetUnavailableError as exc:
-            self._failures[target] = failures = self._failures.get(target, 0) + 1
-            if failures < DOWN_AFTER_FAILURES:
-                return
-            findings = [
-                Finding(
-                    kind=AlertKind.TARGET_DOWN,
-                    subject="",
-                    severity=CRITICAL,
-                    summary=f"{target} is not answering",
-                    details={"reason": exc.reason},
-                )
-            ]
+            if exc.full == "server":  # full: known at once, without a snapshot
+                findings[label] = [full_finding(members, exc)]
+            else:
+                unreachable[source] = exc.reason
         except Exception:
-            log.exception("monitor could not check %s", target)
+            log.exception("monitor could not check %s", server_name(members))
             return
+        for member in members:
+            lifeline = self._targets.lifeline(member)
+            if (
+                member not in unreachable
+                and not lifeline.connected
+                and lifeline.error
+                and lifeline.full != "server"  # a full server is its own alert, not every target "down"
+            ):
+                unreachable[member] = lifeline.error
+        for member in members:
+            if member not in unreachable:
+                self._failures.pop(member, None)
+                continue
+            self._failures[member] = failures = self._failures.get(member, 0) + 1
+            if failures >= DOWN_AFTER_FAILURES:
+                findings.setdefault(member, []).append(
+                    Finding(
+                        kind=AlertKind.TARGET_DOWN,
+                        subject="",
+                        severity=CRITICAL,
+                        summary=f"{member} is not answering",
+                        details={"reason": unreachable[member]},
+                    )
+                )
+        labels = sorted({label, *members})
         async with self._state_slots:
-            await self._reconcile(target, snapshot, findings)
+            for name in labels:
+                # A target's own label holds only "not answering"; server-wide alerts are under the
+                # server's (its first target's) name.
+                known = snapshot is not None
+                if not await self._reconcile(
+                    name, snapshot if name == label else None, findings.get(name, []), known, fence
+                ):
+                    return
+        await self.deliver(labels)
 
-    async def _reconcile(self, target: str, snapshot: Snapshot | None, findings: list[Finding]) -> None:
+    async def _reconcile(
+        self,
+        target: str,
+        snapshot: Snapshot | None,
+        findings: list[Finding],
+        known: bool,
+        fence: tuple[uuid.UUID, int],
+    ) -> bool:
+        """Record what this cycle found under ``target``; False when this replica no longer leads."""
         try:
             open_alerts = await self._store.open_alerts(target)
             by_key = {(a.kind, a.subject): a for a in open_alerts}
@@ -297,29 +377,32 @@ class Monitor:
                 seen.add((AlertKind.SERVER_FILL, ""))  # still close: not resolved yet
             new = [f for f in findings if (f.kind, f.subject) not in by_key]
             refresh = {by_key[(f.kind, f.subject)].id: f for f in findings if (f.kind, f.subject) in by_key}
-            # While a target is down nothing else about it can be known: its other alerts stay open.
+            # While a server cannot be looked at nothing else about it can be known: its other alerts
+            # stay open (a full server's fill alert speaks for itself).
             cleared = [
                 Clearance(a.id, resolution(a, snapshot))
                 for a in open_alerts
-                if (a.kind, a.subject) not in seen and (snapshot is not None or a.kind == AlertKind.TARGET_DOWN)
+                if (a.kind, a.subject) not in seen and (known or a.kind == AlertKind.TARGET_DOWN)
             ]
-            await self._store.reconcile(target, new, cleared, refresh)
+            if not await self._store.reconcile(target, new, cleared, refresh, fence=fence):
+                log.warning("monitor cycle dropped: this replica no longer holds the leader lease")
+                self._epoch = None
+                return False
         except Exception as exc:
             log.warning("monitor could not record alerts for %s: %s", target, first_line(exc))
+        return True
 
-    async def deliver(self) -> None:
-        """Post, edit and resolve in Slack whatever the alert table says is not yet shown."""
+    async def deliver(self, targets: Sequence[str] | None = None) -> None:
+        """Post, edit and resolve in Slack whatever the alert table says is not yet shown (of
+        ``targets``, or all). Each post is fenced: a replica that lost the lease posts nothing."""
         if not self._announcer.can_post or not self._channel:
             return
         loop = asyncio.get_running_loop()
         if loop.time() < self._slack_paused_until:
             return
-        renewed = loop.time()
-        for alert in await self._store.unsettled():
-            if loop.time() - renewed > self._lease / 3:  # a slow Slack: keep the lease, or stop
-                if not await self._hold_leadership():
-                    return
-                renewed = loop.time()
+        for alert in await self._store.unsettled(targets):
+            if not await self._hold_leadership():  # renewed right before Slack is asked
+                return
             try:
                 if alert.resolved_at is not None:
                     await self._announcer.update_alert(alert)
@@ -358,18 +441,23 @@ class Monitor:
         await self._drop_lock()
 
     async def _run(self) -> None:
+        """Cycles every interval while this replica leads; meanwhile the leader renews its lease
+        (a third of it at a time) and the others try to take it over (a sixth at a time). A
+        leader whose cycle hangs renews nothing, and is replaced when its lease runs out."""
         loop = asyncio.get_running_loop()
+        next_cycle = loop.time()
         while True:
-            started = loop.time()
-            try:
-                await self.run_cycle()
-            except Exception as exc:
-                log.warning("monitor cycle failed: %s", first_line(exc))
-            # Until the next cycle the leader keeps renewing its lease, a third of it at a time.
-            while (left := started + self._interval - loop.time()) > 0:
-                await asyncio.sleep(min(left, self._lease / 3))
-                if self._leader and loop.time() < started + self._interval:
-                    await self._hold_leadership()
+            was_leader = self.leader
+            if loop.time() >= next_cycle or (not was_leader and await self._hold_leadership()):
+                next_cycle = loop.time() + self._interval
+                try:
+                    await self.run_cycle()
+                except Exception as exc:
+                    log.warning("monitor cycle failed: %s", first_line(exc))
+            elif was_leader:
+                await self._hold_leadership()
+            step = self._lease / 3 if self.leader else self._lease / 6
+            await asyncio.sleep(max(0.0, min(step, next_cycle - loop.time()) if self.leader else step))
 
 
 def age_text(since: Any, observed: Any) -> str:

@@ -166,6 +166,7 @@ class ServerStatus:
     warn_at: float
     critical_at: float
     restricted: bool = False
+    observed_at: datetime | None = None
 
     @property
     def usable_slots(self) -> int:
@@ -417,6 +418,11 @@ class UnknownTarget(Problem):
 @dataclass(frozen=True)
 class TargetUnreachable(Problem):
     pass
+
+
+@dataclass(frozen=True)
+class TargetFull(Problem):
+    """The server (or the bot's role, or the database) has no connection slot left for the bot."""
 
 
 @dataclass(frozen=True)

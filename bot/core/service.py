@@ -37,6 +37,7 @@ from bot.core.commands import (
     ShowStatus,
     SignalAction,
 )
+from bot.core.markup import moment
 from bot.core.parser import parse_command, shorten
 from bot.core.policy import Identity, Policy, refusal_message
 from bot.core.results import (
@@ -60,13 +61,14 @@ from bot.core.results import (
     SignalRequest,
     StateUnavailable,
     StrayConnections,
+    TargetFull,
     TargetUnreachable,
     UnknownTarget,
 )
 from bot.core.text import query_summary
 from bot.db import catalog
 from bot.db.alerts import AlertStore
-from bot.db.targets import Conn, TargetPools, TargetUnavailableError, UnknownTargetError
+from bot.db.targets import Conn, Fill, TargetPools, TargetUnavailableError, UnknownTargetError
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +211,7 @@ class CommandService:
         except UnknownTargetError as exc:
             return _unknown_target(exc.name, exc.known)
         except TargetUnavailableError as exc:
-            return TargetUnreachable(f"target {exc.name} is unreachable: {exc.reason}")
+            return unavailable(exc)
         except Exception:
             reference = uuid.uuid4().hex[:8]
             log.exception("command %s failed (ref %s, user %s)", command.name, reference, identity.user_id)
@@ -303,12 +305,18 @@ class CommandService:
         return await self._for_role(command.target, command.role, work)
 
     async def _status(self, command: ShowStatus) -> Result:
-        async def work(conn: Conn) -> Result:
+        async def work(conn: Conn) -> ServerStatus:
             settings = await catalog.server_settings(conn)
             backends = await catalog.client_backends(conn)
             return self._summarise(command.target, settings, backends)
 
-        return await self._targets.run(command.target, work)
+        status = await self._targets.run(command.target, work)
+        if status.observed_at is not None:
+            self._targets.remember_fill(
+                command.target,
+                Fill(status.client_backends, status.usable_slots, status.max_connections, status.observed_at),
+            )
+        return status
 
     def _summarise(
         self, target: str, settings: catalog.Settings, backends: list[tuple[Connection, bool]]
@@ -333,7 +341,30 @@ class CommandService:
             warn_at=self._thresholds.warn,
             critical_at=self._thresholds.critical,
             restricted=_restricted(others),
+            observed_at=settings.observed_at,
         )
+
+
+def unavailable(exc: TargetUnavailableError) -> Problem:
+    """ "Full" when the server refused for lack of a slot (with what the bot last saw), else
+    "unreachable" with libpq's reason."""
+    if exc.full is None:
+        return TargetUnreachable(f"target {exc.name} is unreachable: {exc.reason}")
+    who = {
+        "server": "every connection slot of the server is taken",
+        "role": "the bot's database role is at its CONNECTION LIMIT",
+        "database": "the database is at its CONNECTION LIMIT",
+    }[exc.full]
+    seen = ""
+    if exc.fill is not None:
+        seen = (
+            f" The bot last saw {exc.fill.client_backends} of {exc.fill.usable_slots} usable slots in use "
+            f"(max_connections {exc.fill.max_connections}) {moment(exc.fill.observed_at)}."
+        )
+    return TargetFull(
+        f"target {exc.name} is full: {who}, so the bot cannot get in ({exc.reason}).{seen} "
+        "It keeps trying and gets in as soon as a slot frees."
+    )
 
 
 def _unknown_target(name: str, known: list[str]) -> UnknownTarget:

@@ -53,10 +53,24 @@ class AlertStore:
             return _alert(row) if row else None
 
     async def reconcile(
-        self, target: str, findings: Sequence[Finding], clearances: Sequence[Clearance], refresh: dict[int, Finding]
-    ) -> None:
-        """Open new alerts, refresh ongoing ones, resolve cleared ones: one transaction per target."""
+        self,
+        target: str,
+        findings: Sequence[Finding],
+        clearances: Sequence[Clearance],
+        refresh: dict[int, Finding],
+        *,
+        fence: tuple[uuid.UUID, int] | None = None,
+    ) -> bool:
+        """Open new alerts, refresh ongoing ones, resolve cleared ones: one transaction per target.
+
+        ``fence``: (holder, epoch) of the leader lease; if it is not held any more, nothing is
+        written and False comes back (a leader that was replaced while it hung).
+        """
         async with self._state.pool.connection() as conn, conn.transaction():
+            if fence is not None:
+                cur = await conn.execute(sql.STILL_LEADER, {"me": fence[0], "epoch": fence[1]})
+                if await cur.fetchone() is None:
+                    return False
             for finding in findings:
                 await conn.execute(
                     sql.OPEN_ALERT,
@@ -81,19 +95,22 @@ class AlertStore:
                 )
             for clearance in clearances:
                 await conn.execute(sql.RESOLVE_ALERT, {"id": clearance.alert_id, "resolution": clearance.resolution})
+        return True
 
-    async def hold_leadership(self, me: uuid.UUID, lease: float) -> bool:
-        """Take the monitor's lease if it is free or lapsed, or renew it if it is ours."""
+    async def hold_leadership(self, me: uuid.UUID, lease: float) -> int | None:
+        """Take the monitor's lease if it is free or lapsed, or renew it if it is ours: its epoch,
+        or None when another replica holds it."""
         async with self._state.pool.connection() as conn:
             cur = await conn.execute(sql.HOLD_LEADERSHIP, {"me": me, "lease": lease})
-            return await cur.fetchone() is not None
+            row = await cur.fetchone()
+            return int(row["epoch"]) if row is not None else None
 
     async def release_leadership(self, me: uuid.UUID) -> None:
         await self._run(sql.RELEASE_LEADERSHIP, {"me": me})
 
-    async def unsettled(self) -> list[Alert]:
+    async def unsettled(self, targets: Sequence[str] | None = None) -> list[Alert]:
         async with self._state.pool.connection() as conn:
-            cur = await conn.execute(sql.UNSETTLED_ALERTS)
+            cur = await conn.execute(sql.UNSETTLED_ALERTS, {"targets": list(targets) if targets is not None else None})
             return [_alert(row) for row in await cur.fetchall()]
 
     async def posted(self, alert: Alert, channel: str, ts: str) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from bot.core.results import Connection, DatabaseLimit, RoleFill, RoleInfo
@@ -27,6 +27,7 @@ class Settings:
     max_connections: int
     superuser_reserved: int
     reserved: int
+    observed_at: datetime
 
 
 def _connection(row: dict[str, Any]) -> Connection:
@@ -102,6 +103,7 @@ async def server_settings(conn: Conn) -> Settings:
         max_connections=row["max_connections"],
         superuser_reserved=row["superuser_reserved"],
         reserved=row["reserved"],
+        observed_at=row["observed_at"],
     )
 
 

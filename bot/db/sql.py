@@ -26,6 +26,18 @@ SELECT pg_catalog.set_config('statement_timeout', %(statement_timeout)s, false),
 # The login role of a connection: the bot's logins are never signalled (see signals.Protection).
 LOGIN = "SELECT session_user::text AS login"
 
+# Which server a target is on: targets that are databases of one server share the monitor's
+# snapshot. The address the server answers on, with its system identifier (which a standby
+# shares with its primary, so it is never enough alone; reading it needs pg_monitor).
+_SERVER_ADDRESS = (
+    "coalesce(host(pg_catalog.inet_server_addr()), 'local') || ':' || "
+    "coalesce(pg_catalog.inet_server_port()::text, current_setting('port'))"
+)
+SERVER_IDENTITY = (
+    f"SELECT s.system_identifier::text || '@' || {_SERVER_ADDRESS} AS server FROM pg_catalog.pg_control_system() s"
+)
+SERVER_ADDRESS = f"SELECT {_SERVER_ADDRESS} AS server"
+
 PING = "SELECT 1"
 
 # --- monitored server ----------------------------------------------------------------------
@@ -127,7 +139,8 @@ SERVER_SETTINGS = """
 SELECT current_setting('server_version') AS server_version,
        current_setting('max_connections')::int AS max_connections,
        current_setting('superuser_reserved_connections')::int AS superuser_reserved,
-       coalesce(current_setting('reserved_connections', true), '0')::int AS reserved
+       coalesce(current_setting('reserved_connections', true), '0')::int AS reserved,
+       now() AS observed_at
 """
 
 # --- state database (requests, approvals, audit, alerts) -----------------------------------
@@ -902,8 +915,8 @@ STATE_MIGRATIONS.append((3, _SCHEMA_V3))
 
 # One replica runs the monitor: the one holding the lease, renewed while it makes progress. A
 # leader that dies, hangs or loses the network stops renewing and is replaced when the lease
-# runs out. ``epoch`` counts changes of leader. A row in the bot's own table: nobody else can
-# hold it.
+# runs out. ``epoch`` counts changes of leader: what the leader writes is fenced with it. A row
+# in the bot's own table: nobody else can hold it.
 HOLD_LEADERSHIP = """
 INSERT INTO pgconn.monitor_leader AS l (id, holder, epoch, expires_at)
 VALUES (1, %(me)s, 1, now() + make_interval(secs => %(lease)s))
@@ -913,6 +926,13 @@ ON CONFLICT (id) DO UPDATE
        expires_at = EXCLUDED.expires_at
  WHERE l.holder = EXCLUDED.holder OR l.expires_at < now()
 RETURNING epoch
+"""
+
+# Checked in the transaction that records a cycle's alerts: a replaced leader writes nothing.
+STILL_LEADER = """
+SELECT 1 FROM pgconn.monitor_leader
+ WHERE id = 1 AND holder = %(me)s AND epoch = %(epoch)s AND expires_at > now()
+   FOR SHARE
 """
 
 RELEASE_LEADERSHIP = """
@@ -943,7 +963,8 @@ UPDATE pgconn.alert SET resolved_at = now(), resolution = %(resolution)s, sync_a
 # reply to. An alert that came and went before it could be posted needs nothing.
 UNSETTLED_ALERTS = """
 SELECT * FROM pgconn.alert
- WHERE (sync_after IS NULL OR sync_after <= now())
+ WHERE (%(targets)s::text[] IS NULL OR target = ANY(%(targets)s::text[]))
+   AND (sync_after IS NULL OR sync_after <= now())
    AND ((resolved_at IS NULL AND (message_ts IS NULL OR shown_state IS DISTINCT FROM severity || ':' || summary))
         OR (resolved_at IS NOT NULL AND message_ts IS NOT NULL AND NOT reply_posted))
  ORDER BY id

@@ -1,9 +1,11 @@
-"""One async connection pool per monitored target, and a clear answer when a target is down.
+"""The bot's connections to each monitored target: a lifeline, plus a pool for concurrency.
 
 A command has a time budget (PGCONN_COMMAND_TIMEOUT) that keeps the answer inside Slack's
-3-second window. If the pool cannot hand out a connection quickly, a direct connection attempt
-runs alongside the wait: a refused or failing server is then reported with libpq's own reason
-at once, instead of after the whole budget.
+3-second window. Work runs on the target's lifeline when it is free (no connection to make, and
+it works even when the server is full), else on a pooled connection, else on whichever frees up
+first within the budget. When the lifeline cannot get in, the answer says why at once — "full"
+(with the numbers the bot last saw) or libpq's reason — and nobody opens a probe connection:
+the lifeline's own reconnecting is the one probe per target.
 """
 
 from __future__ import annotations
@@ -13,16 +15,20 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 import psycopg
 from psycopg import AsyncConnection
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from bot import metrics
 from bot.db import sql
 from bot.db.connect import connect_kwargs
+from bot.db.lifeline import Lifeline, _Pace, full_kind
 from bot.errors import first_line
 from bot.redact import redact as redact_text
 from bot.redact import secrets_in_dsn
@@ -33,6 +39,8 @@ T = TypeVar("T")
 Conn = AsyncConnection[DictRow]
 
 QUICK_CHECKOUT_SECONDS = 0.25
+SALVAGE_SECONDS = 5.0  # how long a timed-out query on the lifeline may take to be cancelled before it is replaced
+POOL_MAX_LIFETIME_SECONDS = 7 * 86400.0  # not the default hour: a full server would not give them back
 
 
 class UnknownTargetError(LookupError):
@@ -42,15 +50,27 @@ class UnknownTargetError(LookupError):
         self.known = known
 
 
+@dataclass(frozen=True)
+class Fill:
+    """How full a server was when the bot last looked (status or the monitor's snapshot)."""
+
+    client_backends: int
+    usable_slots: int
+    max_connections: int
+    observed_at: datetime
+
+
 class TargetUnavailableError(Exception):
-    def __init__(self, name: str, reason: str) -> None:
+    def __init__(self, name: str, reason: str, *, full: str | None = None, fill: Fill | None = None) -> None:
         super().__init__(f"target {name} is unreachable: {reason}")
         self.name = name
         self.reason = reason
+        self.full = full  # "server", "role" or "database" when it refused for lack of a slot
+        self.fill = fill
 
 
 class TargetBusyError(TargetUnavailableError):
-    """The server answers, but every pooled connection is in use: slow, not down."""
+    """The server answers, but every connection of the bot's is in use: slow, not down."""
 
 
 def redact_dsn(text: str, dsns: list[str]) -> str:
@@ -61,29 +81,73 @@ def redact_dsn(text: str, dsns: list[str]) -> str:
     return redact_text(text, [secret for dsn in dsns for secret in secrets_in_dsn(dsn)])
 
 
+def server_address(dsn: str) -> str:
+    """host:port as configured: which targets share a server before the bot could ask it."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except Exception:
+        return dsn
+    return f"{params.get('hostaddr') or params.get('host') or 'local'}:{params.get('port') or 5432}"
+
+
+@dataclass
+class _Target:
+    name: str
+    dsn: str
+    pool: AsyncConnectionPool[Conn]
+    lifeline: Lifeline
+    fill: Fill | None = None
+
+
 class TargetPools:
     def __init__(self, dsns: dict[str, str], *, command_timeout: float, max_size: int = 4) -> None:
         self._dsns = dict(dsns)
         self._timeout = command_timeout
-        self._pools: dict[str, AsyncConnectionPool[Conn]] = {
-            name: AsyncConnectionPool(
+        self.logins: set[str] = set()  # the login roles of the bot's target connections (learnt as they connect)
+        self._background: set[asyncio.Future[Any]] = set()
+        paces: dict[str, _Pace] = {}
+        self._servers: dict[str, str] = {}
+        self._targets: dict[str, _Target] = {}
+        for name, dsn in self._dsns.items():
+            pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
                 dsn,
-                min_size=1,
+                min_size=0,  # the lifeline is the connection always there; the pool grows on demand
                 max_size=max_size,
                 open=False,
                 name=f"pgconn-{name}",
                 kwargs=self._connect_kwargs(dsn),
                 configure=self._configure,
                 check=AsyncConnectionPool.check_connection,
+                max_lifetime=POOL_MAX_LIFETIME_SECONDS,
                 reconnect_timeout=60,
             )
-            for name, dsn in self._dsns.items()
-        }
-        self._background: set[asyncio.Future[None]] = set()
-        self.logins: set[str] = set()  # the login roles of the bot's target connections (learnt as they connect)
+            lifeline = Lifeline(
+                name,
+                self._connector(name, dsn),
+                describe=self._reason,
+                pace=paces.setdefault(server_address(dsn), _Pace()),
+            )
+            self._targets[name] = _Target(name, dsn, pool, lifeline)
 
     def _connect_kwargs(self, dsn: str) -> dict[str, Any]:
         return connect_kwargs(dsn, connect_timeout=max(2, int(self._timeout) + 1), row_factory=dict_row)
+
+    def _connector(self, name: str, dsn: str) -> Callable[[], Coroutine[Any, Any, Conn]]:
+        async def connect() -> Conn:
+            conn = await AsyncConnection.connect(dsn, **self._connect_kwargs(dsn))
+            try:
+                await self._configure(conn)
+                self._servers[name] = await _server_of(conn)
+            except BaseException:
+                await conn.close()
+                raise
+            return conn
+
+        return connect
+
+    def server(self, name: str) -> str:
+        """The server a target is on: its system identifier once the bot got in, else host:port."""
+        return self._servers.get(name) or server_address(self._target(name).dsn)
 
     async def _configure(self, conn: Conn) -> None:
         statement_ms = str(int(self._timeout * 1000))
@@ -96,33 +160,44 @@ class TargetPools:
 
     @property
     def names(self) -> list[str]:
-        return list(self._pools)
+        return list(self._targets)
 
     @property
     def timeout(self) -> float:
         return self._timeout
 
+    def lifeline(self, name: str) -> Lifeline:
+        return self._target(name).lifeline
+
+    def remember_fill(self, name: str, fill: Fill) -> None:
+        self._target(name).fill = fill
+
     async def open(self) -> None:
         # wait=False: a target that is down at start must not stop the others (or the bot).
-        for pool in self._pools.values():
-            await pool.open(wait=False)
+        for target in self._targets.values():
+            await target.pool.open(wait=False)
+            target.lifeline.start()
 
     async def close(self) -> None:
-        await asyncio.gather(*(pool.close(timeout=1) for pool in self._pools.values()), return_exceptions=True)
+        await asyncio.gather(
+            *(target.pool.close(timeout=1) for target in self._targets.values()),
+            *(target.lifeline.stop() for target in self._targets.values()),
+            return_exceptions=True,
+        )
 
-    def _pool(self, name: str) -> AsyncConnectionPool[Conn]:
+    def _target(self, name: str) -> _Target:
         try:
-            return self._pools[name]
+            return self._targets[name]
         except KeyError:
             raise UnknownTargetError(name, self.names) from None
 
     async def run(self, name: str, work: Callable[[Conn], Coroutine[Any, Any, T]], *, budget: float | None = None) -> T:
-        """Run ``work`` on a pooled connection of target ``name`` within the command budget.
+        """Run ``work`` on a connection of target ``name`` within the command budget.
 
         ``budget`` widens the overall time for work of several statements (executing a request);
         each statement still has the command budget as its statement_timeout.
         """
-        self._pool(name)  # an unknown name fails here, before it could become a metrics label
+        self._target(name)  # an unknown name fails here, before it could become a metrics label
         started = time.perf_counter()
         try:
             return await self._run(name, work, budget)
@@ -130,113 +205,111 @@ class TargetPools:
             metrics.TARGET_QUERY_SECONDS.labels(target=name).observe(time.perf_counter() - started)
 
     async def _run(self, name: str, work: Callable[[Conn], Coroutine[Any, Any, T]], budget: float | None) -> T:
-        pool = self._pool(name)
+        target = self._target(name)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (budget or self._timeout)
-        conn = await self._checkout(name, pool, min(deadline, loop.time() + self._timeout))
+        conn, on_lifeline = await self._checkout(target, min(deadline, loop.time() + self._timeout))
         task = asyncio.create_task(work(conn))
         done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline - loop.time()) + 0.2)
         if not done:
             # Answer now; cancelling a query on a silent server can itself take seconds, so that
-            # and the connection's disposal happen in the background.
+            # (and getting the connection back, or replacing it) happens in the background.
             task.cancel()
-            task.add_done_callback(lambda _: self._dispose_later(pool, conn))
-            raise TargetUnavailableError(name, f"no answer within {budget or self._timeout:g}s")
+            self._later(self._after_timeout(target, conn, on_lifeline, task))
+            raise TargetUnavailableError(name, f"no answer within {budget or self._timeout:g}s", fill=target.fill)
+        healthy = not conn.broken
         try:
             return task.result()
         except psycopg.errors.QueryCanceled:
             raise TargetUnavailableError(name, f"the query took longer than {self._timeout:g}s") from None
         except psycopg.OperationalError as exc:
+            healthy = False
             raise TargetUnavailableError(name, self._reason(exc)) from None
         finally:
-            await pool.putconn(conn)
+            if on_lifeline:
+                target.lifeline.release(healthy=healthy)
+            else:
+                await target.pool.putconn(conn)
 
-    def _dispose_later(self, pool: AsyncConnectionPool[Conn], conn: Conn) -> None:
-        async def dispose() -> None:
+    async def _after_timeout(self, target: _Target, conn: Conn, on_lifeline: bool, task: asyncio.Task[Any]) -> None:
+        """A query that overran: keep the connection if its cancellation goes through (on a full
+        server the lifeline may not come back), else replace it."""
+        with contextlib.suppress(BaseException):
+            await asyncio.wait({task}, timeout=SALVAGE_SECONDS)
+        healthy = task.done() and not conn.broken and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        if on_lifeline:
+            target.lifeline.release(healthy=healthy)
+            return
+        if not healthy:
             with contextlib.suppress(Exception):
-                await conn.close()
-            with contextlib.suppress(Exception):
-                await pool.putconn(conn)  # a closed connection is discarded and replaced
+                await conn.close()  # a closed connection is discarded and replaced
+        with contextlib.suppress(Exception):
+            await target.pool.putconn(conn)
 
-        self._background.add(task := asyncio.ensure_future(dispose()))
+    def _later(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        self._background.add(task := asyncio.ensure_future(coroutine))
         task.add_done_callback(self._background.discard)
 
-    def _return_when_done(self, pool: AsyncConnectionPool[Conn], waiting: asyncio.Task[Conn]) -> None:
-        """A checkout we gave up on may still succeed: hand that connection back."""
-
-        def give_back(task: asyncio.Task[Conn]) -> None:
-            if not task.cancelled() and task.exception() is None:
-                self._background.add(putback := asyncio.ensure_future(pool.putconn(task.result())))
-                putback.add_done_callback(self._background.discard)
-
-        waiting.add_done_callback(give_back)
-
-    async def _checkout(self, name: str, pool: AsyncConnectionPool[Conn], deadline: float) -> Conn:
+    async def _checkout(self, target: _Target, deadline: float) -> tuple[Conn, bool]:
+        """A connection, and whether it is the lifeline (which the caller must release)."""
+        loop = asyncio.get_running_loop()
+        lifeline = target.lifeline
+        if lifeline.connected and not lifeline.busy:
+            return await lifeline.acquire(), True
+        if not lifeline.connected:
+            await lifeline.wait_settled(deadline - loop.time())
+            if not lifeline.connected:
+                # The server does not let the bot in (or does not answer): neither would the pool.
+                reason = lifeline.error or f"no answer within {self._timeout:g}s"
+                raise TargetUnavailableError(target.name, reason, full=full_kind(reason), fill=target.fill)
+        pooled = asyncio.create_task(target.pool.getconn(timeout=max(0.05, deadline - loop.time())))
+        waiting = asyncio.create_task(lifeline.acquire())
+        chosen: bool | None = None  # True: the lifeline; False: the pooled one
         try:
             async with asyncio.timeout_at(deadline):
-                return await self._checkout_within(name, pool, deadline)
+                done, _ = await asyncio.wait({pooled, waiting}, return_when=asyncio.FIRST_COMPLETED)
+                if waiting not in done:
+                    with contextlib.suppress(PoolTimeout, psycopg.OperationalError):
+                        conn = pooled.result()
+                        chosen = False
+                        return conn, False
+                conn = await asyncio.shield(waiting)  # the lifeline, as soon as it is free
+                chosen = True
+                return conn, True
         except TimeoutError:
-            # The pool's connection check can hang on a server that went silent after connecting.
-            raise TargetUnavailableError(name, f"no answer within {self._timeout:g}s") from None
-
-    async def _checkout_within(self, name: str, pool: AsyncConnectionPool[Conn], deadline: float) -> Conn:
-        loop = asyncio.get_running_loop()
-        first = asyncio.create_task(pool.getconn(timeout=QUICK_CHECKOUT_SECONDS))
-        try:
-            return await asyncio.shield(first)
-        except PoolTimeout:
-            pass
-        except asyncio.CancelledError:
-            self._return_when_done(pool, first)
-            raise
-        # Slow: either every connection is busy, or the server is not answering. Keep waiting,
-        # and meanwhile ask the server directly so a dead one is reported with its reason.
-        waiting = asyncio.create_task(pool.getconn(timeout=max(0.05, deadline - loop.time())))
-        probe = asyncio.create_task(self._probe(name, deadline))
-        try:
-            done, _ = await asyncio.wait({waiting, probe}, return_when=asyncio.FIRST_COMPLETED)
-            if waiting in done:
-                try:
-                    return waiting.result()
-                except PoolTimeout:
-                    raise TargetUnavailableError(name, await self._await_probe(probe)) from None
-            failure = probe.result()
-            if failure is None:  # the server answers: the pool is just busy, so keep waiting for it
-                try:
-                    return await asyncio.shield(waiting)
-                except PoolTimeout:
-                    raise TargetBusyError(name, f"all {pool.max_size} of the bot's connections are busy") from None
-            raise TargetUnavailableError(name, failure)
+            raise TargetBusyError(
+                target.name, f"all {target.pool.max_size + 1} of the bot's connections are busy", fill=target.fill
+            ) from None
         finally:
-            probe.cancel()
-            if not waiting.done():
-                waiting.cancel()
-                self._return_when_done(pool, waiting)
-
-    @staticmethod
-    async def _await_probe(probe: asyncio.Task[str | None]) -> str:
-        """The probe's reason if it has one by now (it runs to the same deadline)."""
-        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-            result = await asyncio.wait_for(asyncio.shield(probe), timeout=0.3)
-            if result:
-                return result
-        return "no connection could be made in time"
-
-    async def _probe(self, name: str, deadline: float) -> str | None:
-        """None when the server accepts a connection, else why it did not."""
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout_at(deadline):
-                dsn = self._dsns[name]
-                conn = await AsyncConnection.connect(dsn, **self._connect_kwargs(dsn))
-                await conn.close()
-                return None
-        except TimeoutError:
-            return f"no answer within {self._timeout:g}s"
-        except Exception as exc:
-            if loop.time() >= deadline:
-                return f"no answer within {self._timeout:g}s"
-            return self._reason(exc)
+            # What was not chosen goes back, now or whenever it arrives.
+            if chosen is not True:
+                _hand_back(waiting, lambda _: lifeline.release(healthy=True))
+            if chosen is not False:
+                _hand_back(pooled, lambda conn: self._later(target.pool.putconn(conn)))
 
     def _reason(self, exc: BaseException) -> str:
         return redact_dsn(first_line(exc), list(self._dsns.values()))
+
+
+async def _server_of(conn: Conn) -> str:
+    for statement in (sql.SERVER_IDENTITY, sql.SERVER_ADDRESS):
+        try:
+            cur = await conn.execute(statement)
+            row = await cur.fetchone()
+            if row is not None and row["server"]:
+                return str(row["server"])
+        except psycopg.errors.InsufficientPrivilege:
+            continue
+    return ""
+
+
+def _hand_back(task: asyncio.Task[Conn], give_back: Callable[[Conn], None]) -> None:
+    def settle(done: asyncio.Task[Conn]) -> None:
+        if not done.cancelled() and done.exception() is None:
+            give_back(done.result())
+
+    if task.done():
+        settle(task)
+    else:
+        task.cancel()
+        task.add_done_callback(settle)

@@ -19,6 +19,8 @@ def headline(alert: Alert) -> str:
     match alert.kind:
         case AlertKind.ROLE_LIMIT:
             return f"{summary}: {d.get('used')}/{d.get('limit')}"
+        case AlertKind.SERVER_FILL if d.get("full"):
+            return f"{alert.severity.upper()}: {summary}"
         case AlertKind.SERVER_FILL:
             return f"{alert.severity.upper()}: {summary} — {round(float(str(d.get('fill', 0))) * 100)}% of usable slots"
         case AlertKind.IDLE_IN_TRANSACTION:
@@ -56,6 +58,13 @@ def alert_document(alert: Alert) -> Document:
             flag = "" if alert.target == "default" else f" --db {alert.target}"
             doc.commands_intro = "Look closer with:"
             doc.commands = [f"/pgconn stray {strip(alert.subject)}{flag}"]
+        case AlertKind.SERVER_FILL if d.get("full"):
+            doc.lines.append(f"The bot cannot get in either: {strip(str(d.get('reason') or ''))}")
+            if d.get("client_backends") is not None:
+                doc.lines.append(
+                    f"Last seen: {d.get('client_backends')} client backends of {d.get('usable_slots')} usable slots "
+                    f"(max_connections {d.get('max_connections')}). The bot keeps trying and takes the first free slot."
+                )
         case AlertKind.SERVER_FILL:
             doc.lines.append(
                 f"{fill_bar(float(str(d.get('fill', 0))))}  {d.get('client_backends')} client backends, "

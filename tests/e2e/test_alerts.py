@@ -12,7 +12,14 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import PgWorld
-from tests.e2e.conftest import BotUnderTest, Posted, message_text, posted_messages, wait_for_request_message
+from tests.e2e.conftest import (
+    BotUnderTest,
+    Posted,
+    eventually_true,
+    message_text,
+    posted_messages,
+    wait_for_request_message,
+)
 from tests.support.fake_slack import FakeSlack
 
 ALERTS, APPROVALS = "C0ALERTS", "C0APPROVE"
@@ -289,13 +296,41 @@ async def test_idle_alert_button_refuses_once_the_transaction_has_ended(
 async def test_alerts_of_a_target_no_longer_configured_are_resolved(
     start_monitored_bot: Any, world: PgWorld, fake_slack: FakeSlack
 ) -> None:
-    role = world.role("gone_target", limit=1)
-    world.connect(role)
-    before = await start_monitored_bot(targets=json.dumps({"extra": world.dsn}))
+    before = await start_monitored_bot(targets=json.dumps({"extra": "postgresql://nobody@127.0.0.1:1/postgres"}))
     await cycle(before)
-    (alert,) = about(fake_slack, f"{role} is at its connection limit on extra")
+    await cycle(before)
+    (alert,) = about(fake_slack, "extra is not answering")
     await before.server.stop()
     after = await start_monitored_bot()
     await cycle(after)
     (reply,) = replies(fake_slack, alert.ts)
     assert "no longer monitored" in reply.text
+
+
+async def test_databases_of_one_server_share_one_snapshot_and_one_alert_per_problem(
+    start_monitored_bot: Any, world: PgWorld, fake_slack: FakeSlack
+) -> None:
+    databases = [world.database(f"db{i}") for i in range(3)]
+    targets = {f"db{i}": world.dsn_for(database=name) for i, name in enumerate(databases)}
+    bot = await start_monitored_bot(targets=json.dumps(targets), alert_idle_in_tx_seconds=0)
+    role = world.role("shared", limit=1)
+    conn = world.connect(role, "forgot-to-commit", database=databases[1])
+    conn.execute("BEGIN")
+    await eventually_true(lambda: _connected(bot, ["default", *targets]))
+
+    await cycle(bot)
+    server = "the server of default, db0, db1, db2"
+    (limit,) = about(fake_slack, f"{role} is at its connection limit on {server}")
+    (idle,) = about(fake_slack, f"is idle in transaction on {server}")
+    assert len(top_level(fake_slack)) == 2, [m.text for m in top_level(fake_slack)]
+    assert bot.server.runtime.monitor.servers() == {"default": ["default", "db0", "db1", "db2"]}
+    await cycle(bot)
+    assert len(top_level(fake_slack)) == 2  # still one message per problem
+    conn.execute("COMMIT")
+    conn.close()
+    await cycle(bot)
+    assert len(replies(fake_slack, limit.ts)) == 1 and len(replies(fake_slack, idle.ts)) == 1
+
+
+async def _connected(bot: BotUnderTest, names: list[str]) -> bool:
+    return all(bot.server.runtime.targets.lifeline(name).connected for name in names)
