@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from psycopg.conninfo import conninfo_to_dict
@@ -15,6 +16,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from bot import redact
+from bot.core.durations import DurationError, parse_duration
 from bot.errors import first_line
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
@@ -93,11 +95,24 @@ class Settings(BaseSettings):
     show_queries: Literal["approvers", "everyone", "nobody"] = Field(
         "approvers", validation_alias="PGCONN_SHOW_QUERIES"
     )
+    state_retention: timedelta = Field(timedelta(days=90), validation_alias="PGCONN_STATE_RETENTION")
 
     @field_validator("viewers", "requesters", "approvers", "protected_roles", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
+
+    @field_validator("state_retention", mode="before")
+    @classmethod
+    def _retention(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = parse_duration(value)
+            except DurationError as exc:
+                raise ValueError(str(exc)) from None
+        if isinstance(value, timedelta) and value < timedelta(days=1):
+            raise ValueError("keep finished requests and alerts at least a day (for example 90d)")
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

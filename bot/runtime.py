@@ -100,7 +100,12 @@ class Runtime:
             interval=settings.monitor_interval,
             channel=settings.alert_channel,
         )
-        housekeeper = Housekeeper(approvals, store, interval=housekeeping_seconds)
+        housekeeper = Housekeeper(
+            approvals,
+            store,
+            interval=housekeeping_seconds,
+            retention_seconds=settings.state_retention.total_seconds(),
+        )
         approvals.set_audit_hook(housekeeper.wake)
         service = CommandService(
             targets=targets,

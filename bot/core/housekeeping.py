@@ -22,6 +22,8 @@ STOP_SECONDS = 2.0
 HOUSEKEEPING_SECONDS = 2.0
 DELIVERY_LEASE_SECONDS = 30.0
 UNPOSTED_AFTER_SECONDS = 300.0  # a request still "posting" this long was left by a crash: withdrawn
+TRIM_EVERY_SECONDS = 3600.0
+DEFAULT_RETENTION_SECONDS = 90 * 86400.0
 UNKNOWN_ERROR_ATTEMPTS = 5  # an entry Slack keeps refusing with an error the bot does not know: parked
 MAX_BACKOFF_SECONDS = 300.0
 
@@ -33,10 +35,19 @@ def backoff(attempts: int, retry_after: float | None) -> float:
 
 
 class Housekeeper:
-    def __init__(self, approvals: Approvals, store: RequestStore, *, interval: float = HOUSEKEEPING_SECONDS) -> None:
+    def __init__(
+        self,
+        approvals: Approvals,
+        store: RequestStore,
+        *,
+        interval: float = HOUSEKEEPING_SECONDS,
+        retention_seconds: float = DEFAULT_RETENTION_SECONDS,
+    ) -> None:
         self._approvals = approvals
         self._store = store
         self._interval = interval
+        self._retention = retention_seconds
+        self._trimmed_at: float | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.undelivered = 0
@@ -71,6 +82,18 @@ class Housekeeper:
             await self._approvals.publish(request_id)
         await self._store.close_refusal_windows()
         await self.deliver_audit()
+        await self.trim()
+
+    async def trim(self, *, now: bool = False) -> dict[str, int] | None:
+        """Once an hour (or ``now``): what is done and older than the retention goes."""
+        loop = asyncio.get_running_loop()
+        if not now and self._trimmed_at is not None and loop.time() - self._trimmed_at < TRIM_EVERY_SECONDS:
+            return None
+        self._trimmed_at = loop.time()
+        trimmed = await self._store.trim(self._retention)
+        if any(trimmed.values()):
+            log.info("state trimmed: %s", ", ".join(f"{n} {kind}" for kind, n in trimmed.items() if n))
+        return trimmed
 
     async def deliver_audit(self) -> None:
         """Post due audit entries to the audit channel configured now, oldest first; stop at the

@@ -487,6 +487,28 @@ class RequestStore:
         async with self._state.pool.connection() as conn:
             await conn.execute(statement, {"id": audit_id, "error": error[:500], "channel": self._audit_channel})
 
+    async def trim(self, retention_seconds: float, batch: int = 1000) -> dict[str, int]:
+        """Delete what is done: delivered outbox rows after a day; finished requests (with their
+        targets and approvals) and resolved alerts after ``retention_seconds``. The audit table
+        itself is never trimmed. Returns how many rows went, by kind."""
+        trimmed: dict[str, int] = {}
+        params = {"retention": retention_seconds, "batch": batch}
+        for kind, statement in (
+            ("outbox", sql.TRIM_DELIVERED_OUTBOX),
+            ("requests", sql.TRIM_REQUESTS),
+            ("alerts", sql.TRIM_ALERTS),
+            ("gates", sql.TRIM_REQUESTER_GATES),
+        ):
+            total = 0
+            while True:
+                async with self._state.pool.connection() as conn:
+                    cur = await conn.execute(statement, params)
+                total += max(0, cur.rowcount)
+                if cur.rowcount < batch or kind == "gates":
+                    break
+            trimmed[kind] = total
+        return trimmed
+
     async def unpark_all(self) -> int:
         async with self._state.pool.connection() as conn:
             cur = await conn.execute(sql.UNPARK_AUDIT)

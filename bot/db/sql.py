@@ -460,9 +460,12 @@ ON CONFLICT (requester) DO UPDATE SET requester = EXCLUDED.requester
 OPEN_REQUESTS_OF = """
 SELECT r.id, r.status IN ('posting', 'pending') AND r.expires_at > now() AS open
   FROM pgconn.request r
- WHERE r.requester = %(requester)s
-   AND (r.status IN ('posting', 'pending') OR r.created_at > now() - interval '1 minute')
- ORDER BY r.id
+ WHERE r.requester = %(requester)s AND r.status IN ('posting', 'pending')
+UNION
+SELECT r.id, r.status IN ('posting', 'pending') AND r.expires_at > now() AS open
+  FROM pgconn.request r
+ WHERE r.requester = %(requester)s AND r.created_at > now() - interval '1 minute'
+ ORDER BY id
 """
 
 INSERT_TARGET = """
@@ -512,7 +515,7 @@ RETURNING status
 ADOPT_MESSAGE = """
 UPDATE pgconn.request
    SET channel = coalesce(channel, %(channel)s), message_ts = coalesce(message_ts, %(ts)s),
-       status = CASE WHEN status = 'posting' THEN 'pending' ELSE status END
+       status = CASE WHEN status = 'posting' THEN 'pending' ELSE status END, message_dirty = true
  WHERE id = %(id)s AND (message_ts IS NULL OR status = 'posting')
 """
 
@@ -587,10 +590,11 @@ UPDATE pgconn.request
 RETURNING shown_state
 """
 
-MESSAGE_SHOWN = """
-UPDATE pgconn.request
-   SET shown_state = %(state)s, sync_attempts = 0, sync_after = NULL, sync_owner = NULL, sync_lease_until = NULL
- WHERE id = %(id)s AND sync_owner = %(owner)s
+MESSAGE_SHOWN = f"""
+UPDATE pgconn.request r
+   SET shown_state = %(state)s, sync_attempts = 0, sync_after = NULL, sync_owner = NULL, sync_lease_until = NULL,
+       message_dirty = {_MESSAGE_STATE} IS DISTINCT FROM %(state)s
+ WHERE r.id = %(id)s AND r.sync_owner = %(owner)s
 """
 
 MESSAGE_SYNC_FAILED = """
@@ -604,7 +608,7 @@ UPDATE pgconn.request
 # Just posted, showing ``state``: recorded as shown, unless something changed meanwhile (a click
 # on the fresh message), which then needs an update.
 POSTED_AS_SHOWN = f"""
-UPDATE pgconn.request r SET shown_state = %(state)s
+UPDATE pgconn.request r SET shown_state = %(state)s, message_dirty = false
  WHERE r.id = %(id)s AND r.shown_state IS NULL AND {_MESSAGE_STATE} = %(state)s
    AND (r.sync_lease_until IS NULL OR r.sync_lease_until < now())
 """
@@ -621,10 +625,9 @@ SELECT 1 FROM pgconn.audit WHERE request_id = %(id)s AND event = 'click_refused'
 
 # Not while executing: the buttons go only when the outcome can be shown with them gone, so
 # "no Approve button" always means "decided, and done".
-UNSYNCED_MESSAGES = f"""
+UNSYNCED_MESSAGES = """
 SELECT r.id FROM pgconn.request r
- WHERE r.message_ts IS NOT NULL AND r.status <> 'executing'
-   AND r.shown_state IS DISTINCT FROM {_MESSAGE_STATE}
+ WHERE r.message_dirty AND r.message_ts IS NOT NULL AND r.status <> 'executing'
    AND (r.sync_after IS NULL OR r.sync_after <= now())
    AND (r.sync_lease_until IS NULL OR r.sync_lease_until < now())
  ORDER BY r.id
@@ -894,6 +897,33 @@ CREATE INDEX request_open_by_requester ON pgconn.request (requester) WHERE statu
 ALTER TABLE pgconn.request ADD COLUMN sync_owner uuid, ADD COLUMN sync_lease_until timestamptz;
 CREATE INDEX request_by_requester ON pgconn.request (requester, created_at);
 
+-- What every replica asks every few seconds must stay small however long the history grows:
+-- partial indexes on what is still open, and a flag for messages that need an update.
+CREATE INDEX request_unfinished ON pgconn.request (status, expires_at)
+    WHERE status IN ('posting', 'pending', 'executing');
+ALTER TABLE pgconn.request ADD COLUMN message_dirty boolean NOT NULL DEFAULT false;
+UPDATE pgconn.request r SET message_dirty = true
+ WHERE r.message_ts IS NOT NULL
+   AND r.shown_state IS DISTINCT FROM r.status || ':' || (SELECT count(*) FROM pgconn.approval p WHERE p.request_id = r.id);
+CREATE INDEX request_message_dirty ON pgconn.request (id) WHERE message_dirty;
+CREATE FUNCTION pgconn.request_message_changed() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF TG_TABLE_NAME = 'request' THEN
+        NEW.message_dirty := true;
+        RETURN NEW;
+    END IF;
+    UPDATE pgconn.request SET message_dirty = true WHERE id = NEW.request_id;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER request_status_changed BEFORE UPDATE OF status ON pgconn.request
+    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status) EXECUTE FUNCTION pgconn.request_message_changed();
+CREATE TRIGGER approval_added AFTER INSERT ON pgconn.approval
+    FOR EACH ROW EXECUTE FUNCTION pgconn.request_message_changed();
+CREATE INDEX alert_resolved ON pgconn.alert (resolved_at) WHERE resolved_at IS NOT NULL;
+CREATE INDEX audit_outbox_delivered ON pgconn.audit_outbox (delivered_at) WHERE delivered_at IS NOT NULL;
+
 -- Serialisation the bot alone can take part in (advisory locks anyone could take first).
 CREATE TABLE pgconn.requester_gate (requester text PRIMARY KEY);
 CREATE TABLE pgconn.monitor_leader (
@@ -912,6 +942,44 @@ UPDATE pgconn.alert
 """
 
 STATE_MIGRATIONS.append((3, _SCHEMA_V3))
+
+# --- trimming: what is done is kept PGCONN_STATE_RETENTION long; the audit table, for ever ------
+
+# In batches, so no statement holds locks for long however much there is to trim.
+TRIM_DELIVERED_OUTBOX = """
+DELETE FROM pgconn.audit_outbox
+ WHERE audit_id IN (SELECT audit_id FROM pgconn.audit_outbox
+                     WHERE delivered_at < now() - interval '1 day' LIMIT %(batch)s)
+"""
+
+TRIM_REQUESTS = """
+WITH done AS (
+    SELECT id FROM pgconn.request
+     WHERE status IN ('executed', 'denied', 'expired', 'withdrawn', 'interrupted')
+       AND coalesce(finished_at, decided_at, created_at) < now() - make_interval(secs => %(retention)s)
+     LIMIT %(batch)s
+), targets AS (
+    DELETE FROM pgconn.request_target t USING done WHERE t.request_id = done.id
+), approvals AS (
+    DELETE FROM pgconn.approval a USING done WHERE a.request_id = done.id
+)
+DELETE FROM pgconn.request r USING done WHERE r.id = done.id
+"""
+
+TRIM_ALERTS = """
+DELETE FROM pgconn.alert
+ WHERE id IN (SELECT id FROM pgconn.alert
+               WHERE resolved_at < now() - make_interval(secs => %(retention)s)
+                 AND (reply_posted OR message_ts IS NULL)
+               LIMIT %(batch)s)
+"""
+
+TRIM_REQUESTER_GATES = """
+DELETE FROM pgconn.requester_gate g
+ WHERE NOT EXISTS (SELECT 1 FROM pgconn.request r
+                    WHERE r.requester = g.requester
+                      AND (r.status IN ('posting', 'pending') OR r.created_at > now() - interval '1 minute'))
+"""
 
 # One replica runs the monitor: the one holding the lease, renewed while it makes progress. A
 # leader that dies, hangs or loses the network stops renewing and is replaced when the lease

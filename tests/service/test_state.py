@@ -12,6 +12,7 @@ from psycopg import sql
 from bot.core.monitor import leader_lease
 from bot.db import sql as bot_sql
 from bot.db.alerts import AlertStore
+from bot.db.requests import RequestStore
 from bot.db.state import StateStore
 from tests.conftest import PgWorld
 
@@ -99,3 +100,47 @@ def test_a_hung_leader_is_replaced_within_two_intervals_and_30_seconds(interval:
     # Replaced when the lease runs out, plus at most a sixth of it (how often the others try).
     assert leader_lease(interval) == lease
     assert lease * 7 / 6 <= min(2 * interval, 30) or lease == 3
+
+
+async def test_what_is_done_is_trimmed_and_the_audit_is_kept(fresh_state_dsn: str) -> None:
+    await _migrated(fresh_state_dsn)
+    with psycopg.connect(fresh_state_dsn, autocommit=True) as conn:
+        conn.execute(
+            """INSERT INTO pgconn.request (created_at, expires_at, requester, action, scope, target, command_text,
+                                           required_approvals, status, finished_at)
+               SELECT now() - make_interval(days => d), now() - make_interval(days => d), 'U0REQ', 'terminate',
+                      'pids', 'default', 'kill 1', 1, s, now() - make_interval(days => d)
+                 FROM (VALUES (100, 'executed'), (95, 'denied'), (91, 'expired'), (10, 'executed'), (100, 'pending'))
+                      AS v(d, s)"""
+        )
+        conn.execute(
+            """INSERT INTO pgconn.request_target (request_id, pid, backend_start, role_oid, role_name, observed_at)
+               SELECT id, 1, now(), 10, 'bob', now() FROM pgconn.request"""
+        )
+        conn.execute("INSERT INTO pgconn.approval (request_id, approver) SELECT id, 'U0APP' FROM pgconn.request")
+        conn.execute("INSERT INTO pgconn.audit (event, request_id) SELECT 'requested', id FROM pgconn.request")
+        conn.execute(
+            """INSERT INTO pgconn.audit_outbox (audit_id, channel, delivered_at)
+               SELECT id, 'C0AUDIT', CASE WHEN id % 2 = 0 THEN now() - interval '2 days' END FROM pgconn.audit"""
+        )
+        conn.execute(
+            """INSERT INTO pgconn.alert (target, kind, subject, severity, summary, resolved_at, reply_posted)
+               VALUES ('default', 'role_limit', 'old', 'warning', 'x', now() - interval '100 days', true),
+                      ('default', 'role_limit', 'new', 'warning', 'x', now() - interval '1 day', true),
+                      ('default', 'role_limit', 'open', 'warning', 'x', NULL, false)"""
+        )
+
+    store = StateStore(fresh_state_dsn)
+    await store.open()
+    try:
+        trimmed = await RequestStore(store, audit_channel="C0AUDIT").trim(90 * 86400, batch=2)
+    finally:
+        await store.close()
+    assert trimmed == {"outbox": 2, "requests": 3, "alerts": 1, "gates": 0}
+    with psycopg.connect(fresh_state_dsn) as conn:
+        statuses = sorted(r[0] for r in conn.execute("SELECT status FROM pgconn.request"))
+        assert statuses == ["executed", "pending"]  # the recent one, and the open one
+        assert conn.execute("SELECT count(*) FROM pgconn.request_target").fetchone() == (2,)
+        assert conn.execute("SELECT count(*) FROM pgconn.audit").fetchone() == (5,)  # complete, always
+        assert conn.execute("SELECT count(*) FROM pgconn.audit_outbox").fetchone() == (3,)  # undelivered stay
+        assert sorted(r[0] for r in conn.execute("SELECT subject FROM pgconn.alert")) == ["new", "open"]
