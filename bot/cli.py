@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from bot import __version__
+from bot.budget import Budget
 from bot.config import ConfigError, Settings, load_settings, require
 from bot.errors import first_line
 from bot.logs import LOG_FIELDS
@@ -64,9 +65,30 @@ def _parser() -> argparse.ArgumentParser:
     setup = sub.add_parser("setup-sql", help="print the SQL for a least-privilege database role for the bot")
     setup.add_argument("--role", default="pgconn_bot", help="name of the login role (default pgconn_bot)")
     setup.add_argument("--state-database", default=None, help="database for the bot's state, if separate")
+    setup.add_argument(
+        "--targets", type=int, default=None, help="targets on the server (default: as configured now, else 1)"
+    )
+    setup.add_argument("--replicas", type=int, default=1, help="replicas of the bot that will run (default 1)")
     console = sub.add_parser("console", help="the same commands in a terminal, no Slack needed")
     console.add_argument("--as", dest="identity", metavar="SLACK_USER_ID", help="identity used for role checks")
     return parser
+
+
+def _budget(args: argparse.Namespace) -> Budget:
+    """What the bot will open, from the options and (when it reads) the configuration."""
+    try:
+        settings: Settings | None = load_settings()
+    except ConfigError:
+        settings = None
+    targets = args.targets if args.targets is not None else len(settings.target_dsns()) if settings else 1
+    if targets < 1 or args.replicas < 1:
+        raise ValueError("--targets and --replicas must be 1 or more")
+    return Budget(
+        targets=targets,
+        pool=settings.pool_max_size if settings else 4,
+        state_pool=settings.state_pool_max_size if settings else 4,
+        replicas=args.replicas,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         from bot.setup_sql import setup_sql
 
         try:
-            print(setup_sql(args.role, args.state_database))
+            print(setup_sql(args.role, args.state_database, _budget(args)))
         except ValueError as exc:
             print(f"pgconn-bot setup-sql: {exc}", file=sys.stderr)
             return 2

@@ -16,12 +16,13 @@ from psycopg.rows import dict_row
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.budget import Budget
 from bot.config import Settings
 from bot.db import sql
 from bot.db.connect import connect_kwargs
 from bot.db.requests import RequestStore
 from bot.db.state import StateStore, bot_role_members
-from bot.db.targets import redact_dsn
+from bot.db.targets import redact_dsn, server_address
 from bot.errors import first_line
 from bot.slack.gateway import SlackGroupDirectory, build_web_client, channel_info, token_info
 
@@ -63,7 +64,8 @@ async def run_check(settings: Settings, out: TextIO) -> int:
     report.ok(f"settings: valid ({len(targets)} target{'s' if len(targets) != 1 else ''}: {', '.join(targets)})")
     _check_modes(settings, report)
     checks: list[tuple[str, Any]] = [
-        (f"target {name}", _check_target(name, dsn, dsns, report)) for name, dsn in targets.items()
+        (f"target {name}", _check_target(name, dsn, dsns, report, _budget_on(settings, dsn)))
+        for name, dsn in targets.items()
     ]
     checks += [("state database", _check_state(settings, dsns, report))]
     checks += [("Slack", _check_slack(settings, report))]
@@ -106,7 +108,18 @@ async def _connect(dsn: str) -> psycopg.AsyncConnection[Any]:
     )
 
 
-async def _check_target(name: str, dsn: str, dsns: list[str], report: Report) -> None:
+def _budget_on(settings: Settings, dsn: str) -> Budget:
+    """What one replica opens on the server ``dsn`` points at (as far as the addresses tell)."""
+    here = server_address(dsn)
+    return Budget(
+        targets=sum(1 for other in settings.target_dsns().values() if server_address(other) == here),
+        pool=settings.pool_max_size,
+        state_pool=settings.state_pool_max_size,
+        state_here=server_address(settings.state_dsn()) == here,
+    )
+
+
+async def _check_target(name: str, dsn: str, dsns: list[str], report: Report, budget: Budget) -> None:
     started = time.perf_counter()
     try:
         async with asyncio.timeout(CONNECT_SECONDS + 1):
@@ -137,8 +150,42 @@ async def _check_target(name: str, dsn: str, dsns: list[str], report: Report) ->
             report.ok(f"target {name}: can cancel/terminate other sessions (pg_signal_backend)")
         else:
             report.fail(f"target {name}: cannot signal other sessions: GRANT pg_signal_backend TO {row['login']}")
+        cur = await conn.execute(sql.WHEN_FULL)
+        full = await cur.fetchone()
+        assert full is not None
+        _report_when_full(name, row["login"], full, budget, report)
     finally:
         await conn.close()
+
+
+def _report_when_full(name: str, login: str, full: dict[str, Any], budget: Budget, report: Report) -> None:
+    limit = full["role_limit"]
+    if limit is not None and 0 <= limit < budget.per_replica:
+        report.fail(
+            f"target {name}: {login} has CONNECTION LIMIT {limit}, but one replica may open {budget.per_replica} "
+            f"connections to this server (pgconn-bot setup-sql --targets {budget.targets} gives the limit to set)"
+        )
+    if full["version_num"] < 160000:
+        report.warn(
+            f"target {name}: PostgreSQL before 16 reserves no connection slots for the bot: when every slot is "
+            "taken it keeps the connections it holds (a lifeline per target) and takes the first slot that frees"
+        )
+    elif full["may_use_reserved"] and full["reserved"] >= budget.when_full:
+        report.ok(
+            f"target {name}: when the server is full the bot still gets in "
+            f"(reserved_connections = {full['reserved']}, pg_use_reserved_connections)"
+        )
+    elif full["may_use_reserved"]:
+        report.warn(
+            f"target {name}: reserved_connections = {full['reserved']}, but the bot needs {budget.when_full} of them "
+            "when the server is full (a lifeline per target and its state connections)"
+        )
+    else:
+        report.warn(
+            f"target {name}: when every slot is taken, the bot keeps only the connections it holds: "
+            f"GRANT pg_use_reserved_connections TO {login} and set reserved_connections = {budget.when_full} "
+            "(pgconn-bot setup-sql)"
+        )
 
 
 async def _check_state(settings: Settings, dsns: list[str], report: Report) -> None:

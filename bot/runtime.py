@@ -16,14 +16,17 @@ from bot.core.housekeeping import HOUSEKEEPING_SECONDS, Housekeeper
 from bot.core.monitor import AlertAnnouncer, Monitor, MonitorThresholds
 from bot.core.policy import GroupDirectory, NoGroupDirectory, Policy
 from bot.core.service import CommandService, Thresholds
+from bot.core.tasks import stop_task
 from bot.db.alerts import AlertStore
 from bot.db.requests import RequestStore
-from bot.db.state import StateStore
+from bot.db.state import StateSchemaError, StateStore
 from bot.db.targets import TargetPools
+from bot.redact import redact
 
 log = logging.getLogger(__name__)
 
 FINAL_FLUSH_SECONDS = 1.5
+STATE_RETRY_SECONDS = 2.0
 
 
 def configured_logins(settings: Settings) -> set[str]:
@@ -47,6 +50,7 @@ class Runtime:
     monitor: Monitor
     service: CommandService
     background: bool = False
+    _migrating: asyncio.Task[None] | None = None
 
     @classmethod
     def build(
@@ -133,17 +137,35 @@ class Runtime:
         try:
             # Console mode carries on without state, so it should not wait long for it.
             await self.state.migrate(wait_seconds=10.0 if require_state else 2.0)
+        except StateSchemaError:
+            raise  # someone else's schema: never used, never retried
         except Exception as exc:
             if require_state:
                 raise
-            log.warning("state database unavailable (%s); read-only commands still work", exc)
+            log.warning("state database unavailable (%s); commands that need no state still work", redact(str(exc)))
+            if background:
+                self._migrating = asyncio.create_task(self._keep_migrating(), name="pgconn-migrate")
         if background and not self.background:
             self.housekeeper.start()
             if self.settings.monitor_interval > 0:
                 self.monitor.start()
             self.background = True
 
+    async def _keep_migrating(self) -> None:
+        """Started without its state database (a full server, one that comes up later): keep trying."""
+        while not self.state.ready:
+            await asyncio.sleep(STATE_RETRY_SECONDS)
+            try:
+                await self.state.migrate(wait_seconds=STATE_RETRY_SECONDS)
+            except StateSchemaError as exc:
+                log.error("%s", exc)
+                return
+            except Exception as exc:
+                log.debug("state database still unavailable: %s", redact(str(exc)))
+        log.warning("the state database answers again: requests, approvals, audit and alerts work")
+
     async def stop(self) -> None:
+        await stop_task(self._migrating, 1.0)
         if self.background:
             # The monitor's stop releases the leader lock at once, so another replica can take over.
             await asyncio.gather(self.housekeeper.stop(), self.monitor.stop())

@@ -18,6 +18,8 @@ from bot.config import Settings
 from bot.core.housekeeping import HOUSEKEEPING_SECONDS
 from bot.core.policy import CachedGroups
 from bot.db.state import StateSchemaError
+from bot.errors import first_line
+from bot.redact import redact
 from bot.runtime import Runtime
 from bot.slack.app import build_app
 from bot.slack.gateway import SlackAnnouncer, SlackGroupDirectory, build_web_client
@@ -28,7 +30,7 @@ from bot.slack.web import build_web_app
 
 log = logging.getLogger(__name__)
 
-STATE_STARTUP_SECONDS = 15.0
+STATE_STARTUP_SECONDS = 5.0
 # Shutdown budget (about 10 s in all): stop listening 1 s, running work 5 s, background tasks and
 # a last audit flush 2–3 s, pools 1 s.
 DRAIN_SECONDS = 5.0
@@ -125,7 +127,9 @@ HttpServer = BotServer
 
 
 async def _start_with_retry(runtime: Runtime, wait: float) -> None:
-    """The state database may come up a little after the bot (compose, k8s): wait a while for it."""
+    """The state database may come up a little after the bot (compose, k8s): wait a while for it.
+    If it still does not answer (a full server, say), start without it: what needs no state works
+    at once, and it is retried in the background (a schema someone else owns stops the bot)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     delay = 0.25
@@ -137,7 +141,9 @@ async def _start_with_retry(runtime: Runtime, wait: float) -> None:
             raise  # not a database that is still starting: waiting would not change it
         except Exception as exc:
             if loop.time() + delay > deadline:
-                raise
-            log.warning("state database not ready (%s); retrying", exc)
+                log.error("state database unavailable (%s); starting without it", redact(first_line(exc)))
+                await runtime.start(require_state=False, background=True)
+                return
+            log.warning("state database not ready (%s); retrying", redact(first_line(exc)))
             await asyncio.sleep(delay)
             delay = min(delay * 2, 4)

@@ -35,6 +35,41 @@ def _sweep(conn: psycopg.Connection[Any], like: str) -> None:
         conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
+def server_major() -> int | None:
+    """The major version of the test server (None if it does not answer)."""
+    try:
+        with psycopg.connect(TEST_DSN, autocommit=True, connect_timeout=3) as conn:
+            row = conn.execute("SHOW server_version_num").fetchone()
+    except psycopg.OperationalError:
+        return None
+    return int(row[0]) // 10000 if row else None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "pg(min=None, max=None): runs only where the test server's major version is in range "
+        "(the matrix runs every supported version; elsewhere the test is deselected)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    gated = [item for item in items if item.get_closest_marker("pg") is not None]
+    if not gated:
+        return
+    major = server_major()
+    kept, dropped = [], []
+    for item in items:
+        marker = item.get_closest_marker("pg")
+        low = marker.kwargs.get("min") if marker else None
+        high = marker.kwargs.get("max") if marker else None
+        fits = major is None or ((low is None or major >= low) and (high is None or major <= high))
+        (kept if fits else dropped).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
 @pytest.fixture(scope="session")
 def pg_dsn() -> str:
     """The admin DSN of the test server; stops the whole run at once if none answers."""

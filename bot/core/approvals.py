@@ -170,6 +170,10 @@ class Approvals:
         # The bot's own login roles (targets' and state database's): never signalled.
         self._bot_roles = bot_roles
 
+    @property
+    def state_ready(self) -> bool:
+        return self._store.ready
+
     def set_audit_hook(self, hook: Callable[[], None]) -> None:
         self._on_audit = hook
 
@@ -555,7 +559,7 @@ class Approvals:
         budget = self._targets.timeout * 2 + EXECUTION_WAIT_SECONDS + 0.2 * len(targets)
         started = time.perf_counter()
         try:
-            outcomes = await self._targets.run(request.target, work, budget=budget)
+            outcomes = await self._targets.run(request.target, work, budget=budget, retry=False)
         except (TargetUnavailableError, UnknownTargetError) as exc:
             why = exc.reason if isinstance(exc, TargetUnavailableError) else "the target is no longer configured"
             outcomes = progress.outcomes_after(targets, why)

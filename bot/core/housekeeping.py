@@ -70,6 +70,8 @@ class Housekeeper:
         self._task = None
 
     async def run_once(self) -> None:
+        if not self._store.ready:
+            return  # started without its state database: nothing to keep yet
         closed = await self._store.close_overdue(
             interrupted_after=INTERRUPTED_AFTER_SECONDS,
             unposted_after=UNPOSTED_AFTER_SECONDS,

@@ -265,7 +265,7 @@ class Monitor:
 
     async def run_cycle(self) -> bool:
         """One cycle if this replica leads; returns whether it ran."""
-        if not await self._hold_leadership() or self._epoch is None:
+        if not self._store.ready or not await self._hold_leadership() or self._epoch is None:
             return False
         fence = (self._me, self._epoch)
         try:

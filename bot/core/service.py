@@ -161,7 +161,7 @@ class CommandService:
     async def request_from_alert(self, alert_id: int, identity: Identity, *, channel: str | None) -> Outcome:
         """The button on an alert: the matching kill/cancel request, through the same checks and audit."""
         try:
-            alert = await self._alerts.get(alert_id) if self._alerts is not None else None
+            alert = await self._alerts.get(alert_id) if self._alerts is not None and self._alerts.ready else None
         except (PoolTimeout, psycopg.OperationalError):
             alert = None
         if alert is None:
@@ -204,10 +204,7 @@ class CommandService:
         except (PoolTimeout, psycopg.OperationalError) as exc:
             # Target errors arrive as TargetUnavailableError; these come from the state database.
             log.error("state database unavailable for %s: %s", command.name, exc)
-            return StateUnavailable(
-                f"{command.name} needs the bot's state database (PGCONN_STATE_URL), which is not answering; "
-                "nothing was changed. Try again shortly."
-            )
+            return _state_unavailable(command.name)
         except UnknownTargetError as exc:
             return _unknown_target(exc.name, exc.known)
         except TargetUnavailableError as exc:
@@ -243,6 +240,8 @@ class CommandService:
                 return await self._status(command)
         if self._approvals is None:
             return StateUnavailable(f"{command.name} needs the bot's state database, which is not set up in this mode.")
+        if not self._approvals.state_ready:
+            return _state_unavailable(command.name)
         match command:
             case RequestSignal():
                 return await self._approvals.open(command, identity, text=text, channel=channel)
@@ -364,6 +363,13 @@ def unavailable(exc: TargetUnavailableError) -> Problem:
     return TargetFull(
         f"target {exc.name} is full: {who}, so the bot cannot get in ({exc.reason}).{seen} "
         "It keeps trying and gets in as soon as a slot frees."
+    )
+
+
+def _state_unavailable(name: str) -> StateUnavailable:
+    return StateUnavailable(
+        f"{name} needs the bot's state database (PGCONN_STATE_URL), which is not answering; "
+        "nothing was changed. Try again shortly."
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,9 +36,16 @@ class Clearance:
     resolution: str
 
 
+REPLICA = f"{socket.gethostname()}:{os.getpid()}"
+
+
 class AlertStore:
     def __init__(self, state: StateStore) -> None:
         self._state = state
+
+    @property
+    def ready(self) -> bool:
+        return self._state.ready
 
     async def open_alerts(self, target: str | None = None, limit: int = 100) -> list[Alert]:
         async with self._state.pool.connection() as conn:
@@ -101,7 +110,7 @@ class AlertStore:
         """Take the monitor's lease if it is free or lapsed, or renew it if it is ours: its epoch,
         or None when another replica holds it."""
         async with self._state.pool.connection() as conn:
-            cur = await conn.execute(sql.HOLD_LEADERSHIP, {"me": me, "lease": lease})
+            cur = await conn.execute(sql.HOLD_LEADERSHIP, {"me": me, "lease": lease, "name": REPLICA})
             row = await cur.fetchone()
             return int(row["epoch"]) if row is not None else None
 

@@ -159,6 +159,11 @@ class RequestStore:
     def audit_channel(self) -> str | None:
         return self._audit_channel
 
+    @property
+    def ready(self) -> bool:
+        """The state database is migrated (a bot started without it waits for that)."""
+        return self._state.ready
+
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[Conn]:
         async with self._state.pool.connection() as conn, conn.transaction():

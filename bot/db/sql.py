@@ -904,7 +904,8 @@ CREATE INDEX request_unfinished ON pgconn.request (status, expires_at)
 ALTER TABLE pgconn.request ADD COLUMN message_dirty boolean NOT NULL DEFAULT false;
 UPDATE pgconn.request r SET message_dirty = true
  WHERE r.message_ts IS NOT NULL
-   AND r.shown_state IS DISTINCT FROM r.status || ':' || (SELECT count(*) FROM pgconn.approval p WHERE p.request_id = r.id);
+   AND r.shown_state IS DISTINCT FROM
+       r.status || ':' || (SELECT count(*) FROM pgconn.approval p WHERE p.request_id = r.id);
 CREATE INDEX request_message_dirty ON pgconn.request (id) WHERE message_dirty;
 CREATE FUNCTION pgconn.request_message_changed() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -929,6 +930,7 @@ CREATE TABLE pgconn.requester_gate (requester text PRIMARY KEY);
 CREATE TABLE pgconn.monitor_leader (
     id         integer PRIMARY KEY CHECK (id = 1),
     holder     uuid NOT NULL,
+    holder_name text NOT NULL,  -- host:pid, for people asking which replica leads
     epoch      bigint NOT NULL,
     expires_at timestamptz NOT NULL
 );
@@ -986,10 +988,10 @@ DELETE FROM pgconn.requester_gate g
 # runs out. ``epoch`` counts changes of leader: what the leader writes is fenced with it. A row
 # in the bot's own table: nobody else can hold it.
 HOLD_LEADERSHIP = """
-INSERT INTO pgconn.monitor_leader AS l (id, holder, epoch, expires_at)
-VALUES (1, %(me)s, 1, now() + make_interval(secs => %(lease)s))
+INSERT INTO pgconn.monitor_leader AS l (id, holder, holder_name, epoch, expires_at)
+VALUES (1, %(me)s, %(name)s, 1, now() + make_interval(secs => %(lease)s))
 ON CONFLICT (id) DO UPDATE
-   SET holder = EXCLUDED.holder,
+   SET holder = EXCLUDED.holder, holder_name = EXCLUDED.holder_name,
        epoch = CASE WHEN l.holder = EXCLUDED.holder THEN l.epoch ELSE l.epoch + 1 END,
        expires_at = EXCLUDED.expires_at
  WHERE l.holder = EXCLUDED.holder OR l.expires_at < now()
@@ -1078,6 +1080,15 @@ SELECT current_setting('server_version') AS server_version,
        r.rolsuper OR pg_catalog.pg_has_role(current_user, 'pg_signal_backend', 'USAGE') AS signals
   FROM pg_catalog.pg_roles r
  WHERE r.rolname = current_user
+"""
+
+# Whether the bot gets in when every ordinary slot is taken, and how many it may have at once.
+WHEN_FULL = """
+SELECT current_setting('server_version_num')::int AS version_num,
+       coalesce(current_setting('reserved_connections', true), '0')::int AS reserved,
+       CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'pg_use_reserved_connections')
+            THEN pg_catalog.pg_has_role(current_user, 'pg_use_reserved_connections', 'USAGE') END AS may_use_reserved,
+       (SELECT r.rolconnlimit FROM pg_catalog.pg_roles r WHERE r.rolname = current_user) AS role_limit
 """
 
 STATE_CHECK = """

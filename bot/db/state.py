@@ -74,6 +74,7 @@ class StateStore:
         self._health_lock = asyncio.Lock()
         self._health: tuple[float, bool] | None = None  # (when, answer)
         self.logins: set[str] = set()  # the login role(s) of the bot's state connections
+        self.ready = False  # migrated: the bot's own tables are there
         self.pool: AsyncConnectionPool[AsyncConnection[DictRow]] = AsyncConnectionPool(
             dsn,
             min_size=1,
@@ -124,6 +125,7 @@ class StateStore:
                     applied_now.append(version)
         if applied_now:
             log.info("state schema migrated to version %s", applied_now[-1])
+        self.ready = True
         return applied_now
 
     async def healthy(self) -> bool:

@@ -73,6 +73,14 @@ class TargetBusyError(TargetUnavailableError):
     """The server answers, but every connection of the bot's is in use: slow, not down."""
 
 
+class _DeadConnection(Exception):
+    """The connection the work ran on broke under it (the bot may try once more)."""
+
+    def __init__(self, error: TargetUnavailableError) -> None:
+        super().__init__(error.reason)
+        self.error = error
+
+
 def redact_dsn(text: str, dsns: list[str]) -> str:
     """Never echo connection strings (they may hold passwords) back to users."""
     for dsn in dsns:
@@ -191,16 +199,35 @@ class TargetPools:
         except KeyError:
             raise UnknownTargetError(name, self.names) from None
 
-    async def run(self, name: str, work: Callable[[Conn], Coroutine[Any, Any, T]], *, budget: float | None = None) -> T:
+    async def run(
+        self,
+        name: str,
+        work: Callable[[Conn], Coroutine[Any, Any, T]],
+        *,
+        budget: float | None = None,
+        retry: bool = True,
+    ) -> T:
         """Run ``work`` on a connection of target ``name`` within the command budget.
 
         ``budget`` widens the overall time for work of several statements (executing a request);
-        each statement still has the command budget as its statement_timeout.
+        each statement still has the command budget as its statement_timeout. ``retry``: work
+        that only reads is run once more on a fresh connection if the one it got turned out to be
+        dead (a lifeline whose backend was terminated looks alive until it is used); work that
+        signals sessions never is.
         """
         self._target(name)  # an unknown name fails here, before it could become a metrics label
         started = time.perf_counter()
         try:
-            return await self._run(name, work, budget)
+            try:
+                return await self._run(name, work, budget)
+            except _DeadConnection as dead:
+                if not retry:
+                    raise dead.error from None
+                log.info("target %s: a connection of the bot's was dead (%s); trying again", name, dead.error.reason)
+                try:
+                    return await self._run(name, work, budget)
+                except _DeadConnection as again:
+                    raise again.error from None
         finally:
             metrics.TARGET_QUERY_SECONDS.labels(target=name).observe(time.perf_counter() - started)
 
@@ -224,7 +251,8 @@ class TargetPools:
             raise TargetUnavailableError(name, f"the query took longer than {self._timeout:g}s") from None
         except psycopg.OperationalError as exc:
             healthy = False
-            raise TargetUnavailableError(name, self._reason(exc)) from None
+            error = TargetUnavailableError(name, self._reason(exc))
+            raise (_DeadConnection(error) if conn.broken else error) from None
         finally:
             if on_lifeline:
                 target.lifeline.release(healthy=healthy)
