@@ -13,31 +13,39 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import shutil
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import psycopg
 from psycopg import sql
 
+from bench import emergency
 from bench.cluster import crowd, free_port, private_cluster
+from bench.harness import (
+    APPROVALS,
+    APPROVER,
+    REQUESTER,
+    SECRET,
+    TOKEN,
+    Driver,
+    Process,
+    Table,
+    kill_and_approve,
+    ms,
+    pct,
+    rss_mib,
+    timed,
+)
 from bench.monitor_bench import monitor_scenario
 from tests.support.fake_slack import FakeSlack
-from tests.support.slack_requests import block_actions_body, sign, slash_command_body
-
-SECRET = "bench-signing-secret"
-TOKEN = "xoxb-bench-not-real"
-REQUESTER, APPROVER, APPROVALS = "U0BREQ", "U0BAPP", "C0BENCH"
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -55,97 +63,6 @@ FULL = Plan(200, 200, 1000, (40, 200), 30, ((20, 100), (100, 500), (200, 1000)),
 SMOKE = Plan(5, 5, 30, (5, 10), 2, ((5, 30),), "pgct_bench_")
 
 
-@dataclass
-class Table:
-    rows: list[tuple[str, str, str, str]] = field(default_factory=list)
-
-    def add(self, what: str, value: str, goal: str = "", met: bool | None = None) -> None:
-        self.rows.append((what, value, goal, "" if met is None else ("yes" if met else "NO")))
-
-    def print(self) -> None:
-        headers = ("measurement", "result", "goal", "met")
-        widths = [max(len(r[i]) for r in [headers, *self.rows]) for i in range(4)]
-        for row in [headers, tuple("-" * w for w in widths), *self.rows]:
-            print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def ms(value: float) -> str:
-    return f"{value:.1f} ms" if value < 100 else f"{value:.0f} ms"
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-class Process:
-    """A server process on loopback, waited for on /healthz."""
-
-    def __init__(self, args: list[str], env: dict[str, str], port: int) -> None:
-        self.args, self.env, self.port = args, env, port
-        self.proc: asyncio.subprocess.Process | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def __aenter__(self) -> Process:
-        self.proc = await asyncio.create_subprocess_exec(
-            *self.args, env=self.env, cwd=ROOT, stderr=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL
-        )
-        async with aiohttp.ClientSession() as session:
-            async with asyncio.timeout(30):
-                while True:
-                    if self.proc.returncode is not None:
-                        raise RuntimeError(f"{self.args} exited with {self.proc.returncode}")
-                    with contextlib.suppress(aiohttp.ClientError):
-                        async with session.get(self.url + "/healthz") as response:
-                            if response.status == 200:
-                                return self
-                    await asyncio.sleep(0.05)
-
-    async def __aexit__(self, *_: object) -> None:
-        if self.proc and self.proc.returncode is None:
-            self.proc.terminate()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.proc.wait(), 15)
-
-
-class Driver:
-    """Sends Slack-signed requests and waits for what arrives at the fake Slack."""
-
-    def __init__(self, session: aiohttp.ClientSession, slack: FakeSlack) -> None:
-        self.session, self.slack = session, slack
-
-    async def command(self, url: str, text: str, user: str = "U0BVIEW") -> tuple[float, float, dict[str, Any]]:
-        """(ack seconds, answer seconds, answer) for one slash command."""
-        response_url = self.slack.new_response_url()
-        body = slash_command_body(text, user_id=user, response_url=response_url)
-        started = time.perf_counter()
-        async with self.session.post(url + "/slack/events", data=body.encode(), headers=sign(body, SECRET)) as r:
-            assert r.status == 200, await r.text()
-        acked = time.perf_counter() - started
-        answer = await self.slack.wait_for_response(response_url, timeout=30)
-        return acked, time.perf_counter() - started, answer
-
-
-async def timed(samples: int, one: Callable[[], Awaitable[Any]]) -> list[float]:
-    times = []
-    for _ in range(samples):
-        started = time.perf_counter()
-        await one()
-        times.append((time.perf_counter() - started) * 1000)
-    return times
-
-
-STILL_THERE = "SELECT 1 FROM pg_stat_activity WHERE pid = %s"
 LIST_QUERY = """
 SELECT pid, datname, application_name, client_addr, state, backend_start, state_change
   FROM pg_stat_activity WHERE usename = '{role}' ORDER BY backend_start
@@ -292,38 +209,12 @@ async def _approvals(driver: Driver, url: str, dsn: str, plan: Plan) -> list[flo
         admin = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
         try:
             for conn in victims.connections:
-                pid = conn.info.backend_pid
-                _, _, answer = await driver.command(url, f"kill {pid}", user=REQUESTER)
-                request_id = json.dumps(answer).split("Request #", 1)[1].split(" ", 1)[0]
-                message = await driver.slack.wait_for(lambda rid=request_id: _request_message(driver.slack, rid))
-                ts, value = message
-                body = block_actions_body(
-                    user_id=APPROVER,
-                    action_id="pgconn_approve",
-                    value=value,
-                    channel_id=APPROVALS,
-                    message_ts=ts,
-                    response_url=driver.slack.new_response_url(),
-                )
-                started = time.perf_counter()
-                async with driver.session.post(
-                    url + "/slack/events", data=body.encode(), headers=sign(body, SECRET)
-                ) as response:
-                    assert response.status == 200
-                async with asyncio.timeout(10):
-                    while await (await admin.execute(STILL_THERE, (pid,))).fetchone():  # noqa: ASYNC110
-                        await asyncio.sleep(0.002)  # polling pg_stat_activity is the measurement itself
-                times.append((time.perf_counter() - started) * 1000)
+                gone = await kill_and_approve(driver, url, admin, conn.info.backend_pid)
+                if gone is not None:
+                    times.append(gone)
         finally:
             await admin.close()
     return times
-
-
-def _request_message(slack: FakeSlack, request_id: str) -> tuple[str, str] | None:
-    for ts, message in slack.messages.get(APPROVALS, {}).items():
-        if f"Request #{request_id}:" in message.get("text", ""):
-            return ts, request_id
-    return None
 
 
 def _within_block_kit(answer: dict[str, Any]) -> bool:
@@ -343,6 +234,8 @@ def main() -> None:
     else:
         with private_cluster(plan.crowd_backends + plan.approvals + 300) as dsn:
             table = asyncio.run(run(dsn, plan))
+    # The emergencies need servers they may fill, freeze and restart: always throwaway clusters.
+    asyncio.run(emergency.run(table, smoke=args.smoke))
     print(f"pgconn-bot benchmark ({'smoke' if args.smoke else 'full'}), {time.perf_counter() - started:.0f} s")
     table.print()
 

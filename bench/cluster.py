@@ -4,70 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import resource
-import shutil
-import socket
-import subprocess
-import sys
-import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from tests.matrix.servers import free_port, throwaway_cluster
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _bindir() -> Path:
-    found = shutil.which("pg_config")
-    if found:
-        out = subprocess.run([found, "--bindir"], capture_output=True, text=True, check=False).stdout.strip()
-        if out and (Path(out) / "initdb").exists():
-            return Path(out)
-    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
-    if not versions:
-        sys.exit("no PostgreSQL server binaries found (initdb); pass --dsn to use an existing server")
-    return versions[-1]
+__all__ = ["Crowd", "crowd", "free_port", "private_cluster", "raise_file_limit"]
 
 
 @contextlib.contextmanager
-def private_cluster(max_connections: int) -> Iterator[str]:
-    """A throwaway cluster on a free port, so the machine's own server is never touched.
-
-    initdb refuses to run as root, so as root it runs as the 'postgres' user.
-    """
-    bindir = _bindir()
-    workdir = Path(tempfile.mkdtemp(prefix="pgconn-bench-"))
-    data = workdir / "data"
-    port = free_port()
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        as_user = ["runuser", "-u", "postgres", "--"]
-        shutil.chown(workdir, "postgres")
-
-    def run(*cmd: str) -> None:
-        subprocess.run([*as_user, *cmd], check=True, capture_output=True, text=True)
-
-    run(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
-    options = f"-c max_connections={max_connections} -c listen_addresses=127.0.0.1 -c port={port} -k {workdir}"
-    run(str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(workdir / "log"), "-w", "start")
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run(
-            [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-            check=False,
-            capture_output=True,
-        )
-        shutil.rmtree(workdir, ignore_errors=True)
+def private_cluster(max_connections: int, *, major: int = 15, **settings: str) -> Iterator[str]:
+    """A throwaway cluster on a free port (tests/matrix/servers.py), so the machine's own server
+    is never touched; ``major`` picks the PostgreSQL version."""
+    with throwaway_cluster(major, max_connections=max_connections, settings=settings) as cluster:
+        yield cluster.dsn
 
 
 @dataclass

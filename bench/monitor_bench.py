@@ -51,11 +51,18 @@ class CountingPools(TargetPools):
         super().__init__(*args, **kwargs)
         self.statements = [0]
 
-    async def run(self, name: str, work: Callable[[Conn], Coroutine[Any, Any, T]], *, budget: float | None = None) -> T:
+    async def run(
+        self,
+        name: str,
+        work: Callable[[Conn], Coroutine[Any, Any, T]],
+        *,
+        budget: float | None = None,
+        retry: bool = True,
+    ) -> T:
         async def counted(conn: Conn) -> T:
             return await work(CountingConn(conn, self.statements))  # type: ignore[arg-type]
 
-        return await super().run(name, counted, budget=budget)
+        return await super().run(name, counted, budget=budget, retry=retry)
 
 
 @dataclass(frozen=True)

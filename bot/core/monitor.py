@@ -350,12 +350,20 @@ class Monitor:
                 )
         labels = sorted({label, *members})
         async with self._state_slots:
+            try:
+                open_alerts = await self._store.open_alerts_of(labels)
+            except Exception as exc:
+                log.warning("monitor could not read the alerts of %s: %s", server_name(members), first_line(exc))
+                return
             for name in labels:
                 # A target's own label holds only "not answering"; server-wide alerts are under the
-                # server's (its first target's) name.
-                known = snapshot is not None
+                # server's (its first target's) name. Nothing found and nothing open: nothing to write.
+                if name != label and not findings.get(name) and not open_alerts.get(name):
+                    continue
+                shown = snapshot if name == label else None
+                found = findings.get(name, [])
                 if not await self._reconcile(
-                    name, snapshot if name == label else None, findings.get(name, []), known, fence
+                    name, open_alerts.get(name, []), shown, found, snapshot is not None, fence
                 ):
                     return
         await self.deliver(labels)
@@ -363,6 +371,7 @@ class Monitor:
     async def _reconcile(
         self,
         target: str,
+        open_alerts: list[Alert],
         snapshot: Snapshot | None,
         findings: list[Finding],
         known: bool,
@@ -370,7 +379,6 @@ class Monitor:
     ) -> bool:
         """Record what this cycle found under ``target``; False when this replica no longer leads."""
         try:
-            open_alerts = await self._store.open_alerts(target)
             by_key = {(a.kind, a.subject): a for a in open_alerts}
             seen = {(f.kind, f.subject) for f in findings}
             if snapshot is not None and snapshot.fill >= self._thresholds.utilization_warn - FILL_HYSTERESIS:

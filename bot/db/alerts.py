@@ -55,6 +55,15 @@ class AlertStore:
                 cur = await conn.execute(sql.OPEN_ALERTS_OF_TARGET, {"target": target})
             return [_alert(row) for row in await cur.fetchall()]
 
+    async def open_alerts_of(self, targets: Sequence[str]) -> dict[str, list[Alert]]:
+        """Open alerts of several targets, by target, in one query."""
+        async with self._state.pool.connection() as conn:
+            cur = await conn.execute(sql.OPEN_ALERTS_OF_TARGETS, {"targets": list(targets)})
+            found: dict[str, list[Alert]] = {target: [] for target in targets}
+            for row in await cur.fetchall():
+                found.setdefault(row["target"], []).append(_alert(row))
+            return found
+
     async def get(self, alert_id: int) -> Alert | None:
         async with self._state.pool.connection() as conn:
             cur = await conn.execute(sql.SELECT_ALERT, {"id": alert_id})
@@ -80,30 +89,35 @@ class AlertStore:
                 cur = await conn.execute(sql.STILL_LEADER, {"me": fence[0], "epoch": fence[1]})
                 if await cur.fetchone() is None:
                     return False
-            for finding in findings:
-                await conn.execute(
-                    sql.OPEN_ALERT,
-                    {
-                        "target": target,
-                        "kind": finding.kind,
-                        "subject": finding.subject,
-                        "severity": finding.severity,
-                        "summary": finding.summary,
-                        "details": Jsonb(finding.details),
-                    },
-                )
-            for alert_id, finding in refresh.items():
-                await conn.execute(
-                    sql.REFRESH_ALERT,
-                    {
-                        "id": alert_id,
-                        "severity": finding.severity,
-                        "summary": finding.summary,
-                        "details": Jsonb(finding.details),
-                    },
-                )
-            for clearance in clearances:
-                await conn.execute(sql.RESOLVE_ALERT, {"id": clearance.alert_id, "resolution": clearance.resolution})
+            # Each kind in one round trip (psycopg pipelines executemany), however many alerts.
+            async with conn.cursor() as cur:
+                if findings:
+                    await cur.executemany(
+                        sql.OPEN_ALERT,
+                        [
+                            {
+                                "target": target,
+                                "kind": f.kind,
+                                "subject": f.subject,
+                                "severity": f.severity,
+                                "summary": f.summary,
+                                "details": Jsonb(f.details),
+                            }
+                            for f in findings
+                        ],
+                    )
+                if refresh:
+                    await cur.executemany(
+                        sql.REFRESH_ALERT,
+                        [
+                            {"id": alert_id, "severity": f.severity, "summary": f.summary, "details": Jsonb(f.details)}
+                            for alert_id, f in refresh.items()
+                        ],
+                    )
+                if clearances:
+                    await cur.executemany(
+                        sql.RESOLVE_ALERT, [{"id": c.alert_id, "resolution": c.resolution} for c in clearances]
+                    )
         return True
 
     async def hold_leadership(self, me: uuid.UUID, lease: float) -> int | None:

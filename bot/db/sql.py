@@ -1010,6 +1010,7 @@ UPDATE pgconn.monitor_leader SET expires_at = now() - interval '1 second' WHERE 
 """
 
 OPEN_ALERTS_OF_TARGET = "SELECT * FROM pgconn.alert WHERE target = %(target)s AND resolved_at IS NULL"
+OPEN_ALERTS_OF_TARGETS = "SELECT * FROM pgconn.alert WHERE target = ANY(%(targets)s::text[]) AND resolved_at IS NULL"
 
 OPEN_ALERTS = "SELECT * FROM pgconn.alert WHERE resolved_at IS NULL ORDER BY opened_at, id LIMIT %(limit)s"
 

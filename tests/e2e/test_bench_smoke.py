@@ -17,7 +17,7 @@ def test_benchmark_smoke_runs_every_measurement(pg_dsn: str, world: PgWorld) -> 
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=420,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     for row in (
@@ -30,6 +30,15 @@ def test_benchmark_smoke_runs_every_measurement(pg_dsn: str, world: PgWorld) -> 
         "limits with",
         "monitor cycle",
         "bot RSS after the load",
+        "server full (max_connections 30, slots refilled), bot running before",
+        "the bot started into the full server, PostgreSQL 16",
+        "PostgreSQL 15, the bot started into the full server",
+        "then one slot freed",
+        "the bot's role at setup-sql's CONNECTION LIMIT",
+        "targets that are databases of one server",
+        "one frozen target among 20",
+        "SIGSTOP the leader",
+        "finished requests: slowest periodic statement",
     ):
         assert row in done.stdout, row
     leftovers = world.admin.execute("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'pgct_bench_%'").fetchone()
