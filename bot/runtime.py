@@ -172,5 +172,6 @@ class Runtime:
             # One last try to get what is in the audit outbox to Slack before going.
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.housekeeper.deliver_audit(), timeout=FINAL_FLUSH_SECONDS)
+            await self.housekeeper.goodbye()
             self.background = False
         await asyncio.gather(self.targets.close(), self.state.close(), return_exceptions=True)

@@ -59,19 +59,26 @@ class Housekeeper:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="pgconn-housekeeper")
 
-    async def _unpark(self) -> None:
-        """At start, parked entries get one more try (the channel may have been fixed meanwhile)."""
+    async def _fresh_start(self) -> None:
+        """At start, every waiting audit entry is tried at once: parked ones (the channel may have
+        been fixed) and those a previous process had backed off (Slack may be back)."""
         with contextlib.suppress(Exception):
-            if unparked := await self._store.unpark_all():
-                log.info("%d parked audit entries will be tried again", unparked)
+            if waiting := await self._store.retry_waiting():
+                log.info("%d waiting audit entries are tried again", waiting)
 
     async def stop(self) -> None:
         await stop_task(self._task, STOP_SECONDS)
         self._task = None
 
+    async def goodbye(self) -> None:
+        """After the last flush: leases this replica still holds are free for the others at once."""
+        with contextlib.suppress(Exception):
+            await self._store.goodbye()
+
     async def run_once(self) -> None:
         if not self._store.ready:
             return  # started without its state database: nothing to keep yet
+        await self._store.heartbeat()
         closed = await self._store.close_overdue(
             interrupted_after=INTERRUPTED_AFTER_SECONDS,
             unposted_after=UNPOSTED_AFTER_SECONDS,
@@ -143,7 +150,7 @@ class Housekeeper:
             await self._store.delivered(entry.id, ts)
 
     async def _run(self) -> None:
-        await self._unpark()
+        await self._fresh_start()
         while True:
             try:
                 await self.run_once()

@@ -7,6 +7,8 @@ audit channel is configured, the entry's place in the outbox), so the trail cann
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -74,6 +76,7 @@ REFUSALS_PER_WINDOW = 5
 # Requests one person may open in a minute, whatever becomes of them (one that cannot be posted is
 # withdrawn at once, so the cap on open ones alone would not bound what reaches the audit).
 OPENS_PER_MINUTE = 10
+REPLICA_NAME = f"{socket.gethostname()}:{os.getpid()}"
 REFUSAL_WINDOW_SECONDS = 60.0
 
 
@@ -151,9 +154,10 @@ class LockedRequest:
 
 
 class RequestStore:
-    def __init__(self, state: StateStore, *, audit_channel: str | None) -> None:
+    def __init__(self, state: StateStore, *, audit_channel: str | None, replica: uuid.UUID | None = None) -> None:
         self._state = state
         self._audit_channel = audit_channel
+        self.replica = replica or uuid.uuid4()  # this process, as the holder of leases
 
     @property
     def audit_channel(self) -> str | None:
@@ -342,7 +346,9 @@ class RequestStore:
         """The request as it stands and what its message shows, if this caller now holds the
         message's sync lease (committed: nothing is held while Slack is asked)."""
         async with self._state.pool.connection() as conn:
-            cur = await conn.execute(sql.CLAIM_MESSAGE_SYNC, {"id": request_id, "owner": owner, "lease": lease})
+            cur = await conn.execute(
+                sql.CLAIM_MESSAGE_SYNC, {"id": request_id, "owner": owner, "lease": lease, "replica": self.replica}
+            )
             row = await cur.fetchone()
             if row is None:
                 return None
@@ -460,7 +466,17 @@ class RequestStore:
             return [_audit_entry(row) for row in await cur.fetchall()]
 
     def _queue(self, **more: Any) -> dict[str, Any]:
-        return {"channel": self._audit_channel, "park_retry": PARK_RETRY_SECONDS, **more}
+        return {"channel": self._audit_channel, "park_retry": PARK_RETRY_SECONDS, "replica": self.replica, **more}
+
+    async def heartbeat(self) -> None:
+        """This replica is alive: the leases it holds count (see sql.HEARTBEAT)."""
+        async with self._state.pool.connection() as conn:
+            await conn.execute(sql.HEARTBEAT, {"replica": self.replica, "name": REPLICA_NAME})
+
+    async def goodbye(self) -> None:
+        """Stopping: whatever this replica still holds is free for the others at once."""
+        async with self._state.pool.connection() as conn:
+            await conn.execute(sql.GOODBYE, {"replica": self.replica})
 
     async def claim_delivery(self, lease_seconds: float) -> Delivery | None:
         """The head of the queue for the audit channel configured now, leased to this caller.
@@ -503,20 +519,22 @@ class RequestStore:
             ("requests", sql.TRIM_REQUESTS),
             ("alerts", sql.TRIM_ALERTS),
             ("gates", sql.TRIM_REQUESTER_GATES),
+            ("replicas", sql.TRIM_REPLICAS),
         ):
             total = 0
             while True:
                 async with self._state.pool.connection() as conn:
                     cur = await conn.execute(statement, params)
                 total += max(0, cur.rowcount)
-                if cur.rowcount < batch or kind == "gates":
+                if cur.rowcount < batch or kind in ("gates", "replicas"):
                     break
             trimmed[kind] = total
         return trimmed
 
-    async def unpark_all(self) -> int:
+    async def retry_waiting(self) -> int:
+        """Every waiting entry is due now, parked ones included (done when a replica starts)."""
         async with self._state.pool.connection() as conn:
-            cur = await conn.execute(sql.UNPARK_AUDIT)
+            cur = await conn.execute(sql.RETRY_WAITING_AUDIT)
             return cur.rowcount
 
     async def undeliverable(self) -> Undeliverable:

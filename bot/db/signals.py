@@ -179,16 +179,15 @@ async def execute(
     wait_seconds: float,
     statement_seconds: float,
     progress: Progress | None = None,
-    force_polling: bool = False,
 ) -> list[SignalOutcome]:
     """Signal each target only if it is still the session that was approved; report each one.
 
     Terminations are waited for: with ``pg_terminate_backend(pid, timeout)`` on 14+, then a poll
-    of what is left (which is all of the waiting on 13, or with ``force_polling``).
+    of what is left (which is all of the waiting on 13).
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_seconds
-    version = 0 if force_polling else conn.info.server_version
+    version = conn.info.server_version
     statement = sql.signal_statement(action, version)
     progress = progress if progress is not None else Progress()
     outcomes = progress.done

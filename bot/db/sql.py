@@ -579,14 +579,33 @@ _MESSAGE_STATE = "r.status || ':' || (SELECT count(*) FROM pgconn.approval p WHE
 
 MESSAGE_STATE = f"SELECT {_MESSAGE_STATE} AS state FROM pgconn.request r WHERE r.id = %(id)s"
 
+# Each serve/socket replica says every few seconds that it is alive. A lease (an audit entry being
+# posted, a message being updated) counts only while its holder is: one left by a crashed or
+# stopped replica is taken over within REPLICA_SILENCE, not when its time runs out.
+REPLICA_SILENCE = "interval '6 seconds'"  # three missed heartbeats
+HEARTBEAT = """
+INSERT INTO pgconn.replica (id, name, seen_at) VALUES (%(replica)s, %(name)s, now())
+ON CONFLICT (id) DO UPDATE SET seen_at = now()
+"""
+GOODBYE = "DELETE FROM pgconn.replica WHERE id = %(replica)s"
+
+
+def _held(holder: str, until: str) -> str:
+    """SQL: the lease (``holder``, ``until``) is still held by a live replica."""
+    return (
+        f"({until} IS NOT NULL AND {until} > now() AND EXISTS (SELECT 1 FROM pgconn.replica live "
+        f"WHERE live.id = {holder} AND live.seen_at > now() - {REPLICA_SILENCE}))"
+    )
+
+
 # One updater of a request's message at a time (claim → chat.update → record), so two updates
 # racing cannot leave an older rendering recorded as current. A lease, committed before Slack is
 # called: no connection or transaction is held while Slack answers. Whoever records must still
 # hold the lease (``owner``); a lease that lapsed (a crash) is taken over.
-CLAIM_MESSAGE_SYNC = """
+CLAIM_MESSAGE_SYNC = f"""
 UPDATE pgconn.request
-   SET sync_owner = %(owner)s, sync_lease_until = now() + make_interval(secs => %(lease)s)
- WHERE id = %(id)s AND (sync_lease_until IS NULL OR sync_lease_until < now())
+   SET sync_owner = %(owner)s, sync_replica = %(replica)s, sync_lease_until = now() + make_interval(secs => %(lease)s)
+ WHERE id = %(id)s AND NOT {_held("sync_replica", "sync_lease_until")}
 RETURNING shown_state
 """
 
@@ -610,7 +629,7 @@ UPDATE pgconn.request
 POSTED_AS_SHOWN = f"""
 UPDATE pgconn.request r SET shown_state = %(state)s, message_dirty = false
  WHERE r.id = %(id)s AND r.shown_state IS NULL AND {_MESSAGE_STATE} = %(state)s
-   AND (r.sync_lease_until IS NULL OR r.sync_lease_until < now())
+   AND NOT {_held("r.sync_replica", "r.sync_lease_until")}
 """
 
 RELEASE_MESSAGE_SYNC = """
@@ -625,11 +644,11 @@ SELECT 1 FROM pgconn.audit WHERE request_id = %(id)s AND event = 'click_refused'
 
 # Not while executing: the buttons go only when the outcome can be shown with them gone, so
 # "no Approve button" always means "decided, and done".
-UNSYNCED_MESSAGES = """
+UNSYNCED_MESSAGES = f"""
 SELECT r.id FROM pgconn.request r
  WHERE r.message_dirty AND r.message_ts IS NOT NULL AND r.status <> 'executing'
    AND (r.sync_after IS NULL OR r.sync_after <= now())
-   AND (r.sync_lease_until IS NULL OR r.sync_lease_until < now())
+   AND NOT {_held("r.sync_replica", "r.sync_lease_until")}
  ORDER BY r.id
  LIMIT %(limit)s
 """
@@ -709,7 +728,7 @@ _WAITING = """
 # so a task cancelled between them leaves no lease behind.
 CLAIM_AUDIT_DELIVERY = f"""
 UPDATE pgconn.audit_outbox o
-   SET leased_until = now() + make_interval(secs => %(lease)s), attempts = o.attempts + 1
+   SET leased_until = now() + make_interval(secs => %(lease)s), leased_by = %(replica)s, attempts = o.attempts + 1
  WHERE o.audit_id = (
         SELECT q.audit_id FROM pgconn.audit_outbox q
          WHERE {_WAITING}
@@ -717,7 +736,7 @@ UPDATE pgconn.audit_outbox o
          LIMIT 1
            FOR UPDATE SKIP LOCKED)
    AND o.next_attempt <= now()
-   AND (o.leased_until IS NULL OR o.leased_until < now())
+   AND NOT {_held("o.leased_by", "o.leased_until")}
 RETURNING o.audit_id, o.attempts
 """
 
@@ -737,9 +756,11 @@ UPDATE pgconn.audit_outbox
  WHERE delivered_at IS NULL AND (audit_id = %(id)s OR leased_until IS NULL OR leased_until < now())
 """
 
-UNPARK_AUDIT = """
-UPDATE pgconn.audit_outbox SET parked_at = NULL, parked_channel = NULL
- WHERE delivered_at IS NULL AND parked_at IS NOT NULL
+# At a replica's start, everything waiting gets tried at once: parked entries, and those whose
+# backoff a previous process left (after a restart, Slack deserves a fresh look).
+RETRY_WAITING_AUDIT = """
+UPDATE pgconn.audit_outbox SET parked_at = NULL, parked_channel = NULL, next_attempt = now()
+ WHERE delivered_at IS NULL AND (parked_at IS NOT NULL OR next_attempt > now())
 """
 
 UNDELIVERABLE_AUDIT = """
@@ -772,9 +793,10 @@ UPDATE pgconn.audit_outbox
 # Only the head of the queue decides when to look again (everything behind it waits for it),
 # including while another replica holds its lease.
 NEXT_AUDIT_DUE = f"""
-SELECT extract(epoch FROM greatest(h.next_attempt, coalesce(h.leased_until, h.next_attempt)) - now()) AS seconds,
+SELECT extract(epoch FROM greatest(h.next_attempt, CASE WHEN h.held THEN h.leased_until END) - now()) AS seconds,
        (SELECT count(*) FROM pgconn.audit_outbox q WHERE {_WAITING}) AS waiting
-  FROM (SELECT q.next_attempt, q.leased_until FROM pgconn.audit_outbox q
+  FROM (SELECT q.next_attempt, q.leased_until, {_held("q.leased_by", "q.leased_until")} AS held
+          FROM pgconn.audit_outbox q
          WHERE {_WAITING} ORDER BY q.lane, q.audit_id LIMIT 1) h
 """
 
@@ -894,7 +916,16 @@ ALTER TABLE pgconn.request ADD CONSTRAINT request_status_check CHECK (status IN
 CREATE INDEX request_open_by_requester ON pgconn.request (requester) WHERE status IN ('posting', 'pending');
 
 -- Who is updating the request's message in Slack right now, and until when.
-ALTER TABLE pgconn.request ADD COLUMN sync_owner uuid, ADD COLUMN sync_lease_until timestamptz;
+ALTER TABLE pgconn.request ADD COLUMN sync_owner uuid, ADD COLUMN sync_replica uuid,
+    ADD COLUMN sync_lease_until timestamptz;
+ALTER TABLE pgconn.audit_outbox ADD COLUMN leased_by uuid;
+
+-- The replicas alive now (a heartbeat every few seconds): a lease counts only while its holder is.
+CREATE TABLE pgconn.replica (
+    id      uuid PRIMARY KEY,
+    name    text NOT NULL,  -- host:pid
+    seen_at timestamptz NOT NULL
+);
 CREATE INDEX request_by_requester ON pgconn.request (requester, created_at);
 
 -- What every replica asks every few seconds must stay small however long the history grows:
@@ -975,6 +1006,8 @@ DELETE FROM pgconn.alert
                  AND (reply_posted OR message_ts IS NULL)
                LIMIT %(batch)s)
 """
+
+TRIM_REPLICAS = "DELETE FROM pgconn.replica WHERE seen_at < now() - interval '1 day'"
 
 TRIM_REQUESTER_GATES = """
 DELETE FROM pgconn.requester_gate g

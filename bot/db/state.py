@@ -84,6 +84,8 @@ class StateStore:
             # How long a command waits for a state connection: a dead state database must be
             # answered within Slack's window, not after psycopg's default 30 s.
             timeout=timeout,
+            # Not psycopg_pool's hour: on a full server a recycled connection would not come back.
+            max_lifetime=7 * 86400.0,
             kwargs=connect_kwargs(
                 dsn, connect_timeout=3, extra_options=sql.STATE_SESSION_OPTIONS, row_factory=dict_row
             ),

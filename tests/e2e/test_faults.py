@@ -10,8 +10,10 @@ import asyncio
 import json
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -181,6 +183,8 @@ class ServeProcess:
     def __init__(self, env: dict[str, str], port: int) -> None:
         self.env, self.port = env, port
         self.proc: asyncio.subprocess.Process | None = None
+        # Its log, printed when it stops: pytest shows it with a failing test, and only then.
+        self._log = tempfile.NamedTemporaryFile(prefix="pgconn-serve-", suffix=".log", delete=False)  # noqa: SIM115
 
     @property
     def url(self) -> str:
@@ -188,7 +192,7 @@ class ServeProcess:
 
     async def start(self, session: aiohttp.ClientSession) -> None:
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", "serve", env=self.env, stderr=asyncio.subprocess.DEVNULL
+            sys.executable, "-m", "bot", "serve", env=self.env, stderr=self._log
         )
         await _wait_healthy(session, self.url + "/healthz", self.proc)
 
@@ -196,11 +200,19 @@ class ServeProcess:
         assert self.proc is not None
         self.proc.kill()
         await self.proc.wait()
+        self._show_log("killed")
 
     async def terminate(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
             self.proc.send_signal(signal.SIGTERM)
             await asyncio.wait_for(self.proc.wait(), timeout=15)
+        self._show_log("stopped")
+
+    def _show_log(self, how: str) -> None:
+        self._log.close()
+        path = Path(self._log.name)
+        print(f"--- serve on port {self.port}, {how} ---\n{path.read_text(errors='replace')}")
+        path.unlink(missing_ok=True)
 
 
 async def _post(session: aiohttp.ClientSession, url: str, body: str) -> None:

@@ -13,7 +13,6 @@ import pytest
 
 from bot.core.policy import Identity
 from bot.core.results import Decided, NothingToSignal, RequestOpened, StateUnavailable, TargetOutcome
-from bot.db import signals
 from bot.render.text import render_text
 from bot.runtime import Runtime
 from tests.conftest import PgWorld
@@ -183,27 +182,16 @@ async def test_without_pg_monitor_nothing_is_requested(make_runtime: Any, world:
     assert isinstance(refused, NothingToSignal) and "pg_monitor" in refused.message
 
 
-async def test_polling_wait_as_on_postgresql_13(make_runtime: Any, world: PgWorld) -> None:
+@pytest.mark.pg(max=13)
+async def test_on_postgresql_13_terminations_are_polled_until_gone(make_runtime: Any, world: PgWorld) -> None:
+    # 13 has no pg_terminate_backend(pid, timeout): the bot signals, then polls until each is gone.
     runtime = await make_runtime()
     role = world.role("c_poll")
     pids = [world.pid_of(world.connect(role)) for _ in range(3)]
-    opened = await ask(runtime, f"kill user {role}", REQUESTER)
-    assert isinstance(opened, RequestOpened)
-
-    async def work(conn: Any) -> list[signals.SignalOutcome]:
-        return await signals.execute(
-            conn,
-            action="terminate",
-            scope="user",
-            targets=opened.request.targets,
-            protection=signals.Protection(),
-            wait_seconds=5,
-            statement_seconds=2,
-            force_polling=True,
-        )
-
-    results = await runtime.targets.run("default", work, budget=8)
-    assert {r.pid: r.outcome for r in results} == dict.fromkeys(pids, TargetOutcome.TERMINATED)
+    decided = await open_and_approve(runtime, f"kill user {role}")
+    assert {t.pid: t.outcome for t in decided.request.targets} == dict.fromkeys(pids, TargetOutcome.TERMINATED)
+    gone = world.admin.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,)).fetchone()
+    assert gone == (0,)
 
 
 async def test_a_role_promoted_to_superuser_after_the_request_is_not_signalled(

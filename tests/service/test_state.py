@@ -136,7 +136,7 @@ async def test_what_is_done_is_trimmed_and_the_audit_is_kept(fresh_state_dsn: st
         trimmed = await RequestStore(store, audit_channel="C0AUDIT").trim(90 * 86400, batch=2)
     finally:
         await store.close()
-    assert trimmed == {"outbox": 2, "requests": 3, "alerts": 1, "gates": 0}
+    assert trimmed == {"outbox": 2, "requests": 3, "alerts": 1, "gates": 0, "replicas": 0}
     with psycopg.connect(fresh_state_dsn) as conn:
         statuses = sorted(r[0] for r in conn.execute("SELECT status FROM pgconn.request"))
         assert statuses == ["executed", "pending"]  # the recent one, and the open one
@@ -144,3 +144,31 @@ async def test_what_is_done_is_trimmed_and_the_audit_is_kept(fresh_state_dsn: st
         assert conn.execute("SELECT count(*) FROM pgconn.audit").fetchone() == (5,)  # complete, always
         assert conn.execute("SELECT count(*) FROM pgconn.audit_outbox").fetchone() == (3,)  # undelivered stay
         assert sorted(r[0] for r in conn.execute("SELECT subject FROM pgconn.alert")) == ["new", "open"]
+
+
+async def test_a_lease_counts_only_while_its_holder_is_alive(fresh_state_dsn: str) -> None:
+    await _migrated(fresh_state_dsn)
+    with psycopg.connect(fresh_state_dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO pgconn.audit (event, actor) VALUES ('requested', 'U0REQ'), ('approved', 'U0APP')")
+        conn.execute("INSERT INTO pgconn.audit_outbox (audit_id, channel) SELECT id, 'C0AUDIT' FROM pgconn.audit")
+    store = StateStore(fresh_state_dsn)
+    await store.open()
+    try:
+        one = RequestStore(store, audit_channel="C0AUDIT")
+        other = RequestStore(store, audit_channel="C0AUDIT")
+        await one.heartbeat()
+        claimed = await one.claim_delivery(30)
+        assert claimed is not None and claimed.entry.id == 1
+        await other.heartbeat()
+        assert await other.claim_delivery(30) is None  # leased by a replica that is alive: it waits
+
+        await one.goodbye()  # stopped (or silent for long enough): its lease is free at once
+        taken = await other.claim_delivery(30)
+        assert taken is not None and taken.entry.id == 1
+        with psycopg.connect(fresh_state_dsn, autocommit=True) as conn:  # a crashed replica: gone silent
+            conn.execute("UPDATE pgconn.replica SET seen_at = now() - interval '1 minute'")
+        await one.heartbeat()
+        again = await one.claim_delivery(30)
+        assert again is not None and again.entry.id == 1
+    finally:
+        await store.close()
