@@ -17,6 +17,7 @@ import signal
 import statistics
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -491,8 +492,13 @@ PERIODIC = {
     "expire due requests": (bot_sql.EXPIRE_DUE, {}),
     "interrupted executions": (bot_sql.INTERRUPT_STALE, {"after": 600}),
     "half-posted requests": (bot_sql.WITHDRAW_STALE_POSTING, {"after": 300}),
-    "claim an audit entry": (bot_sql.CLAIM_AUDIT_DELIVERY, {"lease": 30, "channel": "C0A", "park_retry": 3600}),
-    "next audit entry due": (bot_sql.NEXT_AUDIT_DUE, {"channel": "C0A", "park_retry": 3600}),
+    "claim an audit entry": (
+        bot_sql.CLAIM_AUDIT_DELIVERY,
+        {"lease": 30, "channel": "C0A", "park_retry": 3600, "replica": uuid.uuid4()},
+    ),
+    "next audit entry due": (bot_sql.NEXT_AUDIT_DUE, {"channel": "C0A", "park_retry": 3600, "replica": None}),
+    "heartbeat": (bot_sql.HEARTBEAT, {"replica": uuid.uuid4(), "name": "bench"}),
+    "leader lease": (bot_sql.HOLD_LEADERSHIP, {"me": uuid.uuid4(), "lease": 24, "name": "bench"}),
     "undeliverable audit": (bot_sql.UNDELIVERABLE_AUDIT, {"channel": "C0A"}),
     "close refusal windows": (bot_sql.CLOSE_REFUSAL_WINDOWS, {"window": 60}),
     "unsettled alerts": (bot_sql.UNSETTLED_ALERTS, {"targets": None}),
