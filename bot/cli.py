@@ -161,7 +161,14 @@ async def serve(settings: Settings, *, socket_mode: bool = False) -> int:
         server.port,
         ", ".join(server.runtime.targets.names),
     )
-    await stopping
+    failing = asyncio.create_task(server.runtime.fatal.wait())
+    await asyncio.wait({stopping, failing}, return_when=asyncio.FIRST_COMPLETED)
+    if failing.done():
+        print(f"pgconn-bot: cannot go on: {redact(server.runtime.fatal_reason or 'fatal error')}", file=sys.stderr)
+        stopping.cancel()
+        await server.stop()
+        return 1
+    failing.cancel()
     log.info("shutting down")
     await server.stop()
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from psycopg.conninfo import conninfo_to_dict
 
@@ -51,6 +51,10 @@ class Runtime:
     service: CommandService
     background: bool = False
     _migrating: asyncio.Task[None] | None = None
+    # Set when the bot must not go on (a state schema someone else owns, found after a degraded
+    # start): serve stops with ``fatal_reason``.
+    fatal: asyncio.Event = field(default_factory=asyncio.Event)
+    fatal_reason: str | None = None
 
     @classmethod
     def build(
@@ -130,13 +134,18 @@ class Runtime:
             service=service,
         )
 
-    async def start(self, *, require_state: bool = True, background: bool = False) -> None:
-        """``background``: run expiry, message updates, audit delivery and the monitor (serve, socket)."""
+    async def start(
+        self, *, require_state: bool = True, background: bool = False, state_wait: float | None = None
+    ) -> None:
+        """``background``: run expiry, message updates, audit delivery and the monitor (serve, socket).
+        ``state_wait``: how long to wait for a state connection (default 10 s, or 2 s when the bot
+        can carry on without state)."""
         await self.targets.open()
         await self.state.open()
+        if state_wait is None:
+            state_wait = 10.0 if require_state else 2.0  # console mode carries on without state
         try:
-            # Console mode carries on without state, so it should not wait long for it.
-            await self.state.migrate(wait_seconds=10.0 if require_state else 2.0)
+            await self.state.migrate(wait_seconds=state_wait)
         except StateSchemaError:
             raise  # someone else's schema: never used, never retried
         except Exception as exc:
@@ -159,6 +168,8 @@ class Runtime:
                 await self.state.migrate(wait_seconds=STATE_RETRY_SECONDS)
             except StateSchemaError as exc:
                 log.error("%s", exc)
+                self.fatal_reason = str(exc)
+                self.fatal.set()
                 return
             except Exception as exc:
                 log.debug("state database still unavailable: %s", redact(str(exc)))

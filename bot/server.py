@@ -135,14 +135,17 @@ async def _start_with_retry(runtime: Runtime, wait: float) -> None:
     delay = 0.25
     while True:
         try:
-            await runtime.start(require_state=True, background=True)
+            # Each try waits only for what is left of ``wait``: a state database that is down (or a
+            # full server) must not hold the start up for longer than promised.
+            left = max(0.25, deadline - loop.time())
+            await runtime.start(require_state=True, background=True, state_wait=left)
             return
         except StateSchemaError:
             raise  # not a database that is still starting: waiting would not change it
         except Exception as exc:
             if loop.time() + delay > deadline:
                 log.error("state database unavailable (%s); starting without it", redact(first_line(exc)))
-                await runtime.start(require_state=False, background=True)
+                await runtime.start(require_state=False, background=True, state_wait=0.25)
                 return
             log.warning("state database not ready (%s); retrying", redact(first_line(exc)))
             await asyncio.sleep(delay)

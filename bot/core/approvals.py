@@ -243,22 +243,23 @@ class Approvals:
             # Posted, but Slack did not say where: the first click on it names the message.
             log.warning("request #%d posted to %s without a ts; a click will record it", request.id, where)
         try:
-            current = await self._store.mark_posted(request.id, where, ts or None)
+            posted = await self._store.mark_posted(request.id, where, ts or None)
         except Exception as exc:
             # Posted, but not recorded: a click on the message makes it approvable (and records it);
             # if none comes, the housekeeper withdraws it and the requester is told then.
             log.error("request #%d posted, but that could not be recorded: %s", request.id, first_line(exc))
             self._on_audit()
             return RequestOpened(request, posted_in=where, unrecorded=True)
-        if current is not None and current.status != RequestStatus.PENDING:
+        current, version = posted if posted is not None else (replace(request, status=RequestStatus.PENDING), -1)
+        if current.status != RequestStatus.PENDING:
             # It took Slack so long that the request was withdrawn (or decided) meanwhile.
             await self.publish(request.id)
             self._on_audit()
             return RequestOpened(current, posted_in=where)
-        if ts and not await self._store.posted_as_shown(request.id, message_state(RequestStatus.PENDING, 0)):
+        if ts and not await self._store.posted_as_shown(request.id, message_state(RequestStatus.PENDING, 0), version):
             await self.publish(request.id)  # an approver clicked already: bring the message up to date
         self._on_audit()
-        return RequestOpened(current or replace(request, status=RequestStatus.PENDING), posted_in=where)
+        return RequestOpened(current, posted_in=where)
 
     async def _too_many(self, command: RequestSignal, identity: Identity, openings: Openings) -> Result:
         limit = self._rules.max_open_per_requester
@@ -604,14 +605,15 @@ class Approvals:
                 claimed = await self._store.claim_message_sync(request_id, owner, SYNC_LEASE_SECONDS)
                 if claimed is None:
                     break  # another process is on it, and looks again when it is done
-                request, shown = claimed
+                request, shown, version = claimed
                 state = message_state(request.status, len(request.approvals))
                 # While executing the message keeps its buttons (a click hears "already approved"):
                 # it changes once, when the outcome can be shown, so "no button" means "done".
-                if (
-                    request.status in (RequestStatus.EXECUTING, RequestStatus.POSTING)
-                    or shown == state
-                    or not (request.channel and request.message_ts and self.announcer.can_post)
+                if shown == state and request.status != RequestStatus.EXECUTING:
+                    await self._store.message_shown(request_id, owner, state, version)  # nothing to change
+                    break
+                if request.status in (RequestStatus.EXECUTING, RequestStatus.POSTING) or not (
+                    request.channel and request.message_ts and self.announcer.can_post
                 ):
                     await self._store.release_message_sync(request_id, owner)
                     break
@@ -622,11 +624,11 @@ class Approvals:
                     log.warning("could not update the message of request #%d: %s", request_id, first_line(exc))
                     if isinstance(exc, AnnounceError) and (exc.reason in GONE or exc.permanent == "channel"):
                         # Deleted, or its channel is: nothing left to update (the audit has it all).
-                        await self._store.message_shown(request_id, owner, state)
+                        await self._store.message_shown(request_id, owner, state, version)
                     else:  # tried again, later and later (at most every five minutes), never given up
                         await self._store.message_sync_failed(request_id, owner)
                     break
-                if not await self._store.message_shown(request_id, owner, state):
+                if not await self._store.message_shown(request_id, owner, state, version):
                     break  # the lease lapsed meanwhile; the housekeeper sees what is left to do
             if request is None:
                 request = await self._store.get(request_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 
 from bot.core.approvals import INTERRUPTED_AFTER_SECONDS, AnnounceError, Approvals, audit_for_closed
 from bot.core.tasks import stop_task
@@ -23,6 +24,7 @@ HOUSEKEEPING_SECONDS = 2.0
 DELIVERY_LEASE_SECONDS = 30.0
 UNPOSTED_AFTER_SECONDS = 300.0  # a request still "posting" this long was left by a crash: withdrawn
 TRIM_EVERY_SECONDS = 3600.0
+HEARTBEAT_SECONDS = 2.0  # see sql.REPLICA_SILENCE
 DEFAULT_RETENTION_SECONDS = 90 * 86400.0
 UNKNOWN_ERROR_ATTEMPTS = 5  # an entry Slack keeps refusing with an error the bot does not know: parked
 MAX_BACKOFF_SECONDS = 300.0
@@ -50,14 +52,32 @@ class Housekeeper:
         self._trimmed_at: float | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._beating: asyncio.Task[None] | None = None
         self.undelivered = 0
         self.undeliverable = 0
 
     def wake(self) -> None:
         self._wake.set()
 
+    @property
+    def replica(self) -> uuid.UUID:
+        """This process, as the holder of leases (its heartbeat row in pgconn.replica)."""
+        return self._store.replica
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="pgconn-housekeeper")
+        self._beating = asyncio.create_task(self._beat(), name="pgconn-heartbeat")
+
+    async def _beat(self) -> None:
+        """This replica is alive, every HEARTBEAT_SECONDS, whatever else it is busy with: the leases
+        it holds (audit entries being posted, messages being updated) count only while it beats."""
+        while True:
+            if self._store.ready:
+                try:
+                    await self._store.heartbeat()
+                except Exception as exc:
+                    log.debug("heartbeat not recorded: %s", first_line(exc))
+            await asyncio.sleep(HEARTBEAT_SECONDS)
 
     async def _fresh_start(self) -> None:
         """At start, every waiting audit entry is tried at once: parked ones (the channel may have
@@ -67,8 +87,8 @@ class Housekeeper:
                 log.info("%d waiting audit entries are tried again", waiting)
 
     async def stop(self) -> None:
-        await stop_task(self._task, STOP_SECONDS)
-        self._task = None
+        await asyncio.gather(stop_task(self._task, STOP_SECONDS), stop_task(self._beating, STOP_SECONDS))
+        self._task = self._beating = None
 
     async def goodbye(self) -> None:
         """After the last flush: leases this replica still holds are free for the others at once."""
@@ -78,7 +98,6 @@ class Housekeeper:
     async def run_once(self) -> None:
         if not self._store.ready:
             return  # started without its state database: nothing to keep yet
-        await self._store.heartbeat()
         closed = await self._store.close_overdue(
             interrupted_after=INTERRUPTED_AFTER_SECONDS,
             unposted_after=UNPOSTED_AFTER_SECONDS,

@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -153,6 +153,36 @@ def detect(snapshot: Snapshot, thresholds: MonitorThresholds, members: Sequence[
     return findings
 
 
+def group_servers(names: Sequence[str], keys: Callable[[str], Sequence[str]]) -> dict[str, list[str]]:
+    """Targets grouped by the server they are on, each group under its first target's name.
+
+    ``keys``: what says which server a target is on (its configured address, its identity once the
+    bot got in). Targets sharing any key are one server, so a group only grows as identities are
+    learnt (lifelines connecting one by one on a full server), never splits: its alerts are never
+    resolved and posted again because of the order in which the bot got in."""
+    leader = {name: name for name in names}
+    order = {name: index for index, name in enumerate(names)}
+
+    def root(name: str) -> str:
+        while leader[name] != name:
+            name = leader[name] = leader[leader[name]]
+        return name
+
+    first: dict[str, str] = {}
+    for name in names:
+        for key in keys(name):
+            if key not in first:
+                first[key] = name
+                continue
+            a, b = root(first[key]), root(name)
+            if a != b:  # the earlier-configured target leads the group
+                leader[max(a, b, key=order.__getitem__)] = min(a, b, key=order.__getitem__)
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(root(name), []).append(name)
+    return {members[0]: members for members in groups.values()}
+
+
 def full_finding(members: Sequence[str], exc: TargetUnavailableError) -> Finding:
     """The server refuses every new connection, the bot's included: known without a snapshot."""
     details: dict[str, Any] = {"full": True, "reason": exc.reason, "databases": list(members)}
@@ -257,14 +287,30 @@ class Monitor:
     # --- cycles -------------------------------------------------------------------------------
 
     def servers(self) -> dict[str, list[str]]:
-        """Targets grouped by the server they are on, each group under its first target's name."""
-        groups: dict[str, list[str]] = {}
-        for name in self._targets.names:
-            groups.setdefault(self._targets.server(name), []).append(name)
-        return {members[0]: members for members in groups.values()}
+        """Targets grouped by the server they are on (see group_servers)."""
+        return group_servers(self._targets.names, self._targets.server_keys)
 
     async def run_cycle(self) -> bool:
-        """One cycle if this replica leads; returns whether it ran."""
+        """One cycle if this replica leads; returns whether it ran.
+
+        Meanwhile the lease is renewed (a third of it at a time) for as long as a cycle that makes
+        progress can take: a slow server's snapshot (its whole budget) must not cost a short lease
+        the cycle's findings, while a cycle hung past that renews nothing and is replaced."""
+        loop = asyncio.get_running_loop()
+        allowed = loop.time() + self._targets.timeout * 2 + self._lease
+        cycle = asyncio.create_task(self._cycle(), name="pgconn-monitor-cycle")
+        try:
+            while True:
+                done, _ = await asyncio.wait({cycle}, timeout=self._lease / 3)
+                if done:
+                    return cycle.result()
+                if self.leader and loop.time() < allowed:
+                    await self._hold_leadership()
+        except asyncio.CancelledError:
+            cycle.cancel()
+            raise
+
+    async def _cycle(self) -> bool:
         if not self._store.ready or not await self._hold_leadership() or self._epoch is None:
             return False
         fence = (self._me, self._epoch)

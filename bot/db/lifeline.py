@@ -16,7 +16,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -54,9 +54,28 @@ def full_kind(reason: str | None) -> str | None:
 
 @dataclass
 class _Pace:
-    """Lifelines of one server waiting for a slot: together they retry about 4 times a second."""
+    """Lifelines of one server waiting for a slot: together they retry about 4 times a second, and
+    when one of them gets in, the others try again at once (a slot freed, or the server is back)."""
 
     waiting: int = 0
+    freed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def wait(self, delay: float) -> None:
+        freed = self.freed
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(freed.wait(), timeout=delay)
+
+    def got_in(self) -> None:
+        self.freed.set()
+        self.freed = asyncio.Event()
+
+
+class LifelineDown(Exception):
+    """The lifeline is not connected (``reason``: why it last failed to)."""
+
+    def __init__(self, reason: str | None) -> None:
+        super().__init__(reason or "not connected")
+        self.reason = reason
 
 
 class Lifeline:
@@ -134,7 +153,7 @@ class Lifeline:
                         self._pace.waiting += 1
                         try:
                             delay = FULL_RETRY_SECONDS * max(1, self._pace.waiting)
-                            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                            await self._pace.wait(delay * random.uniform(0.8, 1.2))
                         finally:
                             self._pace.waiting -= 1
                         wait = DOWN_RETRY_SECONDS[0]
@@ -144,6 +163,7 @@ class Lifeline:
                     continue
                 if self.error is not None:
                     log.warning("target %s lets the bot in again", self.name)
+                    self._pace.got_in()
                 self.error = None
                 wait = DOWN_RETRY_SECONDS[0]
                 self._settled.set()
@@ -162,9 +182,11 @@ class Lifeline:
                 async with asyncio.timeout(PING_SECONDS):
                     await conn.execute(sql.PING)
             except Exception as exc:
-                log.warning("target %s: the bot's lifeline connection was lost: %s", self.name, self._describe(exc))
-                self._settled.clear()
-                await self._drop()
+                # Slow is not lost: on a full, overloaded server this may be the one slot the bot has.
+                if conn.broken or conn.closed:
+                    log.warning("target %s: the bot's lifeline connection was lost: %s", self.name, self._describe(exc))
+                    self._settled.clear()
+                    await self._drop()
 
     # --- using -------------------------------------------------------------------------------
 
@@ -174,13 +196,13 @@ class Lifeline:
             await asyncio.wait_for(self._settled.wait(), timeout=max(0.0, within))
 
     async def acquire(self) -> Conn:
-        """Wait until the lifeline is free and connected; the caller must ``release`` it."""
-        while True:
-            await self._use.acquire()
-            if self.connected and self._conn is not None:
-                return self._conn
-            self._use.release()
-            await asyncio.sleep(0.05)  # reconnecting
+        """Wait until the lifeline is free (callers bound the wait with a timeout); the caller must
+        ``release`` it. Raises LifelineDown if, once free, it is not connected."""
+        await self._use.acquire()
+        if self.connected and self._conn is not None:
+            return self._conn
+        self._use.release()
+        raise LifelineDown(self.error)
 
     def release(self, *, healthy: bool) -> None:
         """Give it back; ``healthy=False`` when the work left it unusable (it is replaced at once)."""

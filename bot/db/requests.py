@@ -262,12 +262,14 @@ class RequestStore:
             loaded = [await self._load(conn, request_id, lock=False) for request_id in ids]
         return [request for request in loaded if request is not None]
 
-    async def mark_posted(self, request_id: int, channel: str, ts: str | None) -> SignalRequest | None:
+    async def mark_posted(self, request_id: int, channel: str, ts: str | None) -> tuple[SignalRequest, int] | None:
         """Posted: approvable from now on, unless it was decided or withdrawn meanwhile. The request
-        as it stands."""
+        as it stands, and its message_version then."""
         async with self._state.pool.connection() as conn:
-            await conn.execute(sql.MARK_POSTED, {"id": request_id, "channel": channel, "ts": ts or None})
-            return await self._load(conn, request_id, lock=False)
+            cur = await conn.execute(sql.MARK_POSTED, {"id": request_id, "channel": channel, "ts": ts or None})
+            row = await cur.fetchone()
+            request = await self._load(conn, request_id, lock=False)
+        return None if row is None or request is None else (request, int(row["message_version"]))
 
     async def adopt_message(self, request_id: int, channel: str, ts: str) -> None:
         async with self._state.pool.connection() as conn:
@@ -342,9 +344,9 @@ class RequestStore:
 
     async def claim_message_sync(
         self, request_id: int, owner: uuid.UUID, lease: float
-    ) -> tuple[SignalRequest, str | None] | None:
-        """The request as it stands and what its message shows, if this caller now holds the
-        message's sync lease (committed: nothing is held while Slack is asked)."""
+    ) -> tuple[SignalRequest, str | None, int] | None:
+        """The request as it stands, what its message shows and its message_version, if this caller
+        now holds the message's sync lease (committed: nothing is held while Slack is asked)."""
         async with self._state.pool.connection() as conn:
             cur = await conn.execute(
                 sql.CLAIM_MESSAGE_SYNC, {"id": request_id, "owner": owner, "lease": lease, "replica": self.replica}
@@ -353,17 +355,19 @@ class RequestStore:
             if row is None:
                 return None
             request = await self._load(conn, request_id, lock=False)
-        return None if request is None else (request, row["shown_state"])
+        return None if request is None else (request, row["shown_state"], int(row["message_version"]))
 
-    async def posted_as_shown(self, request_id: int, state: str) -> bool:
+    async def posted_as_shown(self, request_id: int, state: str, version: int) -> bool:
         async with self._state.pool.connection() as conn:
-            cur = await conn.execute(sql.POSTED_AS_SHOWN, {"id": request_id, "state": state})
+            cur = await conn.execute(sql.POSTED_AS_SHOWN, {"id": request_id, "state": state, "version": version})
             return cur.rowcount == 1
 
-    async def message_shown(self, request_id: int, owner: uuid.UUID, state: str) -> bool:
-        """Record what the message shows now; False if the lease was lost meanwhile."""
+    async def message_shown(self, request_id: int, owner: uuid.UUID, state: str, version: int) -> bool:
+        """Record what the message shows now (read at ``version``); False if the lease was lost."""
         async with self._state.pool.connection() as conn:
-            cur = await conn.execute(sql.MESSAGE_SHOWN, {"id": request_id, "owner": owner, "state": state})
+            cur = await conn.execute(
+                sql.MESSAGE_SHOWN, {"id": request_id, "owner": owner, "state": state, "version": version}
+            )
             return cur.rowcount == 1
 
     async def message_sync_failed(self, request_id: int, owner: uuid.UUID) -> None:

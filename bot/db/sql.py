@@ -27,14 +27,17 @@ SELECT pg_catalog.set_config('statement_timeout', %(statement_timeout)s, false),
 LOGIN = "SELECT session_user::text AS login"
 
 # Which server a target is on: targets that are databases of one server share the monitor's
-# snapshot. The address the server answers on, with its system identifier (which a standby
-# shares with its primary, so it is never enough alone; reading it needs pg_monitor).
+# snapshot. The system identifier (which a standby shares with its primary), the address the
+# server answers on, and when its postmaster started (two clusters behind one address, as with
+# containers on two hosts, differ in that).
 _SERVER_ADDRESS = (
     "coalesce(host(pg_catalog.inet_server_addr()), 'local') || ':' || "
     "coalesce(pg_catalog.inet_server_port()::text, current_setting('port'))"
 )
 SERVER_IDENTITY = (
-    f"SELECT s.system_identifier::text || '@' || {_SERVER_ADDRESS} AS server FROM pg_catalog.pg_control_system() s"
+    f"SELECT s.system_identifier::text || '@' || {_SERVER_ADDRESS} || '@' || "
+    "extract(epoch FROM pg_catalog.pg_postmaster_start_time())::bigint::text AS server "
+    "FROM pg_catalog.pg_control_system() s"
 )
 SERVER_ADDRESS = f"SELECT {_SERVER_ADDRESS} AS server"
 
@@ -506,7 +509,7 @@ UPDATE pgconn.request
    SET status = CASE WHEN status = 'posting' THEN 'pending' ELSE status END,
        channel = coalesce(channel, %(channel)s), message_ts = coalesce(message_ts, %(ts)s)
  WHERE id = %(id)s
-RETURNING status
+RETURNING status, message_version
 """
 
 # A click names the message it came from, which proves the message exists: that records a
@@ -515,7 +518,8 @@ RETURNING status
 ADOPT_MESSAGE = """
 UPDATE pgconn.request
    SET channel = coalesce(channel, %(channel)s), message_ts = coalesce(message_ts, %(ts)s),
-       status = CASE WHEN status = 'posting' THEN 'pending' ELSE status END, message_dirty = true
+       status = CASE WHEN status = 'posting' THEN 'pending' ELSE status END, message_dirty = true,
+       message_version = message_version + 1
  WHERE id = %(id)s AND (message_ts IS NULL OR status = 'posting')
 """
 
@@ -582,7 +586,7 @@ MESSAGE_STATE = f"SELECT {_MESSAGE_STATE} AS state FROM pgconn.request r WHERE r
 # Each serve/socket replica says every few seconds that it is alive. A lease (an audit entry being
 # posted, a message being updated) counts only while its holder is: one left by a crashed or
 # stopped replica is taken over within REPLICA_SILENCE, not when its time runs out.
-REPLICA_SILENCE = "interval '6 seconds'"  # three missed heartbeats
+REPLICA_SILENCE = "interval '10 seconds'"  # five missed heartbeats (a task of their own, every 2 s)
 HEARTBEAT = """
 INSERT INTO pgconn.replica (id, name, seen_at) VALUES (%(replica)s, %(name)s, now())
 ON CONFLICT (id) DO UPDATE SET seen_at = now()
@@ -606,13 +610,16 @@ CLAIM_MESSAGE_SYNC = f"""
 UPDATE pgconn.request
    SET sync_owner = %(owner)s, sync_replica = %(replica)s, sync_lease_until = now() + make_interval(secs => %(lease)s)
  WHERE id = %(id)s AND NOT {_held("sync_replica", "sync_lease_until")}
-RETURNING shown_state
+RETURNING shown_state, message_version
 """
 
-MESSAGE_SHOWN = f"""
+# ``version``: the message_version the shown state was read at. A change committed since (a click
+# racing this update) leaves the message dirty: compared on the row itself, which PostgreSQL
+# re-reads after waiting for that click's lock (a recount in a subquery would not see it).
+MESSAGE_SHOWN = """
 UPDATE pgconn.request r
    SET shown_state = %(state)s, sync_attempts = 0, sync_after = NULL, sync_owner = NULL, sync_lease_until = NULL,
-       message_dirty = {_MESSAGE_STATE} IS DISTINCT FROM %(state)s
+       message_dirty = r.message_version <> %(version)s
  WHERE r.id = %(id)s AND r.sync_owner = %(owner)s
 """
 
@@ -628,7 +635,7 @@ UPDATE pgconn.request
 # on the fresh message), which then needs an update.
 POSTED_AS_SHOWN = f"""
 UPDATE pgconn.request r SET shown_state = %(state)s, message_dirty = false
- WHERE r.id = %(id)s AND r.shown_state IS NULL AND {_MESSAGE_STATE} = %(state)s
+ WHERE r.id = %(id)s AND r.shown_state IS NULL AND r.message_version = %(version)s
    AND NOT {_held("r.sync_replica", "r.sync_lease_until")}
 """
 
@@ -757,10 +764,14 @@ UPDATE pgconn.audit_outbox
 """
 
 # At a replica's start, everything waiting gets tried at once: parked entries, and those whose
-# backoff a previous process left (after a restart, Slack deserves a fresh look).
-RETRY_WAITING_AUDIT = """
-UPDATE pgconn.audit_outbox SET parked_at = NULL, parked_channel = NULL, next_attempt = now()
- WHERE delivered_at IS NULL AND (parked_at IS NOT NULL OR next_attempt > now())
+# backoff a previous process left (after a restart, Slack deserves a fresh look). Not those Slack
+# asked to wait for (rate limited: asking early only earns a longer wait), nor those another live
+# replica is posting right now.
+RETRY_WAITING_AUDIT = f"""
+UPDATE pgconn.audit_outbox o SET parked_at = NULL, parked_channel = NULL, next_attempt = now()
+ WHERE o.delivered_at IS NULL AND (o.parked_at IS NOT NULL OR o.next_attempt > now())
+   AND (o.parked_at IS NOT NULL OR o.last_error IS NULL OR o.last_error NOT IN ('ratelimited', 'HTTP 429'))
+   AND NOT {_held("o.leased_by", "o.leased_until")}
 """
 
 UNDELIVERABLE_AUDIT = """
@@ -932,7 +943,8 @@ CREATE INDEX request_by_requester ON pgconn.request (requester, created_at);
 -- partial indexes on what is still open, and a flag for messages that need an update.
 CREATE INDEX request_unfinished ON pgconn.request (status, expires_at)
     WHERE status IN ('posting', 'pending', 'executing');
-ALTER TABLE pgconn.request ADD COLUMN message_dirty boolean NOT NULL DEFAULT false;
+ALTER TABLE pgconn.request ADD COLUMN message_dirty boolean NOT NULL DEFAULT false,
+    ADD COLUMN message_version bigint NOT NULL DEFAULT 0;
 UPDATE pgconn.request r SET message_dirty = true
  WHERE r.message_ts IS NOT NULL
    AND r.shown_state IS DISTINCT FROM
@@ -943,9 +955,10 @@ CREATE FUNCTION pgconn.request_message_changed() RETURNS trigger
 BEGIN
     IF TG_TABLE_NAME = 'request' THEN
         NEW.message_dirty := true;
+        NEW.message_version := OLD.message_version + 1;
         RETURN NEW;
     END IF;
-    UPDATE pgconn.request SET message_dirty = true WHERE id = NEW.request_id;
+    UPDATE pgconn.request SET message_dirty = true, message_version = message_version + 1 WHERE id = NEW.request_id;
     RETURN NULL;
 END
 $$;

@@ -86,6 +86,9 @@ class StateStore:
             timeout=timeout,
             # Not psycopg_pool's hour: on a full server a recycled connection would not come back.
             max_lifetime=7 * 86400.0,
+            # Not psycopg_pool's five minutes of ever longer pauses between attempts: a state
+            # database that comes back is used within seconds (the next use starts a new round).
+            reconnect_timeout=10.0,
             kwargs=connect_kwargs(
                 dsn, connect_timeout=3, extra_options=sql.STATE_SESSION_OPTIONS, row_factory=dict_row
             ),

@@ -28,7 +28,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from bot import metrics
 from bot.db import sql
 from bot.db.connect import connect_kwargs
-from bot.db.lifeline import Lifeline, _Pace, full_kind
+from bot.db.lifeline import Lifeline, LifelineDown, _Pace, full_kind
 from bot.errors import first_line
 from bot.redact import redact as redact_text
 from bot.redact import secrets_in_dsn
@@ -73,6 +73,9 @@ class TargetBusyError(TargetUnavailableError):
     """The server answers, but every connection of the bot's is in use: slow, not down."""
 
 
+KNOWN_IDENTITIES = 4  # per target: how many of its server's past identities still group it
+
+
 class _DeadConnection(Exception):
     """The connection the work ran on broke under it (the bot may try once more)."""
 
@@ -114,7 +117,8 @@ class TargetPools:
         self.logins: set[str] = set()  # the login roles of the bot's target connections (learnt as they connect)
         self._background: set[asyncio.Future[Any]] = set()
         paces: dict[str, _Pace] = {}
-        self._servers: dict[str, str] = {}
+        # The identities each target's server has had (newest last; a restart gives a new one).
+        self._servers: dict[str, list[str]] = {}
         self._targets: dict[str, _Target] = {}
         for name, dsn in self._dsns.items():
             pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
@@ -145,7 +149,10 @@ class TargetPools:
             conn = await AsyncConnection.connect(dsn, **self._connect_kwargs(dsn))
             try:
                 await self._configure(conn)
-                self._servers[name] = await _server_of(conn)
+                identity = await _server_of(conn)
+                known = self._servers.setdefault(name, [])
+                if identity and identity not in known:
+                    known[:] = [*known, identity][-KNOWN_IDENTITIES:]
             except BaseException:
                 await conn.close()
                 raise
@@ -153,9 +160,13 @@ class TargetPools:
 
         return connect
 
-    def server(self, name: str) -> str:
-        """The server a target is on: its system identifier once the bot got in, else host:port."""
-        return self._servers.get(name) or server_address(self._target(name).dsn)
+    def server_keys(self, name: str) -> tuple[str, ...]:
+        """What says which server a target is on: the address it is configured with, and the
+        identities its server had since the bot first got in (the last few: a restart changes it,
+        and targets still known by the old one are the same server). Targets sharing any of these
+        are on one server."""
+        address = f"address:{server_address(self._target(name).dsn)}"
+        return (address, *(f"identity:{known}" for known in self._servers.get(name, ())))
 
     async def _configure(self, conn: Conn) -> None:
         statement_ms = str(int(self._timeout * 1000))
@@ -217,27 +228,35 @@ class TargetPools:
         """
         self._target(name)  # an unknown name fails here, before it could become a metrics label
         started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (budget or self._timeout)
         try:
             try:
-                return await self._run(name, work, budget)
+                return await self._run(name, work, deadline, budget)
             except _DeadConnection as dead:
-                if not retry:
+                if not retry or deadline - loop.time() < QUICK_CHECKOUT_SECONDS:
                     raise dead.error from None
                 log.info("target %s: a connection of the bot's was dead (%s); trying again", name, dead.error.reason)
                 try:
-                    return await self._run(name, work, budget)
+                    return await self._run(name, work, deadline, budget)  # within the same budget
                 except _DeadConnection as again:
                     raise again.error from None
         finally:
             metrics.TARGET_QUERY_SECONDS.labels(target=name).observe(time.perf_counter() - started)
 
-    async def _run(self, name: str, work: Callable[[Conn], Coroutine[Any, Any, T]], budget: float | None) -> T:
+    async def _run(
+        self, name: str, work: Callable[[Conn], Coroutine[Any, Any, T]], deadline: float, budget: float | None
+    ) -> T:
         target = self._target(name)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + (budget or self._timeout)
         conn, on_lifeline = await self._checkout(target, min(deadline, loop.time() + self._timeout))
         task = asyncio.create_task(work(conn))
-        done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline - loop.time()) + 0.2)
+        try:
+            done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline - loop.time()) + 0.2)
+        except asyncio.CancelledError:  # stopping: the connection is given back (or replaced) all the same
+            task.cancel()
+            self._later(self._after_timeout(target, conn, on_lifeline, task))
+            raise
         if not done:
             # Answer now; cancelling a query on a silent server can itself take seconds, so that
             # (and getting the connection back, or replacing it) happens in the background.
@@ -279,41 +298,51 @@ class TargetPools:
         task.add_done_callback(self._background.discard)
 
     async def _checkout(self, target: _Target, deadline: float) -> tuple[Conn, bool]:
-        """A connection, and whether it is the lifeline (which the caller must release)."""
+        """A connection, and whether it is the lifeline (which the caller must release); never
+        waiting past ``deadline``."""
         loop = asyncio.get_running_loop()
-        lifeline = target.lifeline
+        lifeline, pool = target.lifeline, target.pool
         if lifeline.connected and not lifeline.busy:
-            return await lifeline.acquire(), True
+            with contextlib.suppress(TimeoutError, LifelineDown):
+                async with asyncio.timeout_at(min(deadline, loop.time() + QUICK_CHECKOUT_SECONDS)):
+                    return await lifeline.acquire(), True
         if not lifeline.connected:
             await lifeline.wait_settled(deadline - loop.time())
-            if not lifeline.connected:
-                # The server does not let the bot in (or does not answer): neither would the pool.
-                reason = lifeline.error or f"no answer within {self._timeout:g}s"
-                raise TargetUnavailableError(target.name, reason, full=full_kind(reason), fill=target.fill)
-        pooled = asyncio.create_task(target.pool.getconn(timeout=max(0.05, deadline - loop.time())))
+        if not lifeline.connected:
+            # The server does not let the bot in (or does not answer); a pooled connection that is
+            # still open is the only other way in.
+            with contextlib.suppress(PoolTimeout, psycopg.OperationalError):
+                return await pool.getconn(timeout=max(0.05, min(QUICK_CHECKOUT_SECONDS, deadline - loop.time()))), False
+            raise self._refused(target)
+        pooled = asyncio.create_task(pool.getconn(timeout=max(0.05, deadline - loop.time())))
         waiting = asyncio.create_task(lifeline.acquire())
         chosen: bool | None = None  # True: the lifeline; False: the pooled one
         try:
             async with asyncio.timeout_at(deadline):
-                done, _ = await asyncio.wait({pooled, waiting}, return_when=asyncio.FIRST_COMPLETED)
-                if waiting not in done:
-                    with contextlib.suppress(PoolTimeout, psycopg.OperationalError):
-                        conn = pooled.result()
-                        chosen = False
-                        return conn, False
-                conn = await asyncio.shield(waiting)  # the lifeline, as soon as it is free
-                chosen = True
-                return conn, True
+                pending: set[asyncio.Task[Conn]] = {pooled, waiting}
+                while pending:
+                    done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        if not task.cancelled() and task.exception() is None:
+                            chosen = task is waiting
+                            return task.result(), chosen
+            raise self._refused(target) if not lifeline.connected else self._busy(target)
         except TimeoutError:
-            raise TargetBusyError(
-                target.name, f"all {target.pool.max_size + 1} of the bot's connections are busy", fill=target.fill
-            ) from None
+            raise self._busy(target) from None
         finally:
             # What was not chosen goes back, now or whenever it arrives.
             if chosen is not True:
                 _hand_back(waiting, lambda _: lifeline.release(healthy=True))
             if chosen is not False:
-                _hand_back(pooled, lambda conn: self._later(target.pool.putconn(conn)))
+                _hand_back(pooled, lambda conn: self._later(pool.putconn(conn)))
+
+    def _refused(self, target: _Target) -> TargetUnavailableError:
+        reason = target.lifeline.error or f"no answer within {self._timeout:g}s"
+        return TargetUnavailableError(target.name, reason, full=full_kind(reason), fill=target.fill)
+
+    def _busy(self, target: _Target) -> TargetBusyError:
+        count = target.pool.max_size + 1
+        return TargetBusyError(target.name, f"all {count} of the bot's connections are busy", fill=target.fill)
 
     def _reason(self, exc: BaseException) -> str:
         return redact_dsn(first_line(exc), list(self._dsns.values()))

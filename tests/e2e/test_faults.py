@@ -133,6 +133,109 @@ async def test_state_database_blinking_loses_nothing(
     assert events == ["requested", "approved", "executed"]
 
 
+async def test_a_bot_started_without_its_state_database_answers_and_takes_it_when_it_comes(
+    fresh_state_dsn: str, start_bot: Any, proxy: TcpProxy, world: PgWorld
+) -> None:
+    proxy.cut()  # the state database is down when the bot starts
+    started = time.monotonic()
+    bot: BotUnderTest = await start_bot(  # waits state_wait=2 s for it, not longer
+        state_url=through(proxy, fresh_state_dsn),
+        requesters=REQUESTER,
+        approvers=APPROVER,
+        approval_channel=APPROVALS,
+    )
+    assert time.monotonic() - started < 6  # the promised wait (each try had waited 10 s before)
+    role = world.role("degraded")
+    pid = world.pid_of(world.connect(role))
+    assert f"{role}: 1 connection" in message_text(await bot.ask(f"list {role}"))  # needs no state
+    refused = message_text(await bot.ask(f"kill {pid}", user_id=REQUESTER))
+    assert "state database" in refused and "nothing was changed" in refused
+
+    proxy.restore()
+    await eventually(lambda: bot.server.runtime.state.ready)
+    assert "Request #1 sent for approval" in message_text(await bot.ask(f"kill {pid}", user_id=REQUESTER))
+
+
+async def test_a_schema_someone_else_made_while_the_bot_waited_for_its_state_database_stops_it(
+    world: PgWorld, fresh_state_dsn: str, proxy: TcpProxy, fake_slack: FakeSlack, tmp_path: Path
+) -> None:
+    proxy.cut()
+    port = _free_port()
+    env = bot_env(
+        PORT=str(port),
+        SLACK_BOT_TOKEN=BOT_TOKEN,
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        SLACK_API_URL=fake_slack.api_url,
+        PGCONN_DATABASE_URL=world.dsn,
+        PGCONN_STATE_URL=through(proxy, fresh_state_dsn),
+        PGCONN_MONITOR_INTERVAL="0",
+    )
+    log = tmp_path / "serve.log"
+    with log.open("w") as err:
+        process = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", "serve", env=env, stderr=err)
+    try:
+        async with aiohttp.ClientSession() as session:
+            await _listening(session, f"http://127.0.0.1:{port}/healthz", process)  # started without it
+        squatter = world.role("squatter", limit=None)
+        database = conninfo_to_dict(fresh_state_dsn)["dbname"]
+        with psycopg.connect(fresh_state_dsn, autocommit=True) as admin:
+            admin.execute(f'GRANT CREATE ON DATABASE "{database}" TO "{squatter}"')
+        with psycopg.connect(world.dsn_for(squatter, str(database)), autocommit=True) as conn:
+            conn.execute("CREATE SCHEMA pgconn")
+        proxy.restore()
+        code = await asyncio.wait_for(process.wait(), timeout=30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    said = log.read_text()
+    assert code == 1, said
+    assert "cannot go on" in said and "will not use it" in said and "Traceback" not in said, said
+
+
+async def _listening(session: aiohttp.ClientSession, url: str, process: Any) -> None:
+    """Until the process answers HTTP at all (healthy or not)."""
+    async with asyncio.timeout(20):
+        while True:
+            assert process.returncode is None, "serve exited"
+            try:
+                async with session.get(url):
+                    return
+            except aiohttp.ClientConnectionError:
+                await asyncio.sleep(0.05)
+
+
+async def test_a_replica_busy_with_slack_still_says_it_is_alive(
+    fresh_state_dsn: str, start_bot: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its leases (an audit entry it is posting, a message it is updating) are not taken over
+    while it waits on a slow Slack: the heartbeat does not wait with it."""
+    bot: BotUnderTest = await start_bot(state_url=fresh_state_dsn, audit_channel=AUDIT)
+    housekeeper = bot.server.runtime.housekeeper
+    replica = housekeeper.replica
+    stuck, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_slack() -> None:
+        stuck.set()
+        await release.wait()
+
+    monkeypatch.setattr(housekeeper, "deliver_audit", slow_slack)
+    try:
+        await asyncio.wait_for(stuck.wait(), timeout=5)
+        seen = _seen_at(fresh_state_dsn, replica)
+        for _ in range(2):  # beat after beat, while the housekeeper waits
+            seen = await eventually(lambda before=seen: (now := _seen_at(fresh_state_dsn, replica)) > before and now)
+    finally:
+        release.set()
+
+
+def _seen_at(state_dsn: str, replica: Any) -> Any:
+    with psycopg.connect(state_dsn) as conn:
+        row = conn.execute("SELECT seen_at FROM pgconn.replica WHERE id = %s", (replica,)).fetchone()
+    assert row is not None
+    return row[0]
+
+
 async def test_answers_are_retried_when_the_response_url_fails(start_bot: Any, fake_slack: FakeSlack) -> None:
     bot: BotUnderTest = await start_bot()
     fake_slack.respond_failures = [500, 503]

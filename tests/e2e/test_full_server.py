@@ -21,6 +21,7 @@ import psycopg
 import pytest
 
 from bot.budget import Budget
+from bot.core.monitor import leader_lease
 from tests.conftest import PgWorld
 from tests.e2e.conftest import (
     APPROVALS,
@@ -193,6 +194,82 @@ async def test_the_lifeline_comes_back_at_once_when_its_connection_is_killed(
     answer = message_text(await bot.ask("status"))
     assert "usable connection slots in use" in answer, answer
     await eventually(lambda: lifeline.connected, timeout=5)
+
+
+async def test_with_its_lifeline_refused_the_bot_answers_on_the_connection_its_pool_holds(
+    world: PgWorld, fresh_state_dsn: str, start_approval_bot: Any
+) -> None:
+    role = world.role("pooled_bot", limit=None)
+    world.admin.execute(f'GRANT pg_monitor TO "{role}"')
+    bot: BotUnderTest = await start_approval_bot(database_url=world.dsn_for(role))
+    await _lifeline_up(bot)
+    targets = bot.server.runtime.targets
+
+    async def backend(conn: Any) -> int:
+        cur = await conn.execute("SELECT pg_catalog.pg_backend_pid() AS pid, pg_catalog.pg_sleep(0.3)")
+        row = await cur.fetchone()
+        return int(row["pid"])
+
+    both = set(await asyncio.gather(backend_on(targets, backend), backend_on(targets, backend)))
+    assert len(both) == 2  # the lifeline, and a connection of the pool's
+    lifeline_pid = await backend_on(targets, backend)  # alone: on the lifeline
+    world.admin.execute(f'ALTER ROLE "{role}" CONNECTION LIMIT 1')  # the pool's one: no room for another
+    world.admin.execute("SELECT pg_terminate_backend(%s)", (lifeline_pid,))
+    await eventually(lambda: alive(world, [lifeline_pid]) == set())
+
+    status = message_text(await bot.ask("status", user_id=APPROVER))
+    assert "usable connection slots in use" in status, status  # a real answer, on the pooled connection
+    lifeline = targets.lifeline("default")
+    assert not lifeline.connected and lifeline.full == "role"
+
+
+async def backend_on(targets: Any, work: Any) -> int:
+    return int(await targets.run("default", work))
+
+
+async def test_a_snapshot_slower_than_the_leaders_lease_still_counts(
+    server: Cluster, fresh_state_dsn: str, start_approval_bot: Any
+) -> None:
+    with psycopg.connect(server.dsn, autocommit=True) as admin:
+        admin.execute("CREATE ROLE pgct_slow LOGIN CONNECTION LIMIT 1")
+    held = psycopg.connect(dsn_as(server, "pgct_slow"))
+    try:
+        bot: BotUnderTest = await start_approval_bot(**_bot_settings(server, command_timeout=5))
+        await _lifeline_up(bot)
+        monitor = bot.server.runtime.monitor
+        with psycopg.connect(server.dsn) as locker:  # the server is slow to answer: its catalog locked
+            locker.execute("LOCK TABLE pg_catalog.pg_authid IN ACCESS EXCLUSIVE MODE")
+            cycle = asyncio.create_task(monitor.run_cycle())
+            await eventually(lambda: _waiting_for_a_lock(locker, BOT))  # (new logins wait for the lock too)
+            # Held until the lease the cycle started with has run out (within the snapshot's budget).
+            expired = _lease_expiry(fresh_state_dsn)
+            await eventually(lambda: _past(fresh_state_dsn, expired), timeout=leader_lease(0) * 3)
+            locker.rollback()
+        assert await cycle
+        assert [m for m in bot.slack.channel_messages(ALERTS) if "pgct_slow" in message_text(m)]
+    finally:
+        held.close()
+
+
+def _lease_expiry(state_dsn: str) -> Any:
+    with psycopg.connect(state_dsn) as conn:
+        row = conn.execute("SELECT expires_at FROM pgconn.monitor_leader").fetchone()
+    assert row is not None
+    return row[0]
+
+
+def _past(state_dsn: str, moment: Any) -> bool:
+    with psycopg.connect(state_dsn) as conn:
+        row = conn.execute("SELECT now() > %s + interval '0.5 seconds'", (moment,)).fetchone()
+    return bool(row and row[0])
+
+
+def _waiting_for_a_lock(conn: psycopg.Connection[Any], role: str) -> bool:
+    conn.execute("SELECT pg_catalog.pg_stat_clear_snapshot()")  # read afresh inside the transaction
+    row = conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = %s AND wait_event_type = 'Lock'", (role,)
+    ).fetchone()
+    return row is not None and row[0] > 0
 
 
 async def test_a_hung_leader_is_replaced_and_never_posts_twice(

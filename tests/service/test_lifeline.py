@@ -56,3 +56,36 @@ async def test_a_refusing_target_is_logged_once_per_change_not_per_retry(
     refusals = [r for r in caplog.records if "refuses the bot" in r.getMessage()]
     assert len(refusals) == 1 and refusals[0].levelno == logging.WARNING
     assert "127.0.0.1" in refusals[0].getMessage() and "port 1" in refusals[0].getMessage()  # libpq's reason
+
+
+async def test_work_cancelled_midway_gives_the_lifeline_back(pg_dsn: str) -> None:
+    pools = TargetPools({"t": pg_dsn}, command_timeout=5.0)
+    await pools.open()
+    lifeline = pools.lifeline("t")
+    try:
+        await lifeline.wait_settled(10)
+        assert lifeline.connected
+        running = asyncio.Event()
+
+        async def slow(conn: Any) -> None:
+            running.set()
+            await conn.execute("SELECT pg_catalog.pg_sleep(2)")
+
+        work = asyncio.create_task(pools.run("t", slow))
+        await asyncio.wait_for(running.wait(), timeout=5)
+        assert lifeline.busy
+        work.cancel()  # the bot stopping, or a caller giving up
+        with pytest.raises(asyncio.CancelledError):
+            await work
+        async with asyncio.timeout(10):  # given back (or replaced), not held for ever
+            while lifeline.busy or not lifeline.connected:  # noqa: ASYNC110 - the background hand-back is waited for
+                await asyncio.sleep(0.02)
+
+        async def answer(conn: Any) -> int:
+            cur = await conn.execute("SELECT 1 AS one")
+            row = await cur.fetchone()
+            return int(row["one"])
+
+        assert await pools.run("t", answer) == 1
+    finally:
+        await pools.close()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
+from typing import Any
 
 import psycopg
 import pytest
@@ -172,3 +174,84 @@ async def test_a_lease_counts_only_while_its_holder_is_alive(fresh_state_dsn: st
         assert again is not None and again.entry.id == 1
     finally:
         await store.close()
+
+
+async def test_a_starting_replica_retries_what_waits_but_not_what_slack_asked_to_wait_for(
+    fresh_state_dsn: str,
+) -> None:
+    await _migrated(fresh_state_dsn)
+    with psycopg.connect(fresh_state_dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO pgconn.audit (event, actor) SELECT 'requested', 'U0REQ' FROM generate_series(1, 4)")
+        conn.execute(
+            "INSERT INTO pgconn.audit_outbox (audit_id, channel, next_attempt, last_error, parked_at) VALUES"
+            " (1, 'C0AUDIT', now() + interval '1 hour', 'channel_not_found', now()),"  # parked
+            " (2, 'C0AUDIT', now() + interval '1 hour', 'internal_error', NULL),"  # backing off
+            " (3, 'C0AUDIT', now() + interval '1 hour', 'ratelimited', NULL),"  # Slack said: wait
+            " (4, 'C0AUDIT', now() + interval '1 hour', 'internal_error', NULL)"  # being posted elsewhere
+        )
+    store = StateStore(fresh_state_dsn)
+    await store.open()
+    try:
+        posting = RequestStore(store, audit_channel="C0AUDIT")
+        await posting.heartbeat()
+        with psycopg.connect(fresh_state_dsn, autocommit=True) as conn:
+            conn.execute(
+                "UPDATE pgconn.audit_outbox SET leased_by = %s, leased_until = now() + interval '30 seconds'"
+                " WHERE audit_id = 4",
+                (posting.replica,),
+            )
+        starting = RequestStore(store, audit_channel="C0AUDIT")
+        assert await starting.retry_waiting() == 2
+    finally:
+        await store.close()
+    with psycopg.connect(fresh_state_dsn) as conn:
+        due = {
+            r[0]: r[1]
+            for r in conn.execute(
+                "SELECT audit_id, next_attempt <= now() AND parked_at IS NULL FROM pgconn.audit_outbox"
+            )
+        }
+    assert due == {1: True, 2: True, 3: False, 4: False}
+
+
+async def test_a_click_racing_a_message_update_leaves_the_message_to_update_again(fresh_state_dsn: str) -> None:
+    """The update recorded what it read; an approval committed while it waited for the row changes
+    what the message must show, so the message stays marked for another update."""
+    await _migrated(fresh_state_dsn)
+    with psycopg.connect(fresh_state_dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "INSERT INTO pgconn.request (expires_at, requester, action, scope, target, command_text,"
+            " required_approvals, channel, message_ts) VALUES (now() + interval '1 hour', 'U0REQ', 'terminate',"
+            " 'pids', 'default', 'kill 1', 2, 'C0APPROVE', '1.000001') RETURNING id"
+        ).fetchone()
+    assert row is not None
+    request_id = row[0]
+    store = StateStore(fresh_state_dsn)
+    await store.open()
+    click = psycopg.connect(fresh_state_dsn)
+    try:
+        requests = RequestStore(store, audit_channel=None)
+        owner = uuid.uuid4()
+        claimed = await requests.claim_message_sync(request_id, owner, 30)
+        assert claimed is not None
+        _, _, version = claimed
+        click.execute("INSERT INTO pgconn.approval (request_id, approver) VALUES (%s, 'U0APP')", (request_id,))
+        recording = asyncio.create_task(requests.message_shown(request_id, owner, "pending:0", version))
+        with psycopg.connect(fresh_state_dsn, autocommit=True) as watcher:  # the update waits for the click
+            await _waiting_for_a_lock(watcher, "shown_state")
+        click.commit()
+        assert await recording
+    finally:
+        click.close()
+        await store.close()
+    with psycopg.connect(fresh_state_dsn) as conn:
+        assert conn.execute("SELECT message_dirty FROM pgconn.request WHERE id = %s", (request_id,)).fetchone() == (
+            True,
+        )
+
+
+async def _waiting_for_a_lock(conn: psycopg.Connection[Any], statement: str) -> None:
+    waiting = "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s"
+    async with asyncio.timeout(10):
+        while not conn.execute(waiting, (f"%{statement}%",)).fetchone():  # noqa: ASYNC110 - another session
+            await asyncio.sleep(0.02)

@@ -6,7 +6,9 @@ import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from bot.core.monitor import MonitorThresholds, detect, resolution
+import pytest
+
+from bot.core.monitor import MonitorThresholds, detect, group_servers, resolution
 from bot.core.results import Alert, AlertKind, OpenAlerts
 from bot.db.monitoring import Snapshot
 from bot.render.blocks import ALERT_REQUEST_ACTION, alert_message, resolved_reply
@@ -121,3 +123,29 @@ def test_alerts_listing() -> None:
     assert render_text(OpenAlerts([], monitoring=True)) == "No open alerts."
     assert "monitor is off" in render_text(OpenAlerts([], monitoring=False))
     assert "1 open alert" in render_text(OpenAlerts([alert()], monitoring=True))
+
+
+# Which targets are one server: (configured address, learnt identity or None) per target.
+A, B = "address:db1:5432", "address:db2:5432"
+X, Y = "identity:7001@10.0.0.1:5432", "identity:7002@10.0.0.2:5432"
+
+
+@pytest.mark.parametrize(
+    ("keys", "groups"),
+    [
+        ({"t1": (A,), "t2": (A,)}, {"t1": ["t1", "t2"]}),  # one address, nothing learnt yet
+        ({"t1": (A,), "t2": (B,)}, {"t1": ["t1"], "t2": ["t2"]}),
+        ({"t1": (A, X), "t2": (B, X)}, {"t1": ["t1", "t2"]}),  # two names for one server
+        ({"t1": (A, X), "t2": (B,)}, {"t1": ["t1"], "t2": ["t2"]}),  # t2 not in yet: its own, for now
+        # The bot got into t3 first: its identity joins t1 (same address) and t2 (same identity).
+        ({"t1": (A,), "t2": (B, X), "t3": (A, X)}, {"t1": ["t1", "t2", "t3"]}),
+        ({"t1": (A, X), "t2": (A, Y)}, {"t1": ["t1", "t2"]}),  # never split once grouped by address
+        ({"t2": (B,), "t1": (A, X), "t3": (B, X)}, {"t2": ["t2", "t1", "t3"]}),  # the first configured leads
+        # The server restarted (a new identity): t1 is back in, t2 not yet; one server all along.
+        ({"t1": (A, X, Y), "t2": (B, X)}, {"t1": ["t1", "t2"]}),
+    ],
+)
+def test_targets_are_grouped_by_server_whatever_order_the_bot_got_in(
+    keys: dict[str, tuple[str, ...]], groups: dict[str, list[str]]
+) -> None:
+    assert group_servers(list(keys), keys.__getitem__) == groups
