@@ -42,10 +42,11 @@ from bench.harness import (
 )
 from bench.monitor_bench import CountingPools
 from bot.budget import Budget
-from bot.core.approvals import NoAnnouncer
 from bot.core.monitor import Monitor, MonitorThresholds
-from bot.db import sql as bot_sql
+from bot.core.ports import NoAnnouncer
 from bot.db.alerts import AlertStore
+from bot.db.monitoring import ServerWatch
+from bot.db.sql import state as bot_sql
 from bot.db.state import StateStore
 from bot.setup_sql import setup_sql
 from tests.matrix.servers import Cluster, free_port, throwaway_cluster
@@ -320,7 +321,7 @@ async def _monitor_cycles(dsns: dict[str, str], state_dsn: str, *, cycles: int) 
     await state.open()
     await state.migrate()
     monitor = Monitor(
-        targets=pools,
+        servers=ServerWatch(pools),
         store=AlertStore(state),
         announcer=NoAnnouncer(),
         thresholds=MonitorThresholds(),
@@ -413,7 +414,7 @@ async def _first_alert_after(dsns: dict[str, str], state_dsn: str) -> float:
     await state.open()
     await state.migrate()
     monitor = Monitor(
-        targets=pools,
+        servers=ServerWatch(pools),
         store=AlertStore(state),
         announcer=clock,
         thresholds=MonitorThresholds(),

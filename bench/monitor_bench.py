@@ -22,9 +22,10 @@ import psycopg
 from psycopg import sql
 
 from bench.cluster import crowd, private_cluster
-from bot.core.approvals import NoAnnouncer
 from bot.core.monitor import Monitor, MonitorThresholds
+from bot.core.ports import NoAnnouncer
 from bot.db.alerts import AlertStore
+from bot.db.monitoring import ServerWatch
 from bot.db.state import StateStore
 from bot.db.targets import Conn, TargetPools
 
@@ -87,7 +88,7 @@ async def measure_monitor(dsn: str, *, cycles: int = 10) -> tuple[list[int], lis
     await state.open()
     await state.migrate()
     monitor = Monitor(
-        targets=pools,
+        servers=ServerWatch(pools),
         store=AlertStore(state),
         announcer=NoAnnouncer(),
         thresholds=MonitorThresholds(idle_in_tx_seconds=0, long_query_seconds=0),

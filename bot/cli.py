@@ -92,6 +92,8 @@ def _budget(args: argparse.Namespace) -> Budget:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``pgconn-bot``: serve | socket | console | check | setup-sql. Exit 0, 1 (cannot start or
+    check failed), 2 (bad configuration), with one line on stderr."""
     args = _parser().parse_args(argv)
     if args.mode is None:
         _parser().print_help()
@@ -131,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def serve(settings: Settings, *, socket_mode: bool = False) -> int:
+    """Run ``serve``/``socket`` until SIGTERM/SIGINT (0), or until the bot must not go on (1)."""
     from bot.server import BotServer
 
     server = BotServer(settings, socket_mode=socket_mode)

@@ -16,11 +16,11 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from bot import redact
-from bot.core.durations import DurationError, parse_duration
 from bot.errors import first_line
+from bot.model.durations import DurationError, parse_duration
+from bot.model.servers import DEFAULT_TARGET
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
-DEFAULT_TARGET = "default"
 
 _CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 _USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")

@@ -8,8 +8,8 @@ import logging
 import sys
 from typing import TextIO
 
-from bot.core.policy import Identity
 from bot.errors import first_line
+from bot.model.access import Identity
 from bot.render.text import render_text
 from bot.runtime import Runtime
 
@@ -36,6 +36,8 @@ def console_origin() -> str:
 
 
 async def run_console(runtime: Runtime, identity: str, stdin: TextIO, stdout: TextIO) -> int:
+    """Read commands from ``stdin`` until EOF or ``quit``, each answered in plain text; ``as ID``
+    switches identity. One failing line never ends the session."""
     interactive = stdin.isatty()
     who = Identity(user_id=identity, origin=console_origin())
 

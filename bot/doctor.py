@@ -18,9 +18,10 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.budget import Budget
 from bot.config import Settings
-from bot.db import sql
 from bot.db.connect import connect_kwargs
 from bot.db.requests import RequestStore
+from bot.db.sql import state as state_sql
+from bot.db.sql import targets as target_sql
 from bot.db.state import StateStore, bot_role_members
 from bot.db.targets import redact_dsn, server_address
 from bot.errors import first_line
@@ -128,7 +129,7 @@ async def _check_target(name: str, dsn: str, dsns: list[str], report: Report, bu
         report.fail(f"target {name}: not reachable: {redact_dsn(first_line(exc), dsns)}")
         return
     try:
-        cur = await conn.execute(sql.PRIVILEGES)
+        cur = await conn.execute(target_sql.PRIVILEGES)
         row = await cur.fetchone()
         assert row is not None
         elapsed = (time.perf_counter() - started) * 1000
@@ -150,7 +151,7 @@ async def _check_target(name: str, dsn: str, dsns: list[str], report: Report, bu
             report.ok(f"target {name}: can cancel/terminate other sessions (pg_signal_backend)")
         else:
             report.fail(f"target {name}: cannot signal other sessions: GRANT pg_signal_backend TO {row['login']}")
-        cur = await conn.execute(sql.WHEN_FULL)
+        cur = await conn.execute(target_sql.WHEN_FULL)
         full = await cur.fetchone()
         assert full is not None
         _report_when_full(name, row["login"], full, budget, report)
@@ -202,10 +203,10 @@ async def _check_state(settings: Settings, dsns: list[str], report: Report) -> N
         await store.open()
         applied = await store.migrate(wait_seconds=CONNECT_SECONDS)
         async with store.pool.connection(timeout=CONNECT_SECONDS) as conn:
-            cur = await conn.execute(sql.STATE_CHECK)
+            cur = await conn.execute(state_sql.STATE_CHECK)
             row = await cur.fetchone()
         assert row is not None
-        latest = sql.STATE_MIGRATIONS[-1][0]
+        latest = state_sql.STATE_MIGRATIONS[-1][0]
         now = f" (migrated now: {', '.join(map(str, applied))})" if applied else ""
         if row["version"] != latest:
             report.fail(f"state database: schema pgconn at version {row['version']}, expected {latest}")

@@ -10,18 +10,24 @@ from dataclasses import dataclass, field
 from psycopg.conninfo import conninfo_to_dict
 
 from bot.config import Settings
-from bot.core.approvals import Announcer, ApprovalRules, Approvals, NoAnnouncer
-from bot.core.commands import AccessRole
+from bot.core.approvals import ApprovalRules, Approvals
 from bot.core.housekeeping import HOUSEKEEPING_SECONDS, Housekeeper
-from bot.core.monitor import AlertAnnouncer, Monitor, MonitorThresholds
-from bot.core.policy import GroupDirectory, NoGroupDirectory, Policy
+from bot.core.monitor import Monitor, MonitorThresholds
+from bot.core.policy import NoGroupDirectory, Policy
+from bot.core.ports import AlertAnnouncer, Announcer, GroupDirectory, NoAnnouncer
 from bot.core.service import CommandService, Thresholds
 from bot.core.tasks import stop_task
 from bot.db.alerts import AlertStore
+from bot.db.catalog import TargetCatalog
+from bot.db.monitoring import ServerWatch
 from bot.db.requests import RequestStore
-from bot.db.state import StateSchemaError, StateStore
+from bot.db.signals import Signaller
+from bot.db.state import StateStore
 from bot.db.targets import TargetPools
+from bot.model.access import AccessRole
+from bot.model.errors import StateSchemaError
 from bot.redact import redact
+from bot.render.alerts import summary
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +48,9 @@ def configured_logins(settings: Settings) -> set[str]:
 
 @dataclass
 class Runtime:
+    """Everything one process runs, wired from settings: pools, stores, policy, approvals, the
+    monitor, the housekeeper and the command service. Built once by serve, socket and console."""
+
     settings: Settings
     targets: TargetPools
     state: StateStore
@@ -66,6 +75,9 @@ class Runtime:
         *,
         housekeeping_seconds: float = HOUSEKEEPING_SECONDS,
     ) -> Runtime:
+        """Connect the core to its adapters. ``groups``/``announcer``/``alert_announcer``: Slack's
+        (serve and socket); without them user groups grant nothing and nothing is posted (console).
+        Opens nothing: ``start`` does."""
         targets = TargetPools(
             settings.target_dsns(), command_timeout=settings.command_timeout, max_size=settings.pool_max_size
         )
@@ -79,7 +91,7 @@ class Runtime:
         )
         store = RequestStore(state, audit_channel=settings.audit_channel)
         approvals = Approvals(
-            targets=targets,
+            signaller=Signaller(targets),
             store=store,
             policy=policy,
             rules=ApprovalRules(
@@ -95,7 +107,7 @@ class Runtime:
         )
         alerts = AlertStore(state)
         monitor = Monitor(
-            targets=targets,
+            servers=ServerWatch(targets),
             store=alerts,
             announcer=alert_announcer or NoAnnouncer(),
             thresholds=MonitorThresholds(
@@ -116,13 +128,14 @@ class Runtime:
         )
         approvals.set_audit_hook(housekeeper.wake)
         service = CommandService(
-            targets=targets,
+            catalog=TargetCatalog(targets),
             policy=policy,
             thresholds=Thresholds(settings.alert_utilization_warn, settings.alert_utilization_crit),
             approvals=approvals,
             alerts=alerts,
             monitoring=settings.monitor_interval > 0,
             show_queries=settings.show_queries,
+            describe_alert=summary,
         )
         return cls(
             settings=settings,
@@ -176,6 +189,8 @@ class Runtime:
         log.warning("the state database answers again: requests, approvals, audit and alerts work")
 
     async def stop(self) -> None:
+        """Stop the background work (the monitor hands its lease over at once), flush the audit
+        outbox once, say goodbye (this replica's leases free at once) and close the pools."""
         await stop_task(self._migrating, 1.0)
         if self.background:
             # The monitor's stop releases the leader lock at once, so another replica can take over.

@@ -17,8 +17,8 @@ from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from bot.config import Settings
 from bot.core.housekeeping import HOUSEKEEPING_SECONDS
 from bot.core.policy import CachedGroups
-from bot.db.state import StateSchemaError
 from bot.errors import first_line
+from bot.model.errors import StateSchemaError
 from bot.redact import redact
 from bot.runtime import Runtime
 from bot.slack.app import build_app
@@ -37,6 +37,9 @@ DRAIN_SECONDS = 5.0
 
 
 class BotServer:
+    """``serve`` (HTTP) and ``socket`` (Socket Mode): the runtime, the Bolt app, ``/healthz`` and
+    ``/metrics``. ``start`` waits a few seconds for the state database, then starts without it."""
+
     def __init__(
         self,
         settings: Settings,
@@ -80,12 +83,14 @@ class BotServer:
         self.port: int | None = None
 
     async def start(self, state_wait: float = STATE_STARTUP_SECONDS) -> None:
+        """Start the runtime (waiting at most ``state_wait`` for the state database), learn the
+        workspace, then listen. Raises StateSchemaError for a schema someone else owns."""
         await _start_with_retry(self.runtime, state_wait)
         await self.installation.learn()  # which workspace this is (auth.test); retried on demand
         self._runner = web.AppRunner(
             build_web_app(
                 self.app,
-                self.runtime.state,
+                self.runtime.state.healthy,
                 self.runtime.housekeeper,
                 slack_events=not self.socket_mode,
                 guard=None if self.socket_mode else PayloadGuard(self._signing_secret),

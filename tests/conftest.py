@@ -75,8 +75,9 @@ def pg_dsn() -> str:
     """The admin DSN of the test server; stops the whole run at once if none answers."""
     global _RUN_LOCK
     try:
-        # Held for the whole run: leftovers of crashed runs are swept only when no other run is
-        # in progress on this server, so concurrent runs never drop each other's objects.
+        # Every run holds the lock shared for as long as it runs; leftovers of crashed runs are
+        # swept only by a run that can take it exclusively (no other run in progress on this
+        # server, before it made anything), so concurrent runs never drop each other's objects.
         _RUN_LOCK = _admin()
         alone = _RUN_LOCK.execute("SELECT pg_try_advisory_lock(%s)", (RUN_LOCK_KEY,)).fetchone()
         if alone and alone[0]:
@@ -84,6 +85,8 @@ def pg_dsn() -> str:
                 for (name,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (PREFIX + "%",)):
                     conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
                 _sweep(conn, PREFIX + "%")
+            _RUN_LOCK.execute("SELECT pg_advisory_unlock(%s)", (RUN_LOCK_KEY,))
+        _RUN_LOCK.execute("SELECT pg_advisory_lock_shared(%s)", (RUN_LOCK_KEY,))
     except psycopg.OperationalError as exc:
         first = str(exc).strip().splitlines()[0]
         pytest.exit(

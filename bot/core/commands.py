@@ -1,92 +1,60 @@
-"""Typed commands: what the parser produces and the service executes.
+"""Every ``/pgconn`` subcommand, each in one place: its typed command, its grammar, the role it
+needs and its help. ``SPECS`` drives the parser, ``help``, the policy and the console; the service
+runs a command with the handler registered for its type, and render words its result.
 
-Each command knows the minimum access role it needs, so authorisation is one lookup and
-cannot drift from the grammar.
+To add a subcommand: its command type, its parse function and its ``CommandSpec`` here, its
+handler in ``service.py``, its renderer in ``render`` (see CONTRIBUTING.md).
 """
 
 from __future__ import annotations
 
-import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from bot.config import DEFAULT_TARGET
+from bot.core.grammar import Args, Invalid
+from bot.model.access import AccessRole
+from bot.model.requests import KillScope, SignalAction
+from bot.model.results import HelpEntry, HelpResult
+from bot.model.servers import DEFAULT_TARGET
 
-
-class AccessRole(enum.IntEnum):
-    """Bot roles, ordered: a higher role includes the lower ones."""
-
-    NONE = 0
-    VIEWER = 1
-    REQUESTER = 2
-    APPROVER = 3
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
+MAX_AUDIT_ENTRIES = 100
 
 
 @dataclass(frozen=True)
 class Command:
     target: str = DEFAULT_TARGET
 
-    name: str = ""
-    required_role: AccessRole = AccessRole.VIEWER
-
-    @property
-    def uses_target(self) -> bool:
-        return True
-
 
 @dataclass(frozen=True)
 class Help(Command):
     topic: str | None = None
-    name: str = "help"
-    required_role: AccessRole = AccessRole.NONE
-
-    @property
-    def uses_target(self) -> bool:
-        return False
 
 
 @dataclass(frozen=True)
 class ListConnections(Command):
     role: str = ""
-    name: str = "list"
 
 
 @dataclass(frozen=True)
 class ShowLimit(Command):
     role: str = ""
-    name: str = "limit"
 
 
 @dataclass(frozen=True)
 class ShowLimits(Command):
-    name: str = "limits"
+    pass
 
 
 @dataclass(frozen=True)
 class FindStray(Command):
     role: str = ""
     min_idle: timedelta | None = None
-    name: str = "stray"
 
 
 @dataclass(frozen=True)
 class ShowStatus(Command):
-    name: str = "status"
-
-
-class SignalAction(enum.StrEnum):
-    TERMINATE = "terminate"
-    CANCEL = "cancel"
-
-
-class KillScope(enum.StrEnum):
-    PIDS = "pids"
-    USER = "user"
-    IDLE = "idle"
+    pass
 
 
 @dataclass(frozen=True)
@@ -104,36 +72,21 @@ class RequestSignal(Command):
     # query (long query: query_start).
     expected_starts: tuple[tuple[int, datetime], ...] = ()
     expected_marks: tuple[tuple[int, datetime], ...] = ()
-    name: str = "kill"
-    required_role: AccessRole = AccessRole.REQUESTER
 
 
 @dataclass(frozen=True)
 class ListRequests(Command):
-    name: str = "requests"
-
-    @property
-    def uses_target(self) -> bool:
-        return False
+    pass
 
 
 @dataclass(frozen=True)
 class ShowAudit(Command):
     count: int = 10
-    name: str = "audit"
-
-    @property
-    def uses_target(self) -> bool:
-        return False
 
 
 @dataclass(frozen=True)
 class ListAlerts(Command):
-    name: str = "alerts"
-
-    @property
-    def uses_target(self) -> bool:
-        return False
+    pass
 
 
 @dataclass(frozen=True)
@@ -142,12 +95,6 @@ class Decide(Command):
 
     request_id: int = 0
     approve: bool = True
-    name: str = "approve"
-    required_role: AccessRole = AccessRole.APPROVER
-
-    @property
-    def uses_target(self) -> bool:
-        return False
 
 
 @dataclass(frozen=True)
@@ -157,3 +104,245 @@ class ParseError:
     message: str
     usage: str
     subcommand: str | None = None
+
+
+# --- grammars ----------------------------------------------------------------------------------
+
+
+def _help(args: Args) -> Command:
+    topic = args.positional.pop(0).lower() if args.positional else None
+    args.positional.clear()
+    return Help(topic=topic if topic in BY_NAME else None)
+
+
+def _list(args: Args) -> Command:
+    return ListConnections(role=args.role(), target=args.target())
+
+
+def _limit(args: Args) -> Command:
+    return ShowLimit(role=args.role(), target=args.target())
+
+
+def _limits(args: Args) -> Command:
+    return ShowLimits(target=args.target())
+
+
+def _stray(args: Args) -> Command:
+    role = args.role()
+    return FindStray(role=role, min_idle=args.duration("idle"), target=args.target())
+
+
+def _status(args: Args) -> Command:
+    return ShowStatus(target=args.target())
+
+
+def _kill(args: Args) -> Command:
+    target, reason = args.target(), args.reason()
+    first = args.positional[0].lower() if args.positional else ""
+    if first in ("user", "idle"):
+        args.positional.pop(0)
+        role = args.role()
+        if first == "user" and "older" in args.options:
+            raise Invalid("--older goes with kill idle <role>, not kill user")
+        older = args.duration("older")
+        scope = KillScope.USER if first == "user" else KillScope.IDLE
+        return RequestSignal(scope=scope, role=role, older_than=older, reason=reason, target=target)
+    return RequestSignal(pids=args.pids(), reason=reason, target=target)
+
+
+def _cancel(args: Args) -> Command:
+    target, reason = args.target(), args.reason()
+    return RequestSignal(action=SignalAction.CANCEL, pids=args.pids(), reason=reason, target=target)
+
+
+def _requests(args: Args) -> Command:
+    return ListRequests()
+
+
+def _audit(args: Args) -> Command:
+    count = args.number("N", 1, MAX_AUDIT_ENTRIES)
+    return ShowAudit() if count is None else ShowAudit(count=count)
+
+
+def _alerts(args: Args) -> Command:
+    return ListAlerts()
+
+
+def _approve(args: Args) -> Command:
+    return Decide(request_id=args.request_id(), approve=True)
+
+
+def _deny(args: Args) -> Command:
+    return Decide(request_id=args.request_id(), approve=False)
+
+
+# --- the table ---------------------------------------------------------------------------------
+
+
+def _always(command: Command) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    """One subcommand. ``command``: the type it parses to (``selects`` tells subcommands that
+    share one apart). ``role``: the least role that may run it. ``example``: shown in ``help``.
+    ``uses_target``: takes ``--db``. ``needs_state``: works only with the state database."""
+
+    name: str
+    usage: str
+    summary: str
+    parse: Callable[[Args], Command]
+    command: type[Command]
+    selects: Callable[[Command], bool] = _always
+    role: AccessRole = AccessRole.VIEWER
+    aliases: tuple[str, ...] = ()
+    example: str | None = None
+    uses_target: bool = True
+    needs_state: bool = False
+
+
+SPECS: tuple[CommandSpec, ...] = (
+    CommandSpec(
+        "list",
+        "/pgconn list <role> [--db TARGET]",
+        "a role's sessions: where from, which application, how long idle",
+        _list,
+        ListConnections,
+        aliases=("ls",),
+        example="/pgconn list bob",
+    ),
+    CommandSpec(
+        "limit",
+        "/pgconn limit <role> [--db TARGET]",
+        "a role's CONNECTION LIMIT, how many it uses and how many are left",
+        _limit,
+        ShowLimit,
+        example="/pgconn limit bob",
+    ),
+    CommandSpec(
+        "limits",
+        "/pgconn limits [--db TARGET]",
+        "the roles close to their CONNECTION LIMIT",
+        _limits,
+        ShowLimits,
+        example="/pgconn limits",
+    ),
+    CommandSpec(
+        "stray",
+        "/pgconn stray <role> [--idle 30m] [--db TARGET]",
+        "a role's idle sessions, longest idle first, and the kill request that would end them",
+        _stray,
+        FindStray,
+        example="/pgconn stray bob --idle 30m",
+    ),
+    CommandSpec(
+        "status",
+        "/pgconn status [--db TARGET]",
+        "how full the server is, by state, role, client and application",
+        _status,
+        ShowStatus,
+        example="/pgconn status --db reporting",
+    ),
+    CommandSpec(
+        "kill",
+        '/pgconn kill <pid> [<pid>…] | kill user <role> | kill idle <role> [--older 30m]  [--db TARGET] [--reason "…"]',
+        "ask to end sessions; an approver has to approve it",
+        _kill,
+        RequestSignal,
+        selects=lambda c: isinstance(c, RequestSignal) and c.action is SignalAction.TERMINATE,
+        role=AccessRole.REQUESTER,
+        aliases=("terminate",),
+        example='/pgconn kill idle bob --older 30m --reason "locked out before the exam"',
+        needs_state=True,
+    ),
+    CommandSpec(
+        "cancel",
+        '/pgconn cancel <pid> [<pid>…] [--db TARGET] [--reason "…"]',
+        "ask to cancel running queries (the sessions stay); an approver has to approve it",
+        _cancel,
+        RequestSignal,
+        selects=lambda c: isinstance(c, RequestSignal) and c.action is SignalAction.CANCEL,
+        role=AccessRole.REQUESTER,
+        needs_state=True,
+    ),
+    CommandSpec(
+        "requests",
+        "/pgconn requests",
+        "the requests waiting for approval",
+        _requests,
+        ListRequests,
+        example="/pgconn requests",
+        uses_target=False,
+        needs_state=True,
+    ),
+    CommandSpec(
+        "audit",
+        "/pgconn audit [N]",
+        "the last N entries of the audit trail",
+        _audit,
+        ShowAudit,
+        example="/pgconn audit 20",
+        uses_target=False,
+        needs_state=True,
+    ),
+    CommandSpec(
+        "alerts",
+        "/pgconn alerts",
+        "the monitor's open alerts",
+        _alerts,
+        ListAlerts,
+        uses_target=False,
+        needs_state=True,
+    ),
+    CommandSpec(
+        "approve",
+        "approve <request-id>   (console; in Slack use the button)",
+        "approve a request",
+        _approve,
+        Decide,
+        selects=lambda c: isinstance(c, Decide) and c.approve,
+        role=AccessRole.APPROVER,
+        uses_target=False,
+        needs_state=True,
+    ),
+    CommandSpec(
+        "deny",
+        "deny <request-id>   (console; in Slack use the button)",
+        "deny a request",
+        _deny,
+        Decide,
+        selects=lambda c: isinstance(c, Decide) and not c.approve,
+        role=AccessRole.APPROVER,
+        uses_target=False,
+        needs_state=True,
+    ),
+    CommandSpec(
+        "help",
+        "/pgconn help [subcommand]",
+        "what each subcommand does",
+        _help,
+        Help,
+        role=AccessRole.NONE,
+        aliases=("?", "-h", "--help"),
+        example="/pgconn help <subcommand>",
+        uses_target=False,
+    ),
+)
+
+BY_NAME: dict[str, CommandSpec] = {spec.name: spec for spec in SPECS}
+BY_WORD: dict[str, CommandSpec] = {word: spec for spec in SPECS for word in (spec.name, *spec.aliases)}
+
+
+def spec_of(command: Command) -> CommandSpec:
+    """The subcommand a command was typed as (kill and cancel, approve and deny share a type)."""
+    for spec in SPECS:
+        if isinstance(command, spec.command) and spec.selects(command):
+            return spec
+    raise TypeError(f"no subcommand for {type(command).__name__}")
+
+
+def help_for(topic: str | None = None) -> HelpResult:
+    """What ``help`` (or ``help <subcommand>``) shows, from the specs."""
+    entries = [HelpEntry(spec.name, spec.usage, spec.summary, spec.example) for spec in SPECS]
+    return HelpResult(entries, next((entry for entry in entries if entry.name == topic), None))

@@ -11,10 +11,11 @@ import contextlib
 import logging
 import uuid
 
-from bot.core.approvals import INTERRUPTED_AFTER_SECONDS, AnnounceError, Approvals, audit_for_closed
+from bot.core.approvals import INTERRUPTED_AFTER_SECONDS, UNPOSTED_AFTER_SECONDS, Approvals, audit_for_closed
+from bot.core.ports import RequestStore
 from bot.core.tasks import stop_task
-from bot.db.requests import RequestStore
-from bot.errors import first_line
+from bot.errors import first_line, log_failure
+from bot.model.errors import AnnounceError
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,6 @@ STOP_SECONDS = 2.0
 
 HOUSEKEEPING_SECONDS = 2.0
 DELIVERY_LEASE_SECONDS = 30.0
-UNPOSTED_AFTER_SECONDS = 300.0  # a request still "posting" this long was left by a crash: withdrawn
 TRIM_EVERY_SECONDS = 3600.0
 HEARTBEAT_SECONDS = 2.0  # see sql.REPLICA_SILENCE
 DEFAULT_RETENTION_SECONDS = 90 * 86400.0
@@ -37,6 +37,11 @@ def backoff(attempts: int, retry_after: float | None) -> float:
 
 
 class Housekeeper:
+    """What keeps the approval flow true in the background (serve and socket): expiring requests,
+    withdrawing ones a crash left unposted, reporting executions a crash cut off, bringing
+    messages up to date, delivering the audit outbox, trimming, and this replica's heartbeat.
+    Every step is claimed in the state database, so any number of replicas run it side by side."""
+
     def __init__(
         self,
         approvals: Approvals,
@@ -96,6 +101,7 @@ class Housekeeper:
             await self._store.goodbye()
 
     async def run_once(self) -> None:
+        """One round of everything (raises what the state database raises; ``_run`` logs it)."""
         if not self._store.ready:
             return  # started without its state database: nothing to keep yet
         closed = await self._store.close_overdue(
@@ -173,10 +179,13 @@ class Housekeeper:
         while True:
             try:
                 await self.run_once()
-                due, self.undelivered = await self._store.next_delivery_due()
-                self.undeliverable = (await self._store.undeliverable()).parked
+                if self._store.ready:
+                    due, self.undelivered = await self._store.next_delivery_due()
+                    self.undeliverable = (await self._store.undeliverable()).parked
+                else:
+                    due = None  # no schema to read yet: the state database is still being prepared
             except Exception as exc:
-                log.warning("housekeeping failed: %s", first_line(exc))
+                log_failure(log, logging.WARNING, "housekeeping failed", exc=exc)
                 due = None
             timeout = self._interval if due is None else min(self._interval, max(0.05, due))
             with contextlib.suppress(TimeoutError):

@@ -16,24 +16,22 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from bot import metrics
-from bot.core.approvals import AnnounceError
-from bot.core.durations import format_duration
-from bot.core.results import Alert, AlertKind
+from bot.core.ports import AlertAnnouncer, AlertStore, MonitoredServers
 from bot.core.tasks import stop_task
-from bot.core.text import query_summary
-from bot.db.alerts import AlertStore, Clearance, Finding
-from bot.db.monitoring import Snapshot, take_snapshot
-from bot.db.targets import Fill, TargetBusyError, TargetPools, TargetUnavailableError
-from bot.errors import first_line
+from bot.errors import first_line, log_failure
+from bot.model.alerts import Alert, AlertKind, Clearance, Finding, SessionOfNote, Severity, Shape, Snapshot
+from bot.model.errors import AnnounceError, TargetBusyError, TargetUnavailableError
+from bot.model.servers import Fill, Fullness
+from bot.model.text import query_summary
 
 log = logging.getLogger(__name__)
 
 STOP_SECONDS = 2.0
 
-WARNING, CRITICAL = "warning", "critical"
+WARNING, CRITICAL = Severity.WARNING, Severity.CRITICAL
 # A target is reported down only after this many failed snapshots in a row: one slow answer is
 # not an outage worth a critical alert and its "resolved" reply.
 DOWN_AFTER_FAILURES = 2
@@ -46,7 +44,6 @@ STATE_CONCURRENCY = 2
 # two intervals and within 30 s.
 MAX_LEASE_SECONDS = 24.0
 MIN_LEASE_SECONDS = 3.0
-MAX_NAMED = 5  # databases named in a server-wide alert
 
 
 def leader_lease(interval: float) -> float:
@@ -64,51 +61,30 @@ class MonitorThresholds:
     query_text: bool = False
 
 
-class AlertAnnouncer(Protocol):
-    @property
-    def can_post(self) -> bool: ...
-
-    async def post_alert(self, alert: Alert, channel: str) -> str: ...
-
-    async def delete_message(self, channel: str, ts: str) -> None: ...
-
-    async def update_alert(self, alert: Alert) -> None: ...
-
-    async def reply_resolved(self, alert: Alert) -> None: ...
-
-
-def _epoch(value: Any) -> str:
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return str(int(value.timestamp())) if isinstance(value, datetime) else "0"
-
-
-def server_name(members: Sequence[str]) -> str:
-    """A target, or the server several targets (its databases) share: "the server of a, b and c"."""
-    if len(members) == 1:
-        return members[0]
-    shown = ", ".join(members[:MAX_NAMED])
-    return f"the server of {shown}" + (f" and {len(members) - MAX_NAMED} more" if len(members) > MAX_NAMED else "")
+def _epoch(value: datetime | None) -> str:
+    return str(int(value.timestamp())) if value is not None else "0"
 
 
 def detect(snapshot: Snapshot, thresholds: MonitorThresholds, members: Sequence[str] | None = None) -> list[Finding]:
     """What is wrong on a server now (``members``: the targets on it; each problem is reported
-    once, naming them). Summaries stay stable while a problem lasts (numbers go in details)."""
+    once, naming them). The shape stays the same while a problem lasts (numbers go in details)."""
     findings: list[Finding] = []
-    target = server_name(members or [snapshot.target])
+    databases = list(members or [snapshot.target])
+    observed = snapshot.observed_at.isoformat()
     for role in snapshot.full_roles:
-        over = role["used"] > role["limit"]
+        over = role.used > role.limit
         findings.append(
             Finding(
                 kind=AlertKind.ROLE_LIMIT,
-                subject=role["role"],
+                subject=role.role,
                 severity=CRITICAL if over else WARNING,
-                summary=f"{role['role']} is {'over' if over else 'at'} its connection limit on {target}",
+                shape=Shape.OVER_LIMIT if over else Shape.AT_LIMIT,
                 details={
-                    "used": role["used"],
-                    "limit": role["limit"],
-                    "sessions": role["sessions"],
-                    "observed_at": snapshot.observed_at.isoformat(),
+                    "used": role.used,
+                    "limit": role.limit,
+                    "sessions": [session.as_details() for session in role.sessions],
+                    "observed_at": observed,
+                    "databases": databases,
                 },
             )
         )
@@ -120,13 +96,13 @@ def detect(snapshot: Snapshot, thresholds: MonitorThresholds, members: Sequence[
                 kind=AlertKind.SERVER_FILL,
                 subject="",
                 severity=CRITICAL if critical else WARNING,
-                summary=f"{target} is {'critically ' if critical else ''}close to max_connections",
+                shape=Shape.CRITICALLY_CLOSE if critical else Shape.CLOSE,
                 details={
                     "client_backends": snapshot.client_backends,
                     "usable_slots": snapshot.usable_slots,
                     "max_connections": snapshot.max_connections,
                     "fill": round(fill, 4),
-                    "databases": list(members or [snapshot.target]),
+                    "databases": databases,
                 },
             )
         )
@@ -134,20 +110,20 @@ def detect(snapshot: Snapshot, thresholds: MonitorThresholds, members: Sequence[
         findings.append(
             Finding(
                 kind=AlertKind.IDLE_IN_TRANSACTION,
-                subject=f"{session['pid']}:{_epoch(session['xact_start'] or session['backend_start'])}",
+                subject=f"{session.pid}:{_epoch(session.xact_start or session.backend_start)}",
                 severity=WARNING,
-                summary=f"pid {session['pid']} ({session['role']}) is idle in transaction on {target}",
-                details={**_shown(session, thresholds), "observed_at": snapshot.observed_at.isoformat()},
+                shape=Shape.PLAIN,
+                details={**_shown(session, thresholds), "observed_at": observed, "databases": databases},
             )
         )
     for query in snapshot.long_queries:
         findings.append(
             Finding(
                 kind=AlertKind.LONG_QUERY,
-                subject=f"{query['pid']}:{_epoch(query['query_start'])}",
+                subject=f"{query.pid}:{_epoch(query.query_start)}",
                 severity=WARNING,
-                summary=f"pid {query['pid']} ({query['role']}) has a long-running query on {target}",
-                details={**_shown(query, thresholds), "observed_at": snapshot.observed_at.isoformat()},
+                shape=Shape.PLAIN,
+                details={**_shown(query, thresholds), "observed_at": observed, "databases": databases},
             )
         )
     return findings
@@ -194,51 +170,46 @@ def full_finding(members: Sequence[str], exc: TargetUnavailableError) -> Finding
             "fill": round(exc.fill.client_backends / max(1, exc.fill.usable_slots), 4),
             "observed_at": exc.fill.observed_at.isoformat(),
         }
-    return Finding(
-        kind=AlertKind.SERVER_FILL,
-        subject="",
-        severity=CRITICAL,
-        summary=f"{server_name(members)} is full: new connections are refused",
-        details=details,
-    )
+    return Finding(kind=AlertKind.SERVER_FILL, subject="", severity=CRITICAL, shape=Shape.FULL, details=details)
 
 
-def _shown(session: dict[str, Any], thresholds: MonitorThresholds) -> dict[str, Any]:
-    if thresholds.query_text or session.get("query") is None:
-        return session
-    return {**session, "query": query_summary(session["query"], session.get("query_length"))}
+def _shown(session: SessionOfNote, thresholds: MonitorThresholds) -> dict[str, Any]:
+    shown = session.as_details()
+    if thresholds.query_text or session.query is None:
+        return shown
+    return {**shown, "query": query_summary(session.query, session.query_length)}
 
 
-def resolution(alert: Alert, snapshot: Snapshot | None) -> str:
-    match alert.kind:
-        case AlertKind.ROLE_LIMIT:
-            return f"{alert.subject} is below its connection limit again"
-        case AlertKind.SERVER_FILL if snapshot is not None:
-            return (
-                f"{alert.target} is back to {round(snapshot.fill * 100)}% "
-                f"({snapshot.client_backends} of {snapshot.usable_slots} usable slots)"
-            )
-        case AlertKind.IDLE_IN_TRANSACTION:
-            return f"pid {alert.subject.split(':')[0]} is no longer idle in that transaction"
-        case AlertKind.LONG_QUERY:
-            return f"pid {alert.subject.split(':')[0]}'s long query has ended"
-        case AlertKind.TARGET_DOWN:
-            return f"{alert.target} answers again"
-    return "the condition has cleared"
+def clearance(alert: Alert, snapshot: Snapshot | None) -> Clearance:
+    """An alert that cleared, with what the server looked like then (a fill alert says how full)."""
+    if alert.kind is AlertKind.SERVER_FILL and snapshot is not None:
+        return Clearance(
+            alert.id,
+            {
+                "fill": round(snapshot.fill, 4),
+                "client_backends": snapshot.client_backends,
+                "usable_slots": snapshot.usable_slots,
+            },
+        )
+    return Clearance(alert.id, {})
 
 
 class Monitor:
+    """Watches the servers every ``interval``: one snapshot per server, findings reconciled into
+    alerts in the state database, alerts posted, edited and resolved in Slack. Only the replica
+    holding the leader lease runs cycles; its writes and posts are fenced by the lease."""
+
     def __init__(
         self,
         *,
-        targets: TargetPools,
+        servers: MonitoredServers,
         store: AlertStore,
         announcer: AlertAnnouncer,
         thresholds: MonitorThresholds,
         interval: float,
         channel: str | None,
     ) -> None:
-        self._targets = targets
+        self._servers = servers
         self._store = store
         self._announcer = announcer
         self._thresholds = thresholds
@@ -288,7 +259,7 @@ class Monitor:
 
     def servers(self) -> dict[str, list[str]]:
         """Targets grouped by the server they are on (see group_servers)."""
-        return group_servers(self._targets.names, self._targets.server_keys)
+        return group_servers(self._servers.names, self._servers.server_keys)
 
     async def run_cycle(self) -> bool:
         """One cycle if this replica leads; returns whether it ran.
@@ -297,7 +268,7 @@ class Monitor:
         progress can take: a slow server's snapshot (its whole budget) must not cost a short lease
         the cycle's findings, while a cycle hung past that renews nothing and is replaced."""
         loop = asyncio.get_running_loop()
-        allowed = loop.time() + self._targets.timeout * 2 + self._lease
+        allowed = loop.time() + self._servers.timeout * 2 + self._lease
         cycle = asyncio.create_task(self._cycle(), name="pgconn-monitor-cycle")
         try:
             while True:
@@ -315,9 +286,9 @@ class Monitor:
             return False
         fence = (self._me, self._epoch)
         try:
-            await self._store.resolve_unmonitored(self._targets.names)
+            await self._store.resolve_unmonitored(self._servers.names)
         except Exception as exc:
-            log.warning("monitor could not reach the state database: %s", first_line(exc))
+            log_failure(log, logging.WARNING, "monitor could not resolve unmonitored alerts", exc=exc)
         started = time.perf_counter()
         # One snapshot per server; each server's alerts go out as soon as its own snapshot is in.
         await asyncio.gather(*(self._check_server(members, fence) for members in self.servers().values()))
@@ -341,42 +312,39 @@ class Monitor:
         label = members[0]
         # From a target the bot is connected to, if any: a database that refuses the bot says
         # nothing about the server.
-        source = next((m for m in members if self._targets.lifeline(m).connected), label)
+        source = next((m for m in members if self._servers.link(m).connected), label)
         snapshot: Snapshot | None = None
         findings: dict[str, list[Finding]] = {label: []}
         unreachable: dict[str, str] = {}  # target → why the bot cannot get in
         try:
-
-            async def work(conn: Any) -> Snapshot:
-                return await take_snapshot(
-                    conn,
-                    label,
-                    idle_in_tx_seconds=self._thresholds.idle_in_tx_seconds,
-                    long_query_seconds=self._thresholds.long_query_seconds,
-                )
-
-            snapshot = await self._targets.run(source, work, budget=self._targets.timeout * 2)
+            snapshot = await self._servers.snapshot(
+                source,
+                label=label,
+                idle_in_tx_seconds=self._thresholds.idle_in_tx_seconds,
+                long_query_seconds=self._thresholds.long_query_seconds,
+                budget=self._servers.timeout * 2,
+            )
             fill = Fill(snapshot.client_backends, snapshot.usable_slots, snapshot.max_connections, snapshot.observed_at)
             for member in members:
-                self._targets.remember_fill(member, fill)
+                self._servers.remember_fill(member, fill)
             findings[label] = detect(snapshot, self._thresholds, members)
         except TargetBusyError:
             return  # slow, not down: nothing can be said this cycle
         except TargetUnavailableError as exc:
-            if exc.full == "server":  # full: known at once, without a snapshot
+            if exc.full is Fullness.SERVER:  # full: known at once, without a snapshot
                 findings[label] = [full_finding(members, exc)]
             else:
                 unreachable[source] = exc.reason
         except Exception:
-            log.exception("monitor could not check %s", server_name(members))
+            log.exception("monitor could not check the server of %s", ", ".join(members))
             return
         for member in members:
-            lifeline = self._targets.lifeline(member)
+            lifeline = self._servers.link(member)
             if (
                 member not in unreachable
                 and not lifeline.connected
                 and lifeline.error
-                and lifeline.full != "server"  # a full server is its own alert, not every target "down"
+                and lifeline.full is not Fullness.SERVER  # a full server is its own alert, not every target "down"
             ):
                 unreachable[member] = lifeline.error
         for member in members:
@@ -390,7 +358,7 @@ class Monitor:
                         kind=AlertKind.TARGET_DOWN,
                         subject="",
                         severity=CRITICAL,
-                        summary=f"{member} is not answering",
+                        shape=Shape.PLAIN,
                         details={"reason": unreachable[member]},
                     )
                 )
@@ -399,7 +367,9 @@ class Monitor:
             try:
                 open_alerts = await self._store.open_alerts_of(labels)
             except Exception as exc:
-                log.warning("monitor could not read the alerts of %s: %s", server_name(members), first_line(exc))
+                log_failure(
+                    log, logging.WARNING, "monitor could not read the alerts of %s", ", ".join(members), exc=exc
+                )
                 return
             for name in labels:
                 # A target's own label holds only "not answering"; server-wide alerts are under the
@@ -434,7 +404,7 @@ class Monitor:
             # While a server cannot be looked at nothing else about it can be known: its other alerts
             # stay open (a full server's fill alert speaks for itself).
             cleared = [
-                Clearance(a.id, resolution(a, snapshot))
+                clearance(a, snapshot)
                 for a in open_alerts
                 if (a.kind, a.subject) not in seen and (known or a.kind == AlertKind.TARGET_DOWN)
             ]
@@ -443,7 +413,7 @@ class Monitor:
                 self._epoch = None
                 return False
         except Exception as exc:
-            log.warning("monitor could not record alerts for %s: %s", target, first_line(exc))
+            log_failure(log, logging.WARNING, "monitor could not record alerts for %s", target, exc=exc)
         return True
 
     async def deliver(self, targets: Sequence[str] | None = None) -> None:
@@ -480,7 +450,7 @@ class Monitor:
                     self._slack_paused_until = loop.time() + exc.retry_after
                     return  # rate limited: every alert waits as long as Slack said
             except Exception as exc:  # one alert's trouble must not hold up the others
-                log.warning("alert %d not delivered: %s", alert.id, first_line(exc))
+                log_failure(log, logging.WARNING, "alert %d not delivered", alert.id, exc=exc)
                 with contextlib.suppress(Exception):
                     await self._store.sync_failed(alert, None)
 
@@ -507,18 +477,8 @@ class Monitor:
                 try:
                     await self.run_cycle()
                 except Exception as exc:
-                    log.warning("monitor cycle failed: %s", first_line(exc))
+                    log_failure(log, logging.WARNING, "monitor cycle failed", exc=exc)
             elif was_leader:
                 await self._hold_leadership()
             step = self._lease / 3 if self.leader else self._lease / 6
             await asyncio.sleep(max(0.0, min(step, next_cycle - loop.time()) if self.leader else step))
-
-
-def age_text(since: Any, observed: Any) -> str:
-    """``12m 05s`` between two ISO timestamps (as they come back in the snapshot's JSON)."""
-    try:
-        start = datetime.fromisoformat(since) if isinstance(since, str) else since
-        end = datetime.fromisoformat(observed) if isinstance(observed, str) else observed
-        return format_duration(end - start)
-    except (TypeError, ValueError):
-        return "—"

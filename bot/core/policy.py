@@ -11,36 +11,18 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Protocol
 
-from bot.core.commands import AccessRole, Command
+from bot.core.commands import Command, spec_of
+from bot.core.ports import GroupDirectory
 from bot.errors import first_line
+from bot.model.access import MAX_UNCONFIRMED_SECONDS, AccessRole, Identity, Standing
+from bot.model.problems import NotAllowed
 
 log = logging.getLogger(__name__)
 
 
 GROUP_CACHE_SECONDS = 60.0
 FAILED_LOOKUP_SECONDS = 10.0
-# Membership last confirmed longer ago than this grants nothing (fail closed): someone removed
-# from the approvers' group must not keep approving while Slack cannot be asked.
-MAX_UNCONFIRMED_SECONDS = 120.0
-
-
-@dataclass(frozen=True)
-class Identity:
-    """Who is asking. ``user_id`` is a Slack user ID, or a local name in the console."""
-
-    user_id: str
-    team_id: str | None = None
-    display: str | None = None
-    origin: str | None = None  # not Slack: where the action came from (e.g. "console, local user alice")
-
-
-class GroupDirectory(Protocol):
-    async def members(self, group_id: str) -> frozenset[str]:
-        """Slack user IDs in the user group; raises on lookup failure."""
-        ...
 
 
 class NoGroupDirectory:
@@ -100,15 +82,10 @@ class CachedGroups:
             raise GroupUnconfirmed(group_id)
 
 
-@dataclass(frozen=True)
-class Standing:
-    """Someone's role, and the groups that would have granted more had Slack confirmed them."""
-
-    role: AccessRole
-    unconfirmed: tuple[str, ...] = ()
-
-
 class Policy:
+    """Who is who: Slack user IDs and user groups → the bot's roles (``standing``). What each role
+    may do is the subcommand specs' business (``authorise``)."""
+
     def __init__(
         self,
         *,
@@ -127,6 +104,8 @@ class Policy:
         self._groups = groups if isinstance(groups, CachedGroups) else CachedGroups(groups)
 
     async def standing(self, identity: Identity) -> Standing:
+        """The highest role granted to ``identity`` (directly or through a user group confirmed
+        recently enough), and the groups that would have granted more had Slack confirmed them."""
         unconfirmed: list[tuple[AccessRole, str]] = []
 
         def settled(role: AccessRole) -> Standing:
@@ -148,27 +127,11 @@ class Policy:
     async def role_of(self, identity: Identity) -> AccessRole:
         return (await self.standing(identity)).role
 
-    async def permits(self, identity: Identity, command: Command) -> tuple[bool, Standing]:
-        standing = await self.standing(identity)
-        return standing.role >= command.required_role, standing
 
+def authorise(standing: Standing, command: Command) -> NotAllowed | None:
+    """Whether someone with ``standing`` may run ``command`` (its spec's role), as a refusal or None.
 
-def refusal_message(command: Command, standing: Standing) -> str:
-    needed = command.required_role.label
-    role = standing.role
-    have = "no access" if role is AccessRole.NONE else f"the {role.label} role"
-    return f"Sorry, /pgconn {command.name} needs the {needed} role and you have {have}." + (
-        unconfirmed_note(standing) or " Ask the bot's administrators to add you."
-    )
-
-
-def unconfirmed_note(standing: Standing) -> str:
-    """Why a group someone may belong to counts for nothing right now ("" if none)."""
-    if not standing.unconfirmed:
-        return ""
-    groups = ("user group " if len(standing.unconfirmed) == 1 else "user groups ") + ", ".join(standing.unconfirmed)
-    return (
-        f" Membership of {groups} could not be confirmed with Slack for over "
-        f"{round(MAX_UNCONFIRMED_SECONDS / 60)} minutes, so it grants nothing until Slack answers again; "
-        "try again shortly."
-    )
+    This and the approver check in ``judge`` are the bot's authorisation: everything else follows
+    from these two."""
+    spec = spec_of(command)
+    return NotAllowed(spec.name, spec.role, standing) if standing.role < spec.role else None

@@ -1,7 +1,9 @@
-"""The Slack-free core: text in, result object out.
+"""The Slack-free core: text in, typed result out.
 
-``CommandService.handle`` is the one path every front end uses (Slack listeners, the console):
-parse → authorise → execute against PostgreSQL → result. Nothing here knows about Slack.
+``CommandService.handle`` is the one path every front end takes (Slack listeners, the console):
+parse (``commands.SPECS``) → authorise (the spec's role) → the handler registered for the
+command's type, against the ports → a typed result that render words. Nothing here knows about
+Slack, PostgreSQL or how anything is said.
 """
 
 from __future__ import annotations
@@ -10,22 +12,17 @@ import contextlib
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-import psycopg
-from psycopg_pool import PoolTimeout
-
 from bot.core.approvals import Approvals
 from bot.core.commands import (
-    AccessRole,
     Command,
     Decide,
     FindStray,
     Help,
-    KillScope,
     ListAlerts,
     ListConnections,
     ListRequests,
@@ -35,40 +32,43 @@ from bot.core.commands import (
     ShowLimit,
     ShowLimits,
     ShowStatus,
-    SignalAction,
+    help_for,
+    spec_of,
 )
-from bot.core.markup import moment
-from bot.core.parser import parse_command, shorten
-from bot.core.policy import Identity, Policy, refusal_message
-from bot.core.results import (
-    Alert,
-    AlertKind,
-    Connection,
-    HelpResult,
-    HomeView,
+from bot.core.parser import parse_command
+from bot.core.policy import Policy, authorise
+from bot.core.ports import AlertReader, TargetCatalog
+from bot.model.access import AccessRole, Identity
+from bot.model.activity import Connection, RoleNotFound, ServerActivity
+from bot.model.alerts import Alert, AlertKind
+from bot.model.errors import StateUnavailableError, TargetUnavailableError, UnknownTargetError
+from bot.model.problems import (
+    AlertIssue,
+    AlertNotActionable,
+    BadInput,
     InternalError,
-    LimitsOverview,
     NoSuchRole,
-    OpenAlerts,
-    PendingRequests,
+    NotAllowed,
     Problem,
-    Refused,
-    Result,
-    RoleConnections,
-    RoleInfo,
-    RoleLimit,
-    ServerStatus,
-    SignalRequest,
     StateUnavailable,
-    StrayConnections,
     TargetFull,
     TargetUnreachable,
     UnknownTarget,
 )
-from bot.core.text import query_summary
-from bot.db import catalog
-from bot.db.alerts import AlertStore
-from bot.db.targets import Conn, Fill, TargetPools, TargetUnavailableError, UnknownTargetError
+from bot.model.requests import KillScope, SignalAction, SignalRequest
+from bot.model.results import (
+    HomeView,
+    LimitsOverview,
+    OpenAlerts,
+    PendingRequests,
+    Result,
+    RoleConnections,
+    RoleLimit,
+    ServerStatus,
+    StrayConnections,
+)
+from bot.model.servers import Fill
+from bot.model.text import query_summary
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +93,11 @@ class Outcome:
     def subcommand(self) -> str:
         if isinstance(self.command, ParseError):
             return self.command.subcommand or "invalid"
-        return self.command.name
+        return spec_of(self.command).name
 
     @property
     def status(self) -> str:
-        if isinstance(self.result, Refused):
+        if isinstance(self.result, NotAllowed):
             return "refused"
         if isinstance(self.result, InternalError):
             return "error"
@@ -106,47 +106,77 @@ class Outcome:
         return "ok"
 
 
+@dataclass(frozen=True)
+class _Context:
+    """What a handler may need besides the command."""
+
+    identity: Identity
+    text: str
+    channel: str | None
+    clicked_on: tuple[str, str] | None
+
+
 class CommandService:
+    """Runs commands for every front end. Its entry points (``handle``, ``decide``, ``home``,
+    ``request_from_alert``) never raise: whatever goes wrong becomes a typed Problem."""
+
     def __init__(
         self,
         *,
-        targets: TargetPools,
+        catalog: TargetCatalog,
         policy: Policy,
         thresholds: Thresholds,
         approvals: Approvals | None = None,
-        alerts: AlertStore | None = None,
+        alerts: AlertReader | None = None,
         monitoring: bool = False,
         show_queries: str = "approvers",
+        describe_alert: Callable[[Alert], str] = lambda alert: str(alert.kind),
     ) -> None:
-        self._targets = targets
+        """``describe_alert``: an alert in words (render's), for the reason of a request made from it."""
+        self._catalog = catalog
         self._policy = policy
         self._thresholds = thresholds
         self._approvals = approvals
         self._alerts = alerts
         self._monitoring = monitoring
         self._show_queries = show_queries
+        self._describe_alert = describe_alert
+        # One handler per command type: adding a subcommand adds its handler here.
+        self._handlers: dict[type[Command], Callable[[Any, _Context], Awaitable[Result]]] = {
+            Help: self._help,
+            ListConnections: self._list,
+            ShowLimit: self._limit,
+            ShowLimits: self._limits,
+            FindStray: self._stray,
+            ShowStatus: self._status,
+            RequestSignal: self._request,
+            Decide: self._decide,
+            ListRequests: self._pending,
+            ShowAudit: self._audit,
+            ListAlerts: self._open_alerts,
+        }
 
-    @property
-    def approvals(self) -> Approvals | None:
-        return self._approvals
+    # --- entry points -------------------------------------------------------------------------
 
     async def handle(self, text: str, identity: Identity, *, channel: str | None = None) -> Outcome:
-        """``channel``: where the command was typed (the approval channel when none is configured)."""
+        """A typed command (``/pgconn …`` or a console line). ``channel``: where it was typed (the
+        approval channel when none is configured)."""
         command = parse_command(text)
         if isinstance(command, ParseError):
-            return Outcome(command, Problem(command.message, command.usage))
-        return Outcome(command, await self.execute(command, identity, text=text, channel=channel))
+            return Outcome(command, BadInput(command.message, command.usage))
+        return Outcome(command, await self.run_command(command, identity, text=text, channel=channel))
 
     async def decide(
         self, request_id: int, approve: bool, identity: Identity, *, clicked_on: tuple[str, str] | None = None
     ) -> Outcome:
-        """A click on Approve or Deny: the same path as the console's ``approve N`` / ``deny N``."""
-        command = Decide(request_id=request_id, approve=approve, name="approve" if approve else "deny")
-        return Outcome(command, await self.execute(command, identity, clicked_on=clicked_on))
+        """A click on Approve or Deny: the same path as the console's ``approve N`` / ``deny N``.
+        ``clicked_on``: (channel, ts) of the message clicked."""
+        command = Decide(request_id=request_id, approve=approve)
+        return Outcome(command, await self.run_command(command, identity, clicked_on=clicked_on))
 
     async def home(self, identity: Identity, note: str | None = None) -> HomeView:
         """The App Home tab. Never fails: what cannot be read is left out."""
-        role = await self._policy.role_of(identity)
+        role = (await self._policy.standing(identity)).role
         pending: list[SignalRequest] = []
         alerts: list[Alert] = []
         if role >= AccessRole.VIEWER:
@@ -162,19 +192,20 @@ class CommandService:
         """The button on an alert: the matching kill/cancel request, through the same checks and audit."""
         try:
             alert = await self._alerts.get(alert_id) if self._alerts is not None and self._alerts.ready else None
-        except (PoolTimeout, psycopg.OperationalError):
+        except StateUnavailableError:
             alert = None
         if alert is None:
-            return Outcome(ListAlerts(), Problem(f"There is no alert #{alert_id} (or the state database is down)."))
+            return Outcome(ListAlerts(), AlertNotActionable(alert_id, AlertIssue.NOT_FOUND))
         if alert.resolved_at is not None:
-            return Outcome(ListAlerts(), Problem(f"Alert #{alert_id} is resolved; there is nothing to clean up."))
-        command = command_for_alert(alert)
+            return Outcome(ListAlerts(), AlertNotActionable(alert_id, AlertIssue.RESOLVED))
+        about = f"alert #{alert.id}: {self._describe_alert(alert)}"
+        command = command_for_alert(alert, about)
         if command is None:
-            return Outcome(ListAlerts(), Problem(f"Alert #{alert_id} has no request to offer."))
-        text = f"{command.name} (from alert #{alert.id}: {alert.summary})"
-        return Outcome(command, await self.execute(command, identity, text=text, channel=channel))
+            return Outcome(ListAlerts(), AlertNotActionable(alert_id, AlertIssue.NO_REQUEST))
+        text = f"{spec_of(command).name} (from {about})"
+        return Outcome(command, await self.run_command(command, identity, text=text, channel=channel))
 
-    async def execute(
+    async def run_command(
         self,
         command: Command,
         identity: Identity,
@@ -183,153 +214,117 @@ class CommandService:
         channel: str | None = None,
         clicked_on: tuple[str, str] | None = None,
     ) -> Result:
+        """Authorise ``command`` for ``identity`` and run its handler; every failure becomes a Problem."""
+        spec = spec_of(command)
         # A target nobody configured is answered before anything else, and never recorded: it is
         # whatever someone typed.
-        if command.uses_target and command.target not in self._targets.names:
-            return _unknown_target(command.target, self._targets.names)
+        if spec.uses_target and command.target not in self._catalog.names:
+            return UnknownTarget(command.target, self._catalog.names)
         # Approvers are checked inside the decision itself, where a refused click is also audited.
         role = AccessRole.NONE
         if not isinstance(command, Decide):
-            allowed, standing = await self._policy.permits(identity, command)
+            standing = await self._policy.standing(identity)
             role = standing.role
-            if not allowed:
-                log.info("refused %s for %s (role %s)", command.name, identity.user_id, role.label)
-                message = refusal_message(command, standing)
+            if (refused := authorise(standing, command)) is not None:
+                log.info("refused %s for %s (role %s)", spec.name, identity.user_id, role.label)
                 if isinstance(command, RequestSignal) and self._approvals is not None:
-                    await self._approvals.record_refusal(command, identity, f"{role.label} may not request this")
-                return Refused(message)
+                    await self._approvals.record_refusal(command, identity, refused)
+                return refused
+        if spec.needs_state and self._approvals is None:
+            return StateUnavailable(spec.name, configured=False)
+        if spec.needs_state and self._approvals is not None and not self._approvals.state_ready:
+            return StateUnavailable(spec.name)
         try:
-            result = await self._dispatch(command, identity, text, channel, clicked_on)
+            result = await self._handlers[type(command)](command, _Context(identity, text, channel, clicked_on))
             return result if self._sees_queries(role) else _without_query_text(result)
-        except (PoolTimeout, psycopg.OperationalError) as exc:
-            # Target errors arrive as TargetUnavailableError; these come from the state database.
-            log.error("state database unavailable for %s: %s", command.name, exc)
-            return _state_unavailable(command.name)
+        except StateUnavailableError as exc:
+            log.error("state database unavailable for %s: %s", spec.name, exc)
+            return StateUnavailable(spec.name)
         except UnknownTargetError as exc:
-            return _unknown_target(exc.name, exc.known)
+            return UnknownTarget(exc.name, exc.known)
         except TargetUnavailableError as exc:
             return unavailable(exc)
         except Exception:
             reference = uuid.uuid4().hex[:8]
-            log.exception("command %s failed (ref %s, user %s)", command.name, reference, identity.user_id)
-            return InternalError(
-                f"Something went wrong while running {command.name} (ref {reference}); "
-                "the details are in the bot's log."
-            )
-
-    async def _dispatch(
-        self,
-        command: Command,
-        identity: Identity,
-        text: str,
-        channel: str | None,
-        clicked_on: tuple[str, str] | None,
-    ) -> Result:
-        match command:
-            case Help(topic=topic):
-                return HelpResult(topic)
-            case ListConnections():
-                return await self._list(command)
-            case ShowLimit():
-                return await self._limit(command)
-            case ShowLimits():
-                return await self._limits(command)
-            case FindStray():
-                return await self._stray(command)
-            case ShowStatus():
-                return await self._status(command)
-        if self._approvals is None:
-            return StateUnavailable(f"{command.name} needs the bot's state database, which is not set up in this mode.")
-        if not self._approvals.state_ready:
-            return _state_unavailable(command.name)
-        match command:
-            case RequestSignal():
-                return await self._approvals.open(command, identity, text=text, channel=channel)
-            case Decide(request_id=request_id, approve=approve):
-                return await self._approvals.decide(request_id, approve, identity, clicked_on=clicked_on)
-            case ListRequests():
-                return await self._approvals.pending()
-            case ShowAudit(count=count):
-                return await self._approvals.audit_trail(count)
-            case ListAlerts() if self._alerts is not None:
-                return OpenAlerts(await self._alerts.open_alerts(), self._monitoring)
-        return Problem(f"{command.name} is not available in this version of pgconn-bot yet.")
+            log.exception("command %s failed (ref %s, user %s)", spec.name, reference, identity.user_id)
+            return InternalError(reference, spec.name)
 
     def _sees_queries(self, role: AccessRole) -> bool:
         """PGCONN_SHOW_QUERIES: other sessions' SQL text may hold passwords or personal data."""
         return self._show_queries == "everyone" or (self._show_queries == "approvers" and role >= AccessRole.APPROVER)
 
-    # --- read path -------------------------------------------------------------------------
+    # --- handlers: one per command type -------------------------------------------------------
 
-    async def _for_role(
-        self, target: str, role_name: str, work: Callable[[Conn, int, RoleInfo], Coroutine[Any, Any, Result]]
-    ) -> Result:
-        """Resolve the role via pg_roles first, so an unknown role is told apart from an idle one."""
+    async def _help(self, command: Help, context: _Context) -> Result:
+        return help_for(command.topic)
 
-        async def resolve(conn: Conn) -> Result:
-            match = await catalog.find_role(conn, role_name)
-            if match.info is None or match.oid is None:
-                return _no_such_role(role_name, match.suggestions, target)
-            return await work(conn, match.oid, match.info)
+    async def _list(self, command: ListConnections, context: _Context) -> Result:
+        found = await self._catalog.role_sessions(command.target, command.role)
+        if isinstance(found, RoleNotFound):
+            return _no_such_role(found, command.target)
+        role, rows = found
+        return RoleConnections(command.target, role, rows, _restricted(rows))
 
-        return await self._targets.run(target, resolve)
+    async def _limit(self, command: ShowLimit, context: _Context) -> Result:
+        found = await self._catalog.role_usage(command.target, command.role)
+        if isinstance(found, RoleNotFound):
+            return _no_such_role(found, command.target)
+        role, used, database_limits = found
+        return RoleLimit(command.target, role, used, database_limits)
 
-    async def _list(self, command: ListConnections) -> Result:
-        async def work(conn: Conn, oid: int, role: RoleInfo) -> Result:
-            rows = await catalog.role_connections(conn, oid)
-            return RoleConnections(command.target, role, rows, _restricted(rows))
+    async def _limits(self, command: ShowLimits, context: _Context) -> Result:
+        roles = await self._catalog.roles_near_limit(command.target, LIMITS_THRESHOLD)
+        return LimitsOverview(command.target, roles, LIMITS_THRESHOLD)
 
-        return await self._for_role(command.target, command.role, work)
+    async def _stray(self, command: FindStray, context: _Context) -> Result:
+        found = await self._catalog.idle_sessions(command.target, command.role, command.min_idle)
+        if isinstance(found, RoleNotFound):
+            return _no_such_role(found, command.target)
+        role, idle, total = found
+        return StrayConnections(command.target, role, command.min_idle, idle, total, _restricted(idle))
 
-    async def _limit(self, command: ShowLimit) -> Result:
-        async def work(conn: Conn, oid: int, role: RoleInfo) -> Result:
-            used, database_limits = await catalog.role_usage(conn, oid)
-            return RoleLimit(command.target, role, used, database_limits)
-
-        return await self._for_role(command.target, command.role, work)
-
-    async def _limits(self, command: ShowLimits) -> Result:
-        async def work(conn: Conn) -> Result:
-            roles = await catalog.roles_near_limit(conn, LIMITS_THRESHOLD)
-            return LimitsOverview(command.target, roles, LIMITS_THRESHOLD)
-
-        return await self._targets.run(command.target, work)
-
-    async def _stray(self, command: FindStray) -> Result:
-        async def work(conn: Conn, oid: int, role: RoleInfo) -> Result:
-            idle = await catalog.role_idle_connections(conn, oid, command.min_idle)
-            total, _ = await catalog.role_usage(conn, oid)
-            return StrayConnections(command.target, role, command.min_idle, idle, total, _restricted(idle))
-
-        return await self._for_role(command.target, command.role, work)
-
-    async def _status(self, command: ShowStatus) -> Result:
-        async def work(conn: Conn) -> ServerStatus:
-            settings = await catalog.server_settings(conn)
-            backends = await catalog.client_backends(conn)
-            return self._summarise(command.target, settings, backends)
-
-        status = await self._targets.run(command.target, work)
+    async def _status(self, command: ShowStatus, context: _Context) -> Result:
+        status = self._summarise(command.target, await self._catalog.activity(command.target))
         if status.observed_at is not None:
-            self._targets.remember_fill(
-                command.target,
-                Fill(status.client_backends, status.usable_slots, status.max_connections, status.observed_at),
-            )
+            fill = Fill(status.client_backends, status.usable_slots, status.max_connections, status.observed_at)
+            self._catalog.remember_fill(command.target, fill)
         return status
 
-    def _summarise(
-        self, target: str, settings: catalog.Settings, backends: list[tuple[Connection, bool]]
-    ) -> ServerStatus:
+    async def _request(self, command: RequestSignal, context: _Context) -> Result:
+        assert self._approvals is not None  # needs_state
+        return await self._approvals.open(command, context.identity, text=context.text, channel=context.channel)
+
+    async def _decide(self, command: Decide, context: _Context) -> Result:
+        assert self._approvals is not None  # needs_state
+        return await self._approvals.decide(
+            command.request_id, command.approve, context.identity, clicked_on=context.clicked_on
+        )
+
+    async def _pending(self, command: ListRequests, context: _Context) -> Result:
+        assert self._approvals is not None  # needs_state
+        return await self._approvals.pending()
+
+    async def _audit(self, command: ShowAudit, context: _Context) -> Result:
+        assert self._approvals is not None  # needs_state
+        return await self._approvals.audit_trail(command.count)
+
+    async def _open_alerts(self, command: ListAlerts, context: _Context) -> Result:
+        if self._alerts is None:
+            return StateUnavailable(spec_of(command).name, configured=False)
+        return OpenAlerts(await self._alerts.open_alerts(), self._monitoring)
+
+    def _summarise(self, target: str, activity: ServerActivity) -> ServerStatus:
+        backends = activity.backends
         others = [conn for conn, own in backends if not own]
         by_state = Counter(conn.state or "unknown" for conn, _ in backends)
         active = [c for c in others if c.state == "active" and c.query_age is not None]
-        idle_tx = [c for c in others if c.state and c.state.startswith("idle in transaction") and c.transaction_age]
+        idle_tx = [c for c in others if c.idle_in_transaction and c.transaction_age]
         return ServerStatus(
             target=target,
-            server_version=settings.server_version,
-            max_connections=settings.max_connections,
-            superuser_reserved=settings.superuser_reserved,
-            reserved=settings.reserved,
+            server_version=activity.server_version,
+            max_connections=activity.max_connections,
+            superuser_reserved=activity.superuser_reserved,
+            reserved=activity.reserved,
             client_backends=len(backends),
             by_state=dict(by_state.most_common()),
             longest_active=max(active, key=_query_age, default=None),
@@ -340,51 +335,26 @@ class CommandService:
             warn_at=self._thresholds.warn,
             critical_at=self._thresholds.critical,
             restricted=_restricted(others),
-            observed_at=settings.observed_at,
+            observed_at=activity.observed_at,
         )
 
 
-def unavailable(exc: TargetUnavailableError) -> Problem:
+def unavailable(exc: TargetUnavailableError) -> TargetUnreachable | TargetFull:
     """ "Full" when the server refused for lack of a slot (with what the bot last saw), else
     "unreachable" with libpq's reason."""
     if exc.full is None:
-        return TargetUnreachable(f"target {exc.name} is unreachable: {exc.reason}")
-    who = {
-        "server": "every connection slot of the server is taken",
-        "role": "the bot's database role is at its CONNECTION LIMIT",
-        "database": "the database is at its CONNECTION LIMIT",
-    }[exc.full]
-    seen = ""
-    if exc.fill is not None:
-        seen = (
-            f" The bot last saw {exc.fill.client_backends} of {exc.fill.usable_slots} usable slots in use "
-            f"(max_connections {exc.fill.max_connections}) {moment(exc.fill.observed_at)}."
-        )
-    return TargetFull(
-        f"target {exc.name} is full: {who}, so the bot cannot get in ({exc.reason}).{seen} "
-        "It keeps trying and gets in as soon as a slot frees."
-    )
+        return TargetUnreachable(exc.name, exc.reason)
+    return TargetFull(exc.name, exc.full, exc.reason, exc.fill)
 
 
-def _state_unavailable(name: str) -> StateUnavailable:
-    return StateUnavailable(
-        f"{name} needs the bot's state database (PGCONN_STATE_URL), which is not answering; "
-        "nothing was changed. Try again shortly."
-    )
-
-
-def _unknown_target(name: str, known: list[str]) -> UnknownTarget:
-    return UnknownTarget(f"unknown target {shorten(name, 30)!r}; known targets: {', '.join(known)}")
-
-
-def command_for_alert(alert: Alert) -> RequestSignal | None:
-    reason = f"alert #{alert.id}: {alert.summary}"
+def command_for_alert(alert: Alert, reason: str) -> RequestSignal | None:
+    """The kill/cancel request an alert's button makes (``reason``: the alert, described), if any."""
     if alert.kind == AlertKind.ROLE_LIMIT:
         return RequestSignal(
             action=SignalAction.TERMINATE, scope=KillScope.IDLE, role=alert.subject, reason=reason, target=alert.target
         )
-    if alert.kind in (AlertKind.IDLE_IN_TRANSACTION, AlertKind.LONG_QUERY):
-        pid = int(alert.subject.split(":")[0])
+    if alert.kind in (AlertKind.IDLE_IN_TRANSACTION, AlertKind.LONG_QUERY) and alert.session_pid is not None:
+        pid = alert.session_pid
         cancel = alert.kind == AlertKind.LONG_QUERY
         # Idle in transaction: terminate it only while it is still idle in that transaction;
         # long query: cancel only that query.
@@ -396,7 +366,6 @@ def command_for_alert(alert: Alert) -> RequestSignal | None:
             target=alert.target,
             expected_starts=_moment(pid, alert.details.get("backend_start")),
             expected_marks=_moment(pid, alert.details.get("query_start" if cancel else "xact_start")),
-            name="cancel" if cancel else "kill",
         )
     return None
 
@@ -438,9 +407,5 @@ def _restricted(rows: list[Connection]) -> bool:
     return any(row.backend_start is None for row in rows)
 
 
-def _no_such_role(name: str, suggestions: list[str], target: str) -> NoSuchRole:
-    where = "" if target == "default" else f" on target {target}"
-    message = f"no role named {shorten(name)!r}{where}"
-    if suggestions:
-        message += "; did you mean " + " or ".join(repr(s) for s in suggestions) + "?"
-    return NoSuchRole(message)
+def _no_such_role(found: RoleNotFound, target: str) -> NoSuchRole:
+    return NoSuchRole(found.name, tuple(found.suggestions), target)

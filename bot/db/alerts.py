@@ -6,40 +6,21 @@ import os
 import socket
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from bot.core.results import Alert
-from bot.core.text import clean, clean_name, clean_optional
-from bot.db import sql
+from bot.db.sql import state as sql
 from bot.db.state import StateStore
-
-
-@dataclass(frozen=True)
-class Finding:
-    """A problem seen in this cycle; (kind, subject) identifies it on its target."""
-
-    kind: str
-    subject: str
-    severity: str
-    summary: str
-    details: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Clearance:
-    """An open alert that no longer holds, and the sentence that says so."""
-
-    alert_id: int
-    resolution: str
-
+from bot.model.alerts import Alert, AlertKind, Clearance, Finding, Severity, Shape
+from bot.model.text import clean_name, clean_optional
 
 REPLICA = f"{socket.gethostname()}:{os.getpid()}"
 
 
 class AlertStore:
+    """The core's ``AlertStore`` port on the state database: alerts and the monitor's leader lease."""
+
     def __init__(self, state: StateStore) -> None:
         self._state = state
 
@@ -48,7 +29,7 @@ class AlertStore:
         return self._state.ready
 
     async def open_alerts(self, target: str | None = None, limit: int = 100) -> list[Alert]:
-        async with self._state.pool.connection() as conn:
+        async with self._state.connection() as conn:
             if target is None:
                 cur = await conn.execute(sql.OPEN_ALERTS, {"limit": limit})
             else:
@@ -57,7 +38,7 @@ class AlertStore:
 
     async def open_alerts_of(self, targets: Sequence[str]) -> dict[str, list[Alert]]:
         """Open alerts of several targets, by target, in one query."""
-        async with self._state.pool.connection() as conn:
+        async with self._state.connection() as conn:
             cur = await conn.execute(sql.OPEN_ALERTS_OF_TARGETS, {"targets": list(targets)})
             found: dict[str, list[Alert]] = {target: [] for target in targets}
             for row in await cur.fetchall():
@@ -65,7 +46,7 @@ class AlertStore:
             return found
 
     async def get(self, alert_id: int) -> Alert | None:
-        async with self._state.pool.connection() as conn:
+        async with self._state.connection() as conn:
             cur = await conn.execute(sql.SELECT_ALERT, {"id": alert_id})
             row = await cur.fetchone()
             return _alert(row) if row else None
@@ -84,7 +65,7 @@ class AlertStore:
         ``fence``: (holder, epoch) of the leader lease; if it is not held any more, nothing is
         written and False comes back (a leader that was replaced while it hung).
         """
-        async with self._state.pool.connection() as conn, conn.transaction():
+        async with self._state.transaction() as conn:
             if fence is not None:
                 cur = await conn.execute(sql.STILL_LEADER, {"me": fence[0], "epoch": fence[1]})
                 if await cur.fetchone() is None:
@@ -100,7 +81,7 @@ class AlertStore:
                                 "kind": f.kind,
                                 "subject": f.subject,
                                 "severity": f.severity,
-                                "summary": f.summary,
+                                "shape": f.shape,
                                 "details": Jsonb(f.details),
                             }
                             for f in findings
@@ -110,20 +91,20 @@ class AlertStore:
                     await cur.executemany(
                         sql.REFRESH_ALERT,
                         [
-                            {"id": alert_id, "severity": f.severity, "summary": f.summary, "details": Jsonb(f.details)}
+                            {"id": alert_id, "severity": f.severity, "shape": f.shape, "details": Jsonb(f.details)}
                             for alert_id, f in refresh.items()
                         ],
                     )
                 if clearances:
                     await cur.executemany(
-                        sql.RESOLVE_ALERT, [{"id": c.alert_id, "resolution": c.resolution} for c in clearances]
+                        sql.RESOLVE_ALERT, [{"id": c.alert_id, "details": Jsonb(c.details)} for c in clearances]
                     )
         return True
 
     async def hold_leadership(self, me: uuid.UUID, lease: float) -> int | None:
         """Take the monitor's lease if it is free or lapsed, or renew it if it is ours: its epoch,
         or None when another replica holds it."""
-        async with self._state.pool.connection() as conn:
+        async with self._state.connection() as conn:
             cur = await conn.execute(sql.HOLD_LEADERSHIP, {"me": me, "lease": lease, "name": REPLICA})
             row = await cur.fetchone()
             return int(row["epoch"]) if row is not None else None
@@ -132,13 +113,13 @@ class AlertStore:
         await self._run(sql.RELEASE_LEADERSHIP, {"me": me})
 
     async def unsettled(self, targets: Sequence[str] | None = None) -> list[Alert]:
-        async with self._state.pool.connection() as conn:
+        async with self._state.connection() as conn:
             cur = await conn.execute(sql.UNSETTLED_ALERTS, {"targets": list(targets) if targets is not None else None})
             return [_alert(row) for row in await cur.fetchall()]
 
     async def posted(self, alert: Alert, channel: str, ts: str) -> bool:
         """False when another post of this alert was recorded first."""
-        async with self._state.pool.connection() as conn:
+        async with self._state.connection() as conn:
             cur = await conn.execute(
                 sql.ALERT_POSTED, {"id": alert.id, "channel": channel, "ts": ts, "state": shown(alert)}
             )
@@ -157,23 +138,23 @@ class AlertStore:
         await self._run(sql.ALERT_SYNC_FAILED, {"id": alert.id, "retry_after": retry_after})
 
     async def _run(self, statement: str, params: dict[str, Any]) -> None:
-        async with self._state.pool.connection() as conn:
+        async with self._state.connection() as conn:
             await conn.execute(statement, params)
 
 
 def shown(alert: Alert) -> str:
     """What a posted message shows; a change of this (not of the numbers) edits the message."""
-    return f"{alert.severity}:{alert.summary}"
+    return f"{alert.severity}:{alert.shape}"
 
 
 def _alert(row: dict[str, Any]) -> Alert:
     return Alert(
         id=row["id"],
         target=row["target"],
-        kind=row["kind"],
+        kind=AlertKind(row["kind"]),
         subject=clean_name(row["subject"]),
-        severity=row["severity"],
-        summary=clean(row["summary"], 300),
+        severity=Severity(row["severity"]),
+        shape=Shape(row["shape"]) if row["shape"] in _SHAPES else Shape.PLAIN,
         details=dict(row["details"] or {}),
         opened_at=row["opened_at"],
         last_seen_at=row["last_seen_at"],
@@ -181,4 +162,8 @@ def _alert(row: dict[str, Any]) -> Alert:
         resolution=clean_optional(row["resolution"], 300),
         channel=row["channel"],
         message_ts=row["message_ts"],
+        resolution_details=dict(row["resolution_details"]) if row.get("resolution_details") is not None else None,
     )
+
+
+_SHAPES = frozenset(Shape)

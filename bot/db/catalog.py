@@ -1,16 +1,20 @@
-"""Typed reads of a monitored server: run the statements in ``sql`` and build result objects."""
+"""Typed reads of a monitored server for the commands that only look (list, limit, limits, stray,
+status): the core's ``TargetCatalog`` port, on the target pools."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import timedelta
+from typing import Any, TypeVar
 
-from bot.core.results import Connection, DatabaseLimit, RoleFill, RoleInfo
-from bot.core.text import clean, clean_name, clean_name_optional, clean_optional
-from bot.db import sql
-from bot.db.targets import Conn
+from bot.db.sql import targets as sql
+from bot.db.targets import Conn, TargetPools
+from bot.model.activity import Connection, DatabaseLimit, RoleFill, RoleInfo, RoleNotFound, ServerActivity
+from bot.model.servers import Fill
+from bot.model.text import clean, clean_name, clean_name_optional, clean_optional
 
+T = TypeVar("T")
 _PARAMS = {"bot_app": sql.BOT_APPLICATION_NAME}
 
 
@@ -21,17 +25,88 @@ class RoleMatch:
     suggestions: list[str]
 
 
-@dataclass(frozen=True)
-class Settings:
-    server_version: str
-    max_connections: int
-    superuser_reserved: int
-    reserved: int
-    observed_at: datetime
+class TargetCatalog:
+    """What the read-only commands ask of a target, each answered on one connection."""
+
+    def __init__(self, targets: TargetPools) -> None:
+        self._targets = targets
+
+    @property
+    def names(self) -> list[str]:
+        return self._targets.names
+
+    def remember_fill(self, target: str, fill: Fill) -> None:
+        self._targets.remember_fill(target, fill)
+
+    async def role_sessions(self, target: str, role: str) -> tuple[RoleInfo, list[Connection]] | RoleNotFound:
+        async def work(conn: Conn, oid: int, info: RoleInfo) -> tuple[RoleInfo, list[Connection]]:
+            return info, await role_connections(conn, oid)
+
+        return await self._for_role(target, role, work)
+
+    async def role_usage(self, target: str, role: str) -> tuple[RoleInfo, int, list[DatabaseLimit]] | RoleNotFound:
+        async def work(conn: Conn, oid: int, info: RoleInfo) -> tuple[RoleInfo, int, list[DatabaseLimit]]:
+            used, limits = await role_usage(conn, oid)
+            return info, used, limits
+
+        return await self._for_role(target, role, work)
+
+    async def idle_sessions(
+        self, target: str, role: str, min_idle: timedelta | None
+    ) -> tuple[RoleInfo, list[Connection], int] | RoleNotFound:
+        """The role's idle sessions (longest idle first) and how many sessions it has in all."""
+
+        async def work(conn: Conn, oid: int, info: RoleInfo) -> tuple[RoleInfo, list[Connection], int]:
+            idle = await role_idle_connections(conn, oid, min_idle)
+            total, _ = await role_usage(conn, oid)
+            return info, idle, total
+
+        return await self._for_role(target, role, work)
+
+    async def roles_near_limit(self, target: str, threshold: float) -> list[RoleFill]:
+        async def work(conn: Conn) -> list[RoleFill]:
+            cur = await conn.execute(sql.ROLES_NEAR_LIMIT, {"percent": round(threshold * 100)})
+            return [
+                RoleFill(role=clean_name(r["role"]), used=int(r["used"]), limit=r["limit"])
+                for r in await cur.fetchall()
+            ]
+
+        return await self._targets.run(target, work)
+
+    async def activity(self, target: str) -> ServerActivity:
+        async def work(conn: Conn) -> ServerActivity:
+            cur = await conn.execute(sql.SERVER_SETTINGS)
+            row = await cur.fetchone()
+            assert row is not None
+            cur = await conn.execute(sql.ALL_CLIENT_BACKENDS, _PARAMS)
+            backends = [(_connection(b), bool(b["own"])) for b in await cur.fetchall()]
+            return ServerActivity(
+                server_version=clean(row["server_version"], 60),
+                max_connections=row["max_connections"],
+                superuser_reserved=row["superuser_reserved"],
+                reserved=row["reserved"],
+                observed_at=row["observed_at"],
+                backends=backends,
+            )
+
+        return await self._targets.run(target, work)
+
+    async def _for_role(
+        self, target: str, role: str, work: Callable[[Conn, int, RoleInfo], Coroutine[Any, Any, T]]
+    ) -> T | RoleNotFound:
+        """Resolve the role via pg_roles first, so an unknown role is told apart from an idle one."""
+
+        async def resolve(conn: Conn) -> T | RoleNotFound:
+            match = await find_role(conn, role)
+            if match.info is None or match.oid is None:
+                return RoleNotFound(role, match.suggestions)
+            return await work(conn, match.oid, match.info)
+
+        return await self._targets.run(target, resolve)
 
 
 def _connection(row: dict[str, Any]) -> Connection:
-    # Names and query text are chosen by whoever connects: cleaned here, once (see core.text).
+    # Names and query text are chosen by whoever connects: cleaned here, once (see model.text).
     return Connection(
         pid=row["pid"],
         role=clean_name_optional(row["role"]),
@@ -87,27 +162,3 @@ async def role_usage(conn: Conn, role_oid: int) -> tuple[int, list[DatabaseLimit
         for r in await cur.fetchall()
     ]
     return used, limits
-
-
-async def roles_near_limit(conn: Conn, threshold: float) -> list[RoleFill]:
-    cur = await conn.execute(sql.ROLES_NEAR_LIMIT, {"percent": round(threshold * 100)})
-    return [RoleFill(role=clean_name(r["role"]), used=int(r["used"]), limit=r["limit"]) for r in await cur.fetchall()]
-
-
-async def server_settings(conn: Conn) -> Settings:
-    cur = await conn.execute(sql.SERVER_SETTINGS)
-    row = await cur.fetchone()
-    assert row is not None
-    return Settings(
-        server_version=clean(row["server_version"], 60),
-        max_connections=row["max_connections"],
-        superuser_reserved=row["superuser_reserved"],
-        reserved=row["reserved"],
-        observed_at=row["observed_at"],
-    )
-
-
-async def client_backends(conn: Conn) -> list[tuple[Connection, bool]]:
-    """Every client backend, each with whether it is the bot's own."""
-    cur = await conn.execute(sql.ALL_CLIENT_BACKENDS, _PARAMS)
-    return [(_connection(row), bool(row["own"])) for row in await cur.fetchall()]

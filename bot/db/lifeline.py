@@ -22,7 +22,8 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
-from bot.db import sql
+from bot.db.sql import session as sql
+from bot.model.servers import Fullness
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +36,15 @@ PING_SECONDS = 3.0
 
 # libpq reports a refused connection only as text (no SQLSTATE): what says "no slot for you".
 _FULL = (
-    ("remaining connection slots are reserved", "server"),
-    ("too many clients already", "server"),
-    ("too many connections for role", "role"),
-    ("too many connections for database", "database"),
+    ("remaining connection slots are reserved", Fullness.SERVER),
+    ("too many clients already", Fullness.SERVER),
+    ("too many connections for role", Fullness.ROLE),
+    ("too many connections for database", Fullness.DATABASE),
 )
 
 
-def full_kind(reason: str | None) -> str | None:
-    """ "server", "role" or "database" when the refusal says there is no slot left; else None."""
+def full_kind(reason: str | None) -> Fullness | None:
+    """What refused the bot for lack of a slot, when the refusal says so; else None."""
     if reason:
         lowered = reason.lower()
         for text, kind in _FULL:
@@ -79,6 +80,10 @@ class LifelineDown(Exception):
 
 
 class Lifeline:
+    """One connection to a target that the bot keeps for ever: reconnected at once when lost,
+    retried about four times a second (per server) while the server is full, so the bot takes a
+    freed slot first. Work borrows it with ``acquire``/``release``."""
+
     def __init__(
         self,
         name: str,
@@ -110,7 +115,7 @@ class Lifeline:
         return self._use.locked()
 
     @property
-    def full(self) -> str | None:
+    def full(self) -> Fullness | None:
         return None if self.connected else full_kind(self.error)
 
     # --- running -----------------------------------------------------------------------------

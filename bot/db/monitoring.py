@@ -1,36 +1,52 @@
-"""The monitor's one-statement snapshot of a target (see ``sql.MONITOR_SNAPSHOT``)."""
+"""What the monitor asks of the monitored servers (the core's ``MonitoredServers`` port): a
+one-statement snapshot of a server (see ``sql.MONITOR_SNAPSHOT``), and the state of the bot's
+own connection to each target."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bot.core.text import clean, clean_name
-from bot.db import sql
-from bot.db.targets import Conn
+from bot.db.sql import targets as sql
+from bot.db.targets import Conn, TargetPools
+from bot.model.alerts import RoleAtLimit, SessionOfNote, Snapshot
+from bot.model.servers import Fill, Link
+from bot.model.text import clean, clean_name, clean_name_optional, clean_optional
 
 
-@dataclass(frozen=True)
-class Snapshot:
-    target: str
-    server_version: str
-    max_connections: int
-    superuser_reserved: int
-    reserved: int
-    observed_at: datetime
-    client_backends: int
-    full_roles: list[dict[str, Any]]  # role, limit, used, sessions[…]
-    idle_in_transaction: list[dict[str, Any]]
-    long_queries: list[dict[str, Any]]
+class ServerWatch:
+    """The core's ``MonitoredServers`` port on the target pools."""
+
+    def __init__(self, targets: TargetPools) -> None:
+        self._targets = targets
 
     @property
-    def usable_slots(self) -> int:
-        return max(1, self.max_connections - self.superuser_reserved - self.reserved)
+    def names(self) -> list[str]:
+        return self._targets.names
 
     @property
-    def fill(self) -> float:
-        return self.client_backends / self.usable_slots
+    def timeout(self) -> float:
+        return self._targets.timeout
+
+    def link(self, target: str) -> Link:
+        lifeline = self._targets.lifeline(target)
+        return Link(lifeline.connected, lifeline.error, lifeline.full)
+
+    def server_keys(self, target: str) -> tuple[str, ...]:
+        return self._targets.server_keys(target)
+
+    def remember_fill(self, target: str, fill: Fill) -> None:
+        self._targets.remember_fill(target, fill)
+
+    async def snapshot(
+        self, target: str, *, label: str, idle_in_tx_seconds: float, long_query_seconds: float, budget: float
+    ) -> Snapshot:
+        async def work(conn: Conn) -> Snapshot:
+            return await take_snapshot(
+                conn, label, idle_in_tx_seconds=idle_in_tx_seconds, long_query_seconds=long_query_seconds
+            )
+
+        return await self._targets.run(target, work, budget=budget)
 
 
 async def take_snapshot(conn: Conn, target: str, *, idle_in_tx_seconds: float, long_query_seconds: float) -> Snapshot:
@@ -48,18 +64,37 @@ async def take_snapshot(conn: Conn, target: str, *, idle_in_tx_seconds: float, l
         reserved=row["reserved"],
         observed_at=row["observed_at"],
         client_backends=int(row["client_backends"]),
-        full_roles=[_cleaned(r) for r in row["full_roles"] or []],
-        idle_in_transaction=[_cleaned(s) for s in row["idle_in_transaction"] or []],
-        long_queries=[_cleaned(q) for q in row["long_queries"] or []],
+        full_roles=[
+            RoleAtLimit(
+                role=clean_name(r["role"]),
+                limit=int(r["limit"]),
+                used=int(r["used"]),
+                sessions=tuple(_session(s) for s in r["sessions"] or []),
+            )
+            for r in row["full_roles"] or []
+        ],
+        idle_in_transaction=[_session(s) for s in row["idle_in_transaction"] or []],
+        long_queries=[_session(q) for q in row["long_queries"] or []],
     )
 
 
-def _cleaned(value: Any, key: str = "") -> Any:
-    """The snapshot's JSON with every string cleaned where it enters (names, query text)."""
-    if isinstance(value, dict):
-        return {k: _cleaned(v, k) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_cleaned(v, key) for v in value]
-    if isinstance(value, str):
-        return clean(value, sql.QUERY_PREVIEW_CHARS) if key == "query" else clean_name(value)
-    return value
+def _session(row: dict[str, Any]) -> SessionOfNote:
+    """One session of the snapshot's JSON, every name and the query cleaned where it enters."""
+    return SessionOfNote(
+        pid=int(row["pid"]),
+        role=clean_name_optional(row.get("role")),
+        database=clean_name_optional(row.get("database")),
+        application=clean_name_optional(row.get("application")),
+        client=clean_name_optional(row.get("client")),
+        state=clean_name_optional(row.get("state")),
+        backend_start=_time(row.get("backend_start")),
+        xact_start=_time(row.get("xact_start")),
+        query_start=_time(row.get("query_start")),
+        state_change=_time(row.get("state_change")),
+        query=clean_optional(row.get("query"), sql.QUERY_PREVIEW_CHARS),
+        query_length=row.get("query_length"),
+    )
+
+
+def _time(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) else None

@@ -12,16 +12,40 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from bot.core.results import Approval, AuditEntry, RequestTarget, RoleFill, SignalRequest
-from bot.core.text import clean_name_optional, clean_optional
-from bot.db import sql
+from bot.db.sql import state as sql
 from bot.db.state import StateStore
 from bot.db.targets import Conn
+from bot.model.activity import RoleFill
+from bot.model.audit import (
+    REFUSAL_EVENTS,
+    AuditEntry,
+    Delivery,
+    NewAuditEntry,
+    RefusalsSummarised,
+    Undeliverable,
+    note_from_json,
+    note_to_json,
+)
+from bot.model.errors import TooManyOpenRequests
+from bot.model.requests import (
+    Approval,
+    AuditEvent,
+    KillScope,
+    NewRequest,
+    Openings,
+    OutcomeNote,
+    RequestStatus,
+    RequestTarget,
+    SignalAction,
+    SignalOutcome,
+    SignalRequest,
+    TargetOutcome,
+)
+from bot.model.text import clean, clean_name_optional, clean_optional
 
 # An entry parked as undeliverable to the audit channel is tried again this often (in case the
 # channel was fixed: the bot invited, the channel unarchived), and at once when the channel changes.
@@ -35,84 +59,9 @@ def _id(value: str | None) -> str | None:
     return clean_name_optional(value, 80)
 
 
-@dataclass(frozen=True)
-class NewRequest:
-    action: str
-    scope: str
-    target: str
-    role_name: str | None
-    older_than: timedelta | None
-    reason: str | None
-    command_text: str
-    requester: str
-    requester_name: str | None
-    required_approvals: int
-    ttl_seconds: int
-    origin_channel: str | None
-    targets: Sequence[RequestTarget]
-    fills: Sequence[RoleFill]
-
-
-@dataclass(frozen=True)
-class NewAuditEntry:
-    event: str
-    request_id: int | None = None
-    action: str | None = None
-    target: str | None = None
-    role_name: str | None = None
-    pids: Sequence[int] = ()
-    actor: str | None = None
-    requester: str | None = None
-    approvers: Sequence[str] = ()
-    outcome: str | None = None
-    message_ref: str | None = None
-    origin: str | None = None  # not a Slack action: where it came from (the console and its local user)
-
-
-# Refusals (anyone can cause them) go out behind everything else, so no flood of them can delay
-# a request, an approval or an outcome on its way to the audit channel.
-REFUSAL_EVENTS = frozenset({"refused", "click_refused", "more_refused"})
 REFUSALS_PER_WINDOW = 5
-# Requests one person may open in a minute, whatever becomes of them (one that cannot be posted is
-# withdrawn at once, so the cap on open ones alone would not bound what reaches the audit).
-OPENS_PER_MINUTE = 10
 REPLICA_NAME = f"{socket.gethostname()}:{os.getpid()}"
 REFUSAL_WINDOW_SECONDS = 60.0
-
-
-@dataclass(frozen=True)
-class Delivery:
-    entry: AuditEntry
-    attempts: int
-    request_ref: str | None  # "channel/ts" of the request's message
-
-
-@dataclass(frozen=True)
-class Undeliverable:
-    parked: int
-    since: datetime | None
-    error: str | None
-
-
-@dataclass(frozen=True)
-class Openings:
-    """A requester's open requests, and how many they opened in the last minute."""
-
-    open_ids: list[int]
-    last_minute: int
-
-    def refusal(self, max_open: int) -> TooManyOpenRequests | None:
-        if len(self.open_ids) >= max_open or self.last_minute >= OPENS_PER_MINUTE:
-            return TooManyOpenRequests(self)
-        return None
-
-
-class TooManyOpenRequests(Exception):
-    """The requester may not open another request now (see ``Openings``)."""
-
-    def __init__(self, openings: Openings) -> None:
-        super().__init__(f"{len(openings.open_ids)} open requests, {openings.last_minute} in the last minute")
-        self.openings = openings
 
 
 @dataclass
@@ -154,6 +103,9 @@ class LockedRequest:
 
 
 class RequestStore:
+    """The core's ``RequestStore`` port on the state database: requests, approvals, their Slack
+    messages, the audit trail and its outbox, leases and heartbeats."""
+
     def __init__(self, state: StateStore, *, audit_channel: str | None, replica: uuid.UUID | None = None) -> None:
         self._state = state
         self._audit_channel = audit_channel
@@ -168,16 +120,11 @@ class RequestStore:
         """The state database is migrated (a bot started without it waits for that)."""
         return self._state.ready
 
-    @contextlib.asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[Conn]:
-        async with self._state.pool.connection() as conn, conn.transaction():
-            yield conn
-
     # --- requests ----------------------------------------------------------------------------
 
     async def openings(self, requester: str, conn: Conn | None = None) -> Openings:
         if conn is None:
-            async with self._state.pool.connection() as own:
+            async with self._state.connection() as own:
                 return await self.openings(requester, own)
         cur = await conn.execute(sql.OPEN_REQUESTS_OF, {"requester": requester})
         rows = await cur.fetchall()
@@ -190,10 +137,10 @@ class RequestStore:
 
         Raises TooManyOpenRequests when the requester may not open another one now.
         """
-        async with self._transaction() as conn:
+        async with self._state.transaction() as conn:
             await conn.execute(sql.REQUESTER_LOCK, {"requester": new.requester})
-            if (refused := (await self.openings(new.requester, conn)).refusal(max_open)) is not None:
-                raise refused
+            if (openings := await self.openings(new.requester, conn)).too_many(max_open):
+                raise TooManyOpenRequests(openings)
             cur = await conn.execute(
                 sql.INSERT_REQUEST,
                 {
@@ -245,18 +192,18 @@ class RequestStore:
         return loaded
 
     async def get(self, request_id: int) -> SignalRequest | None:
-        async with self._state.pool.connection() as conn:
+        async with self._state.connection() as conn:
             return await self._load(conn, request_id, lock=False)
 
     @contextlib.asynccontextmanager
     async def locked(self, request_id: int) -> AsyncIterator[LockedRequest | None]:
         """The request with its row locked until the block ends (and commits): one decision at a time."""
-        async with self._transaction() as conn:
+        async with self._state.transaction() as conn:
             request = await self._load(conn, request_id, lock=True)
             yield None if request is None else LockedRequest(request, conn, self)
 
     async def pending(self, limit: int = 50) -> list[SignalRequest]:
-        async with self._state.pool.connection() as conn:
+        async with self._state.connection() as conn:
             cur = await conn.execute(sql.PENDING_REQUESTS, {"limit": limit})
             ids = [row["id"] for row in await cur.fetchall()]
             loaded = [await self._load(conn, request_id, lock=False) for request_id in ids]
@@ -265,34 +212,38 @@ class RequestStore:
     async def mark_posted(self, request_id: int, channel: str, ts: str | None) -> tuple[SignalRequest, int] | None:
         """Posted: approvable from now on, unless it was decided or withdrawn meanwhile. The request
         as it stands, and its message_version then."""
-        async with self._state.pool.connection() as conn:
+        async with self._state.connection() as conn:
             cur = await conn.execute(sql.MARK_POSTED, {"id": request_id, "channel": channel, "ts": ts or None})
             row = await cur.fetchone()
             request = await self._load(conn, request_id, lock=False)
         return None if row is None or request is None else (request, int(row["message_version"]))
 
     async def adopt_message(self, request_id: int, channel: str, ts: str) -> None:
-        async with self._state.pool.connection() as conn:
+        async with self._state.connection() as conn:
             await conn.execute(sql.ADOPT_MESSAGE, {"id": request_id, "channel": channel, "ts": ts})
 
     async def withdraw(self, request_id: int, audit: NewAuditEntry) -> SignalRequest | None:
         """Withdrawn only if still being posted; the request as it stands either way."""
-        async with self._transaction() as conn:
+        async with self._state.transaction() as conn:
             cur = await conn.execute(sql.WITHDRAW, {"id": request_id})
             if cur.rowcount == 1:
                 await self.append_audit(audit, conn)
             return await self._load(conn, request_id, lock=False)
 
-    async def finish(
-        self, request_id: int, outcomes: Sequence[tuple[int, str, str | None]], audit: NewAuditEntry
-    ) -> SignalRequest:
-        async with self._transaction() as conn:
+    async def finish(self, request_id: int, outcomes: Sequence[SignalOutcome], audit: NewAuditEntry) -> SignalRequest:
+        async with self._state.transaction() as conn:
             async with conn.cursor() as cur:
                 await cur.executemany(
                     sql.RECORD_OUTCOME,
                     [
-                        {"request_id": request_id, "pid": pid, "outcome": outcome, "detail": detail}
-                        for pid, outcome, detail in outcomes
+                        {
+                            "request_id": request_id,
+                            "pid": o.pid,
+                            "outcome": o.outcome,
+                            "detail": o.note,
+                            "error": clean_optional(o.error, TEXT_LIMIT),
+                        }
+                        for o in outcomes
                     ],
                 )
             cur = await conn.execute(sql.FINISH, {"id": request_id})
@@ -315,7 +266,7 @@ class RequestStore:
         ``audit_for(request)`` builds each one's audit entry; entries commit with the change.
         """
         closed: list[SignalRequest] = []
-        async with self._transaction() as conn:
+        async with self._state.transaction() as conn:
             cur = await conn.execute(sql.EXPIRE_DUE)
             ids = [row["id"] for row in await cur.fetchall()]
             cur = await conn.execute(sql.INTERRUPT_STALE, {"after": interrupted_after})
@@ -332,12 +283,12 @@ class RequestStore:
     # --- the request message in Slack ---------------------------------------------------------
 
     async def unsynced_messages(self, limit: int = 20) -> list[int]:
-        async with self._state.pool.connection() as conn:
+        async with self._state.connection() as conn:
             cur = await conn.execute(sql.UNSYNCED_MESSAGES, {"limit": limit})
             return [row["id"] for row in await cur.fetchall()]
 
     async def message_state(self, request_id: int) -> str | None:
-        async with self._state.pool.connection() as conn:
+        async with self._state.connection() as conn:
             cur = await conn.execute(sql.MESSAGE_STATE, {"id": request_id})
             row = await cur.fetchone()
             return str(row["state"]) if row else None
@@ -347,7 +298,7 @@ class RequestStore:
     ) -> tuple[SignalRequest, str | None, int] | None:
         """The request as it stands, what its message shows and its message_version, if this caller
         now holds the message's sync lease (committed: nothing is held while Slack is asked)."""
-        async with self._state.pool.connection() as conn:
+        async with self._state.connection() as conn:
             cur = await conn.execute(
                 sql.CLAIM_MESSAGE_SYNC, {"id": request_id, "owner": owner, "lease": lease, "replica": self.replica}
             )
@@ -358,32 +309,32 @@ class RequestStore:
         return None if request is None else (request, row["shown_state"], int(row["message_version"]))
 
     async def posted_as_shown(self, request_id: int, state: str, version: int) -> bool:
-        async with self._state.pool.connection() as conn:
+        async with self._state.connection() as conn:
             cur = await conn.execute(sql.POSTED_AS_SHOWN, {"id": request_id, "state": state, "version": version})
             return cur.rowcount == 1
 
     async def message_shown(self, request_id: int, owner: uuid.UUID, state: str, version: int) -> bool:
         """Record what the message shows now (read at ``version``); False if the lease was lost."""
-        async with self._state.pool.connection() as conn:
+        async with self._state.connection() as conn:
             cur = await conn.execute(
                 sql.MESSAGE_SHOWN, {"id": request_id, "owner": owner, "state": state, "version": version}
             )
             return cur.rowcount == 1
 
     async def message_sync_failed(self, request_id: int, owner: uuid.UUID) -> None:
-        async with self._state.pool.connection() as conn:
+        async with self._state.connection() as conn:
             await conn.execute(sql.MESSAGE_SYNC_FAILED, {"id": request_id, "owner": owner})
 
     async def release_message_sync(self, request_id: int, owner: uuid.UUID) -> None:
-        async with self._state.pool.connection() as conn:
+        async with self._state.connection() as conn:
             await conn.execute(sql.RELEASE_MESSAGE_SYNC, {"id": request_id, "owner": owner})
 
     async def release_requester_notice(self, request_id: int) -> None:
-        async with self._state.pool.connection() as conn:
+        async with self._state.connection() as conn:
             await conn.execute(sql.RELEASE_REQUESTER_NOTICE, {"id": request_id})
 
     async def claim_requester_notice(self, request_id: int) -> bool:
-        async with self._state.pool.connection() as conn:
+        async with self._state.connection() as conn:
             cur = await conn.execute(sql.CLAIM_REQUESTER_NOTICE, {"id": request_id})
             return cur.rowcount == 1
 
@@ -402,14 +353,14 @@ class RequestStore:
             "actor": _id(entry.actor),
             "requester": _id(entry.requester),
             "approvers": [_id(a) for a in entry.approvers],
-            "outcome": clean_optional(entry.outcome, TEXT_LIMIT),
+            "detail": Jsonb(_cleaned_note(note_to_json(entry.note))) if entry.note is not None else None,
             "message_ref": clean_name_optional(entry.message_ref),
             "origin": clean_optional(entry.origin, 120),
             "channel": self._audit_channel,
             "lane": 1 if entry.event in REFUSAL_EVENTS else 0,
         }
         if conn is None:
-            async with self._state.pool.connection() as own:
+            async with self._state.connection() as own:
                 cur = await own.execute(sql.APPEND_AUDIT, params)
                 row = await cur.fetchone()
         else:
@@ -423,7 +374,7 @@ class RequestStore:
         only counted, and the count becomes one "more_refused" entry when the minute is over.
         Returns whether this one was recorded on its own."""
         if conn is None:
-            async with self._transaction() as own:
+            async with self._state.transaction() as own:
                 return await self.append_refusal(entry, own)
         actor = {"actor": _id(entry.actor) or "?"}
         cur = await conn.execute(sql.LOCK_REFUSAL_WINDOW, {**actor, "window": REFUSAL_WINDOW_SECONDS})
@@ -443,7 +394,7 @@ class RequestStore:
     async def close_refusal_windows(self) -> int:
         """Summarise what minutes that are over kept back; returns how many entries that wrote."""
         written = 0
-        async with self._transaction() as conn:
+        async with self._state.transaction() as conn:
             cur = await conn.execute(sql.CLOSE_REFUSAL_WINDOWS, {"window": REFUSAL_WINDOW_SECONDS})
             for window in await cur.fetchall():
                 written += await self._summarise_refusals(conn, window["actor"], window)
@@ -452,20 +403,12 @@ class RequestStore:
     async def _summarise_refusals(self, conn: Conn, actor: str, window: dict[str, Any]) -> int:
         if not window["suppressed"]:
             return 0
-        await self.append_audit(
-            NewAuditEntry(
-                event="more_refused",
-                actor=actor,
-                outcome=f"{window['suppressed']} more refused attempts, "
-                f"{window['first_suppressed'].astimezone(UTC):%H:%M:%S}–"
-                f"{window['last_suppressed'].astimezone(UTC):%H:%M:%S} UTC",
-            ),
-            conn,
-        )
+        note = RefusalsSummarised(int(window["suppressed"]), window["first_suppressed"], window["last_suppressed"])
+        await self.append_audit(NewAuditEntry(event=AuditEvent.MORE_REFUSED, actor=actor, note=note), conn)
         return 1
 
     async def recent_audit(self, limit: int) -> list[AuditEntry]:
-        async with self._state.pool.connection() as conn:
+        async with self._state.connection() as conn:
             cur = await conn.execute(sql.RECENT_AUDIT, {"limit": limit})
             return [_audit_entry(row) for row in await cur.fetchall()]
 
@@ -474,12 +417,12 @@ class RequestStore:
 
     async def heartbeat(self) -> None:
         """This replica is alive: the leases it holds count (see sql.HEARTBEAT)."""
-        async with self._state.pool.connection() as conn:
+        async with self._state.connection() as conn:
             await conn.execute(sql.HEARTBEAT, {"replica": self.replica, "name": REPLICA_NAME})
 
     async def goodbye(self) -> None:
         """Stopping: whatever this replica still holds is free for the others at once."""
-        async with self._state.pool.connection() as conn:
+        async with self._state.connection() as conn:
             await conn.execute(sql.GOODBYE, {"replica": self.replica})
 
     async def claim_delivery(self, lease_seconds: float) -> Delivery | None:
@@ -487,7 +430,7 @@ class RequestStore:
 
         Claim and read are one transaction: cancelled in between, nothing stays leased.
         """
-        async with self._transaction() as conn:
+        async with self._state.transaction() as conn:
             cur = await conn.execute(sql.CLAIM_AUDIT_DELIVERY, self._queue(lease=lease_seconds))
             claim = await cur.fetchone()
             if claim is None:
@@ -499,17 +442,17 @@ class RequestStore:
             return Delivery(_audit_entry(row), claim["attempts"], ref)
 
     async def delivered(self, audit_id: int, ts: str | None) -> None:
-        async with self._state.pool.connection() as conn:
+        async with self._state.connection() as conn:
             await conn.execute(sql.AUDIT_DELIVERED, {"id": audit_id, "ts": ts, "channel": self._audit_channel})
 
     async def delivery_failed(self, audit_id: int, error: str, delay: float) -> None:
-        async with self._state.pool.connection() as conn:
+        async with self._state.connection() as conn:
             await conn.execute(sql.AUDIT_DELIVERY_FAILED, {"id": audit_id, "error": error[:500], "delay": delay})
 
     async def park(self, audit_id: int, error: str, *, whole_channel: bool) -> None:
         """Slack will never take this entry (or anything in this channel): keep it out of the way."""
         statement = sql.PARK_AUDIT_CHANNEL if whole_channel else sql.PARK_AUDIT_ENTRY
-        async with self._state.pool.connection() as conn:
+        async with self._state.connection() as conn:
             await conn.execute(statement, {"id": audit_id, "error": error[:500], "channel": self._audit_channel})
 
     async def trim(self, retention_seconds: float, batch: int = 1000) -> dict[str, int]:
@@ -527,7 +470,7 @@ class RequestStore:
         ):
             total = 0
             while True:
-                async with self._state.pool.connection() as conn:
+                async with self._state.connection() as conn:
                     cur = await conn.execute(statement, params)
                 total += max(0, cur.rowcount)
                 if cur.rowcount < batch or kind in ("gates", "replicas"):
@@ -537,12 +480,12 @@ class RequestStore:
 
     async def retry_waiting(self) -> int:
         """Every waiting entry is due now, parked ones included (done when a replica starts)."""
-        async with self._state.pool.connection() as conn:
+        async with self._state.connection() as conn:
             cur = await conn.execute(sql.RETRY_WAITING_AUDIT)
             return cur.rowcount
 
     async def undeliverable(self) -> Undeliverable:
-        async with self._state.pool.connection() as conn:
+        async with self._state.connection() as conn:
             cur = await conn.execute(sql.UNDELIVERABLE_AUDIT, {"channel": self._audit_channel})
             row = await cur.fetchone()
         assert row is not None
@@ -550,7 +493,7 @@ class RequestStore:
 
     async def next_delivery_due(self) -> tuple[float | None, int]:
         """Seconds until the next undelivered audit entry is due (None: nothing waits), and how many wait."""
-        async with self._state.pool.connection() as conn:
+        async with self._state.connection() as conn:
             cur = await conn.execute(sql.NEXT_AUDIT_DUE, self._queue())
             row = await cur.fetchone()
         if row is None or not row["waiting"]:
@@ -570,8 +513,8 @@ class RequestStore:
         approvals = tuple(Approval(a["approver"], a["approved_at"]) for a in await cur.fetchall())
         return SignalRequest(
             id=row["id"],
-            action=row["action"],
-            scope=row["scope"],
+            action=SignalAction(row["action"]),
+            scope=KillScope(row["scope"]),
             target=row["target"],
             role_name=clean_name_optional(row["role_name"]),
             older_than=row["older_than"],
@@ -582,7 +525,7 @@ class RequestStore:
             created_at=row["created_at"],
             expires_at=row["expires_at"],
             now=row["now"],
-            status=row["status"],
+            status=RequestStatus(row["status"]),
             required_approvals=row["required_approvals"],
             approvals=approvals,
             decided_by=row["decided_by"],
@@ -602,6 +545,23 @@ def _with_request_id(entry: NewAuditEntry, request_id: int) -> NewAuditEntry:
     return replace(entry, request_id=request_id)
 
 
+_NOTES = frozenset(OutcomeNote)
+NOTE_TEXT_LIMIT = TEXT_LIMIT  # per string in a note: a reason, a server's error, a role name
+NOTE_ITEMS_LIMIT = 100  # per list in a note (a request has at most 50 pids)
+
+
+def _cleaned_note(value: Any) -> Any:
+    """A note's JSON with every string one clean, capped line (whatever a user typed, a database
+    said or Slack answered), and every list capped: the trail's last door."""
+    if isinstance(value, str):
+        return clean(value, NOTE_TEXT_LIMIT)
+    if isinstance(value, list):
+        return [_cleaned_note(item) for item in value[:NOTE_ITEMS_LIMIT]]
+    if isinstance(value, dict):
+        return {key: _cleaned_note(item) for key, item in value.items()}
+    return value
+
+
 def _target(row: dict[str, Any]) -> RequestTarget:
     return RequestTarget(
         pid=row["pid"],
@@ -617,8 +577,10 @@ def _target(row: dict[str, Any]) -> RequestTarget:
         observed_at=row["observed_at"],
         blocks=tuple(row["blocks"] or ()),
         query_start=row["query_start"],
-        outcome=row["outcome"],
-        detail=clean_optional(row["detail"], TEXT_LIMIT),
+        outcome=TargetOutcome(row["outcome"]) if row["outcome"] else None,
+        # ``detail`` holds an OutcomeNote; before notes it held the words (kept as the error).
+        note=OutcomeNote(row["detail"]) if row["detail"] in _NOTES else None,
+        error=clean_optional(row.get("error") or (row["detail"] if row["detail"] not in _NOTES else None), TEXT_LIMIT),
     )
 
 
@@ -626,9 +588,9 @@ def _audit_entry(row: dict[str, Any]) -> AuditEntry:
     return AuditEntry(
         id=row["id"],
         at=row["at"],
-        event=row["event"],
+        event=AuditEvent(row["event"]),
         request_id=row["request_id"],
-        action=row["action"],
+        action=SignalAction(row["action"]) if row["action"] else None,
         target=clean_name_optional(row["target"]),
         role_name=clean_name_optional(row["role_name"], TEXT_LIMIT),
         pids=tuple(row["pids"] or ()),
@@ -638,4 +600,5 @@ def _audit_entry(row: dict[str, Any]) -> AuditEntry:
         outcome=clean_optional(row["outcome"], TEXT_LIMIT),
         message_ref=row["message_ref"],
         origin=clean_optional(row.get("origin"), 120),
+        note=note_from_json(row.get("detail")),
     )

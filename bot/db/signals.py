@@ -1,83 +1,121 @@
-"""Finding what a kill/cancel would hit, and signalling exactly those sessions, on a monitored server."""
+"""Finding what a kill/cancel would hit, and signalling exactly those sessions, on a monitored
+server: the core's ``Signaller`` port. What the statements found comes back as facts
+(``SignalAttempt``); what they mean (the outcome) is the core's decision."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import psycopg
 
-from bot.core.results import RequestTarget, TargetOutcome
-from bot.core.text import clean, clean_name_optional
-from bot.db import sql
-from bot.db.targets import Conn
+from bot.db.catalog import find_role
+from bot.db.sql import targets as sql
+from bot.db.targets import Conn, TargetPools
 from bot.errors import first_line
+from bot.model.activity import RoleInfo, RoleNotFound
+from bot.model.errors import TargetUnavailableError, UnknownTargetError
+from bot.model.requests import (
+    Candidate,
+    KillScope,
+    Protection,
+    RequestTarget,
+    SignalAction,
+    SignalAttempt,
+    SignalVerdict,
+)
+from bot.model.text import clean, clean_name_optional
+
+log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.05
 # statement_timeout on target connections is the command budget; a waiting terminate must end
 # well inside it, so the wait per statement is capped below that.
 STATEMENT_MARGIN_SECONDS = 0.3
 ERROR_LIMIT = 400
+_VERDICTS = {
+    "gone": SignalVerdict.GONE,
+    "replaced": SignalVerdict.REPLACED,
+    "protected": SignalVerdict.PROTECTED,
+    "changed": SignalVerdict.CHANGED,
+}
 
 
-@dataclass(frozen=True)
-class Protection:
-    """Who is never signalled besides superusers: these roles and their members, and the bot's logins."""
+class Signaller:
+    """Kill/cancel on the target pools. Finding candidates raises UnknownTargetError and
+    TargetUnavailableError; signalling never raises: every target gets an attempt."""
 
-    protected_roles: Sequence[str] = ()
-    bot_roles: Sequence[str] = ()
+    def __init__(self, targets: TargetPools) -> None:
+        self._targets = targets
 
-    def params(self) -> dict[str, list[str]]:
-        return {"protected": list(self.protected_roles), "bot_roles": list(self.bot_roles)}
+    @property
+    def timeout(self) -> float:
+        return self._targets.timeout
 
+    async def candidates_by_pid(self, target: str, pids: Sequence[int], protection: Protection) -> dict[int, Candidate]:
+        async def work(conn: Conn) -> dict[int, Candidate]:
+            return {c.pid: c for c in await _candidates(conn, protection=protection, pids=pids)}
 
-@dataclass(frozen=True)
-class Candidate:
-    """A backend as found now, with what decides whether it may be signalled."""
+        return await self._targets.run(target, work)
 
-    pid: int
-    role_oid: int | None
-    role: str | None
-    database: str | None
-    application: str | None
-    client: str | None
-    state: str | None
-    backend_type: str | None
-    backend_start: Any
-    xact_start: Any
-    query_start: Any
-    state_change: Any
-    observed_at: Any
-    client_backend: bool
-    superuser: bool
-    own: bool
-    superuser_via: str | None  # a superuser role its login role is a member of
-    protected_via: str | None  # a protected role (PGCONN_PROTECTED_ROLES) it is a member of
-    bot_login: bool  # one of the bot's own login roles (any replica, any of its pools)
-    role_limit: int | None
-    role_used: int
-    blocks: tuple[int, ...]
+    async def candidates_of_role(
+        self, target: str, role: str, idle_for: timedelta | None, protection: Protection
+    ) -> tuple[RoleInfo, list[Candidate]] | RoleNotFound:
+        """The role's sessions (``idle_for``: only those idle at least that long)."""
 
-    def as_target(self) -> RequestTarget:
-        assert self.backend_start is not None and self.role_oid is not None and self.role is not None
-        return RequestTarget(
-            pid=self.pid,
-            backend_start=self.backend_start,
-            role_oid=self.role_oid,
-            role=self.role,
-            database=self.database,
-            application=self.application,
-            client=self.client,
-            state=self.state,
-            state_change=self.state_change,
-            xact_start=self.xact_start,
-            observed_at=self.observed_at,
-            blocks=self.blocks,
-            query_start=self.query_start,
-        )
+        async def work(conn: Conn) -> tuple[RoleInfo, list[Candidate]] | RoleNotFound:
+            match = await find_role(conn, role)
+            if match.info is None or match.oid is None:
+                return RoleNotFound(role, match.suggestions)
+            if match.info.superuser:
+                return match.info, []
+            found = await _candidates(conn, protection=protection, role_oid=match.oid, idle_for=idle_for)
+            return match.info, found
+
+        return await self._targets.run(target, work)
+
+    async def signal_backends(
+        self,
+        target: str,
+        *,
+        action: SignalAction,
+        scope: KillScope,
+        targets: Sequence[RequestTarget],
+        protection: Protection,
+        wait_seconds: float,
+    ) -> list[SignalAttempt]:
+        """Signal each target only if it is still the session that was approved; an attempt for
+        each, in order. Terminations are waited for (``wait_seconds`` in all): with
+        ``pg_terminate_backend(pid, timeout)`` on 14+, then a poll of what is left (which is all
+        of the waiting on 13). Signals are never sent twice: no retry on another connection."""
+        progress: dict[int, SignalAttempt] = {}
+        in_flight: list[int] = []
+
+        async def work(conn: Conn) -> list[SignalAttempt]:
+            return await _signal(
+                conn, action, scope, targets, protection, wait_seconds, self._targets.timeout, progress, in_flight
+            )
+
+        budget = self._targets.timeout * 2 + wait_seconds + 0.2 * len(targets)
+        try:
+            return await self._targets.run(target, work, budget=budget, retry=False)
+        except (TargetUnavailableError, UnknownTargetError) as exc:
+            why = exc.reason if isinstance(exc, TargetUnavailableError) else "the target is no longer configured"
+        except Exception as exc:
+            reference = uuid.uuid4().hex[:8]
+            log.exception("signalling on %s failed (ref %s)", target, reference)
+            why = f"{first_line(exc)} (ref {reference})"
+        return [
+            progress.get(t.pid)
+            or SignalAttempt(
+                t.pid, SignalVerdict.LOST if t.pid in in_flight[-1:] else SignalVerdict.NOT_REACHED, error=why
+            )
+            for t in targets
+        ]
 
 
 def _client(row: dict[str, Any]) -> str:
@@ -86,7 +124,11 @@ def _client(row: dict[str, Any]) -> str:
     return "local socket" if row["client_port"] == -1 else "—"
 
 
-async def candidates(
+def _protection_params(protection: Protection) -> dict[str, list[str]]:
+    return {"protected": list(protection.protected_roles), "bot_roles": list(protection.bot_roles)}
+
+
+async def _candidates(
     conn: Conn,
     *,
     protection: Protection,
@@ -101,7 +143,7 @@ async def candidates(
             "pids": list(pids) if pids is not None else None,
             "role_oid": role_oid,
             "idle_for": idle_for,
-            **protection.params(),
+            **_protection_params(protection),
         },
     )
     return [
@@ -141,59 +183,24 @@ def server_error(exc: psycopg.Error) -> str:
     return clean(f"{primary}: {detail}" if detail else primary, ERROR_LIMIT)
 
 
-@dataclass(frozen=True)
-class SignalOutcome:
-    pid: int
-    outcome: str
-    detail: str | None = None
-
-
-@dataclass
-class Progress:
-    """What has been done so far, so a failure halfway reports the truth for each target."""
-
-    done: dict[int, SignalOutcome] = field(default_factory=dict)
-    in_flight: int | None = None
-
-    def outcomes_after(self, targets: Sequence[RequestTarget], failure: str) -> list[SignalOutcome]:
-        result = []
-        for target in targets:
-            if target.pid in self.done:
-                result.append(self.done[target.pid])
-            elif target.pid == self.in_flight:
-                result.append(
-                    SignalOutcome(target.pid, TargetOutcome.FAILED, f"{failure} while signalling it; it may have been")
-                )
-            else:
-                result.append(SignalOutcome(target.pid, TargetOutcome.FAILED, f"not signalled: {failure}"))
-        return result
-
-
-async def execute(
+async def _signal(
     conn: Conn,
-    *,
-    action: str,
-    scope: str,
+    action: SignalAction,
+    scope: KillScope,
     targets: Sequence[RequestTarget],
     protection: Protection,
     wait_seconds: float,
     statement_seconds: float,
-    progress: Progress | None = None,
-) -> list[SignalOutcome]:
-    """Signal each target only if it is still the session that was approved; report each one.
-
-    Terminations are waited for: with ``pg_terminate_backend(pid, timeout)`` on 14+, then a poll
-    of what is left (which is all of the waiting on 13).
-    """
+    done: dict[int, SignalAttempt],
+    in_flight: list[int],
+) -> list[SignalAttempt]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_seconds
     version = conn.info.server_version
     statement = sql.signal_statement(action, version)
-    progress = progress if progress is not None else Progress()
-    outcomes = progress.done
     waiting: list[RequestTarget] = []
     for target in targets:
-        progress.in_flight = target.pid
+        in_flight.append(target.pid)
         wait_ms = int(max(0.001, min(deadline - loop.time(), statement_seconds - STATEMENT_MARGIN_SECONDS)) * 1000)
         try:
             cur = await conn.execute(
@@ -202,61 +209,42 @@ async def execute(
                     "pid": target.pid,
                     "backend_start": target.backend_start,
                     "role_oid": target.role_oid,
-                    **protection.params(),
+                    **_protection_params(protection),
                     "bot_app": sql.BOT_APPLICATION_NAME,
                     "wait_ms": wait_ms,
-                    "idle_since": target.state_change if scope == "idle" else None,
-                    "query_start": target.query_start if action == "cancel" else None,
+                    "idle_since": target.state_change if scope == KillScope.IDLE else None,
+                    "query_start": target.query_start if action == SignalAction.CANCEL else None,
                 },
             )
             row = await cur.fetchone()
         except psycopg.errors.QueryCanceled:
-            outcomes[target.pid] = SignalOutcome(target.pid, TargetOutcome.STILL_RUNNING, "timed out waiting")
+            done[target.pid] = SignalAttempt(target.pid, SignalVerdict.TIMED_OUT)
             waiting.append(target)
             continue
         except psycopg.Error as exc:
             if conn.closed or conn.broken:
                 raise
-            outcomes[target.pid] = SignalOutcome(target.pid, TargetOutcome.FAILED, server_error(exc))
+            done[target.pid] = SignalAttempt(target.pid, SignalVerdict.ERROR, error=server_error(exc))
             continue
         assert row is not None
-        verdict = row["verdict"]
-        if verdict == "gone":
-            outcomes[target.pid] = SignalOutcome(target.pid, TargetOutcome.GONE)
-        elif verdict == "replaced":
-            outcomes[target.pid] = SignalOutcome(
-                target.pid, TargetOutcome.REPLACED, "the pid now belongs to a different session"
-            )
-        elif verdict == "protected":
-            outcomes[target.pid] = SignalOutcome(
-                target.pid,
-                TargetOutcome.PROTECTED,
-                "superuser (or a member of one), protected role (or a member of one), or the bot's own",
-            )
-        elif verdict == "changed":
-            detail = "the query it was running has ended" if action == "cancel" else "it has been active since"
-            outcomes[target.pid] = SignalOutcome(target.pid, TargetOutcome.CHANGED, detail)
-        elif not row["signalled"]:
-            # false: a terminate that did not finish within its wait, or a signal the server refused.
-            if action == "terminate":
-                outcomes[target.pid] = SignalOutcome(target.pid, TargetOutcome.STILL_RUNNING)
-                waiting.append(target)
-            else:
-                outcomes[target.pid] = SignalOutcome(target.pid, TargetOutcome.FAILED, "the server did not signal it")
-        elif action == "cancel":
-            outcomes[target.pid] = SignalOutcome(target.pid, TargetOutcome.CANCELLED)
-        elif version >= sql.TERMINATE_TIMEOUT_SINCE:
-            outcomes[target.pid] = SignalOutcome(target.pid, TargetOutcome.TERMINATED)
-        else:
-            outcomes[target.pid] = SignalOutcome(target.pid, TargetOutcome.STILL_RUNNING)
+        if (verdict := _VERDICTS.get(row["verdict"])) is not None:
+            done[target.pid] = SignalAttempt(target.pid, verdict)
+            continue
+        signalled = SignalVerdict.SIGNALLED if row["signalled"] else SignalVerdict.NOT_SIGNALLED
+        # A terminate that waited (14+) and returned true has ended; any other terminate is
+        # polled below. (false: not ended within its wait, or the server did not signal it.)
+        ended = action == SignalAction.TERMINATE and bool(row["signalled"]) and version >= sql.TERMINATE_TIMEOUT_SINCE
+        done[target.pid] = SignalAttempt(target.pid, signalled, ended=ended)
+        if action == SignalAction.TERMINATE and not ended:
             waiting.append(target)
-    progress.in_flight = None
+    in_flight.clear()
     if waiting:
         still = await _wait_until_gone(conn, waiting, deadline)
         for target in waiting:
             if target.pid not in still:
-                outcomes[target.pid] = SignalOutcome(target.pid, TargetOutcome.TERMINATED)
-    return [outcomes[t.pid] for t in targets]
+                attempt = done[target.pid]
+                done[target.pid] = SignalAttempt(attempt.pid, attempt.verdict, ended=True, error=attempt.error)
+    return [done[t.pid] for t in targets]
 
 
 async def _wait_until_gone(conn: Conn, targets: Sequence[RequestTarget], deadline: float) -> set[int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
@@ -12,9 +13,11 @@ from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from bot.db import sql
 from bot.db.connect import connect_kwargs
+from bot.db.sql import session as session_sql
+from bot.db.sql import state as state_sql
 from bot.errors import first_line
+from bot.model.errors import StateSchemaError, StateUnavailableError
 from bot.redact import redact
 
 log = logging.getLogger(__name__)
@@ -23,18 +26,14 @@ BUSY_POOL_SECONDS = 0.5
 HEALTH_CACHE_SECONDS = 1.0
 
 
-class StateSchemaError(Exception):
-    """Schema pgconn exists but is not the bot's own: refusing to use it (never retried)."""
-
-
 async def bot_role_members(conn: AsyncConnection[DictRow]) -> list[str]:
-    cur = await conn.execute(sql.BOT_ROLE_MEMBERS)
+    cur = await conn.execute(state_sql.BOT_ROLE_MEMBERS)
     row = await cur.fetchone()
     return list(row["members"] or []) if row else []
 
 
 async def _check_ownership(conn: AsyncConnection[DictRow]) -> None:
-    cur = await conn.execute(sql.STATE_SCHEMA_OWNERSHIP)
+    cur = await conn.execute(state_sql.STATE_SCHEMA_OWNERSHIP)
     row = await cur.fetchone()
     if row is None:
         return  # not there yet: the bot creates it, and owns it
@@ -67,6 +66,9 @@ async def _create(conn: AsyncConnection[DictRow], statement: str) -> None:
 
 
 class StateStore:
+    """The bot's own state database: its pool, schema migrations and health. ``connection`` and
+    ``transaction`` raise StateUnavailableError when it does not answer."""
+
     def __init__(self, dsn: str, *, timeout: float = 2.0, max_size: int = 4) -> None:
         self._timeout = timeout
         self._dsn = dsn
@@ -90,20 +92,36 @@ class StateStore:
             # database that comes back is used within seconds (the next use starts a new round).
             reconnect_timeout=10.0,
             kwargs=connect_kwargs(
-                dsn, connect_timeout=3, extra_options=sql.STATE_SESSION_OPTIONS, row_factory=dict_row
+                dsn, connect_timeout=3, extra_options=state_sql.STATE_SESSION_OPTIONS, row_factory=dict_row
             ),
             configure=self._configure,
             check=AsyncConnectionPool.check_connection,
         )
 
     async def _configure(self, conn: AsyncConnection[DictRow]) -> None:
-        cur = await conn.execute(sql.LOGIN)
+        cur = await conn.execute(session_sql.LOGIN)
         row = await cur.fetchone()
         if row is not None:
             self.logins.add(str(row["login"]))
 
     async def open(self) -> None:
         await self.pool.open(wait=False)
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[AsyncConnection[DictRow]]:
+        """A state connection. A database that does not answer (no connection in time, a connection
+        lost, a statement or lock timeout) raises StateUnavailableError, the core's own error."""
+        try:
+            async with self.pool.connection() as conn:
+                yield conn
+        except (PoolTimeout, psycopg.OperationalError) as exc:
+            raise StateUnavailableError(redact(first_line(exc)) or type(exc).__name__) from exc
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection[DictRow]]:
+        """A state connection in a transaction that commits when the block ends (see ``connection``)."""
+        async with self.connection() as conn, conn.transaction():
+            yield conn
 
     async def close(self) -> None:
         await self._drop_aside()
@@ -114,19 +132,19 @@ class StateStore:
         applied_now: list[int] = []
         async with self.pool.connection(timeout=wait_seconds) as conn:
             await _check_ownership(conn)  # a schema someone else made is refused before anything is created
-            for statement in (sql.STATE_SCHEMA, sql.STATE_VERSION_TABLE):
+            for statement in (state_sql.STATE_SCHEMA, state_sql.STATE_VERSION_TABLE):
                 await _create(conn, statement)
             await _check_ownership(conn)  # whoever created it a moment ago: it must be the bot's own
             async with conn.transaction():
-                await conn.execute(sql.MIGRATION_LOCK)
-                cur = await conn.execute(sql.STATE_APPLIED_VERSIONS)
+                await conn.execute(state_sql.MIGRATION_LOCK)
+                cur = await conn.execute(state_sql.STATE_APPLIED_VERSIONS)
                 done = {row["version"] for row in await cur.fetchall()}
-                for version, statement in sql.STATE_MIGRATIONS:
+                for version, statement in state_sql.STATE_MIGRATIONS:
                     if version in done:
                         continue
                     async with conn.transaction():
                         await conn.execute(statement)
-                        await conn.execute(sql.STATE_RECORD_VERSION, {"version": version})
+                        await conn.execute(state_sql.STATE_RECORD_VERSION, {"version": version})
                     applied_now.append(version)
         if applied_now:
             log.info("state schema migrated to version %s", applied_now[-1])
@@ -150,7 +168,7 @@ class StateStore:
             async with asyncio.timeout(self._timeout):
                 try:
                     async with self.pool.connection(timeout=BUSY_POOL_SECONDS) as conn:
-                        await conn.execute(sql.PING)
+                        await conn.execute(session_sql.PING)
                 except PoolTimeout:
                     await self._ping_aside()
             return True
@@ -162,9 +180,9 @@ class StateStore:
     async def _ping_aside(self) -> None:
         if self._aside is None or self._aside.closed or self._aside.broken:
             self._aside = await AsyncConnection.connect(
-                self._dsn, **connect_kwargs(self._dsn, connect_timeout=3, extra_options=sql.STATE_SESSION_OPTIONS)
+                self._dsn, **connect_kwargs(self._dsn, connect_timeout=3, extra_options=state_sql.STATE_SESSION_OPTIONS)
             )
-        await self._aside.execute(sql.PING)
+        await self._aside.execute(session_sql.PING)
 
     async def _drop_aside(self) -> None:
         if self._aside is not None:

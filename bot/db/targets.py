@@ -16,7 +16,6 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, TypeVar
 
 import psycopg
@@ -26,10 +25,12 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from bot import metrics
-from bot.db import sql
 from bot.db.connect import connect_kwargs
 from bot.db.lifeline import Lifeline, LifelineDown, _Pace, full_kind
+from bot.db.sql import targets as sql
 from bot.errors import first_line
+from bot.model.errors import TargetBusyError, TargetUnavailableError, UnknownTargetError
+from bot.model.servers import Fill
 from bot.redact import redact as redact_text
 from bot.redact import secrets_in_dsn
 
@@ -41,36 +42,6 @@ Conn = AsyncConnection[DictRow]
 QUICK_CHECKOUT_SECONDS = 0.25
 SALVAGE_SECONDS = 5.0  # how long a timed-out query on the lifeline may take to be cancelled before it is replaced
 POOL_MAX_LIFETIME_SECONDS = 7 * 86400.0  # not the default hour: a full server would not give them back
-
-
-class UnknownTargetError(LookupError):
-    def __init__(self, name: str, known: list[str]) -> None:
-        super().__init__(name)
-        self.name = name
-        self.known = known
-
-
-@dataclass(frozen=True)
-class Fill:
-    """How full a server was when the bot last looked (status or the monitor's snapshot)."""
-
-    client_backends: int
-    usable_slots: int
-    max_connections: int
-    observed_at: datetime
-
-
-class TargetUnavailableError(Exception):
-    def __init__(self, name: str, reason: str, *, full: str | None = None, fill: Fill | None = None) -> None:
-        super().__init__(f"target {name} is unreachable: {reason}")
-        self.name = name
-        self.reason = reason
-        self.full = full  # "server", "role" or "database" when it refused for lack of a slot
-        self.fill = fill
-
-
-class TargetBusyError(TargetUnavailableError):
-    """The server answers, but every connection of the bot's is in use: slow, not down."""
 
 
 KNOWN_IDENTITIES = 4  # per target: how many of its server's past identities still group it
@@ -111,6 +82,11 @@ class _Target:
 
 
 class TargetPools:
+    """The monitored servers' connections: per target one lifeline (kept for ever, retried fast
+    while the server is full) and a small pool. ``run`` is the only way work gets a connection; it
+    raises UnknownTargetError, TargetUnavailableError (refused or silent: with libpq's reason and
+    whether the server is full) and TargetBusyError (every connection busy within the budget)."""
+
     def __init__(self, dsns: dict[str, str], *, command_timeout: float, max_size: int = 4) -> None:
         self._dsns = dict(dsns)
         self._timeout = command_timeout

@@ -2,32 +2,97 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, assert_never
 
-from bot.core.durations import format_duration
-from bot.core.markup import moment, strip
-from bot.core.monitor import age_text
-from bot.core.results import Alert, AlertKind, OpenAlerts
-from bot.render.document import Document, Table, Tone, fill_bar, one_line, to_document
+from bot.model.alerts import Alert, AlertKind, Shape
+from bot.model.durations import format_duration
+from bot.model.results import OpenAlerts
+from bot.render.document import Document, Table, Tone, db_flag, fill_bar, one_line
+from bot.render.markup import moment, strip
 
 _ICON = {AlertKind.ROLE_LIMIT: "🚫", AlertKind.SERVER_FILL: "📈", AlertKind.TARGET_DOWN: "🔌"}
 
 
-def headline(alert: Alert) -> str:
-    d = alert.details
-    summary = strip(alert.summary)
+MAX_NAMED = 5  # databases named in a server-wide alert
+
+
+def server_name(members: Sequence[str]) -> str:
+    """A target, or the server several targets (its databases) share: "the server of a, b and c"."""
+    if len(members) == 1:
+        return members[0]
+    shown = ", ".join(members[:MAX_NAMED])
+    return f"the server of {shown}" + (f" and {len(members) - MAX_NAMED} more" if len(members) > MAX_NAMED else "")
+
+
+def summary(alert: Alert) -> str:
+    """What the alert is about, in one line that stays the same while it lasts."""
+    d, where = alert.details, server_name(alert.databases)
     match alert.kind:
         case AlertKind.ROLE_LIMIT:
-            return f"{summary}: {d.get('used')}/{d.get('limit')}"
-        case AlertKind.SERVER_FILL if d.get("full"):
-            return f"{alert.severity.upper()}: {summary}"
+            over = "over" if alert.shape is Shape.OVER_LIMIT else "at"
+            return f"{strip(alert.subject)} is {over} its connection limit on {where}"
+        case AlertKind.SERVER_FILL if alert.shape is Shape.FULL:
+            return f"{where} is full: new connections are refused"
         case AlertKind.SERVER_FILL:
-            return f"{alert.severity.upper()}: {summary} — {round(float(str(d.get('fill', 0))) * 100)}% of usable slots"
+            how = "critically close" if alert.shape is Shape.CRITICALLY_CLOSE else "close"
+            return f"{where} is {how} to max_connections"
         case AlertKind.IDLE_IN_TRANSACTION:
-            return f"{summary} for {age_text(d.get('state_change'), d.get('observed_at'))}"
+            return f"pid {alert.session_pid} ({strip(str(d.get('role') or '?'))}) is idle in transaction on {where}"
         case AlertKind.LONG_QUERY:
-            return f"{summary}: running for {age_text(d.get('query_start'), d.get('observed_at'))}"
-    return summary
+            return f"pid {alert.session_pid} ({strip(str(d.get('role') or '?'))}) has a long-running query on {where}"
+        case AlertKind.TARGET_DOWN:
+            return f"{alert.target} is not answering"
+        case _:
+            assert_never(alert.kind)
+
+
+def headline(alert: Alert) -> str:
+    d = alert.details
+    line = summary(alert)
+    match alert.kind:
+        case AlertKind.ROLE_LIMIT:
+            return f"{line}: {d.get('used')}/{d.get('limit')}"
+        case AlertKind.SERVER_FILL if d.get("full"):
+            return f"{alert.severity.upper()}: {line}"
+        case AlertKind.SERVER_FILL:
+            return f"{alert.severity.upper()}: {line} — {round(float(str(d.get('fill', 0))) * 100)}% of usable slots"
+        case AlertKind.IDLE_IN_TRANSACTION:
+            return f"{line} for {age_text(d.get('state_change'), d.get('observed_at'))}"
+        case AlertKind.LONG_QUERY:
+            return f"{line}: running for {age_text(d.get('query_start'), d.get('observed_at'))}"
+        case AlertKind.TARGET_DOWN:
+            return line
+        case _:
+            assert_never(alert.kind)
+
+
+def resolution(alert: Alert) -> str:
+    """How it cleared."""
+    d = alert.resolution_details
+    if d is None:  # resolved by a version that kept the words
+        return alert.resolution or "the condition has cleared"
+    if d.get("unmonitored"):
+        return "the target is no longer monitored"
+    match alert.kind:
+        case AlertKind.ROLE_LIMIT:
+            return f"{strip(alert.subject)} is below its connection limit again"
+        case AlertKind.SERVER_FILL if d.get("fill") is not None:
+            return (
+                f"{alert.target} is back to {round(float(str(d['fill'])) * 100)}% "
+                f"({d.get('client_backends')} of {d.get('usable_slots')} usable slots)"
+            )
+        case AlertKind.SERVER_FILL:  # cleared while the bot could not look (a full server that let it in)
+            return "the condition has cleared"
+        case AlertKind.IDLE_IN_TRANSACTION:
+            return f"pid {alert.session_pid} is no longer idle in that transaction"
+        case AlertKind.LONG_QUERY:
+            return f"pid {alert.session_pid}'s long query has ended"
+        case AlertKind.TARGET_DOWN:
+            return f"{alert.target} answers again"
+        case _:
+            assert_never(alert.kind)
 
 
 def _session_rows(sessions: list[dict[str, Any]], observed: Any) -> Table:
@@ -55,7 +120,7 @@ def alert_document(alert: Alert) -> Document:
             sessions = list(d.get("sessions") or [])  # type: ignore[call-overload]
             if sessions:
                 doc.table = _session_rows(sessions, d.get("observed_at"))
-            flag = "" if alert.target == "default" else f" --db {alert.target}"
+            flag = db_flag(alert.target)
             doc.commands_intro = "Look closer with:"
             doc.commands = [f"/pgconn stray {strip(alert.subject)}{flag}"]
         case AlertKind.SERVER_FILL if d.get("full"):
@@ -87,7 +152,7 @@ def alert_document(alert: Alert) -> Document:
     if alert.resolved_at is not None:
         doc.title = f"✅ Resolved after {lasted(alert)} — {headline(alert)}"
         doc.tone = Tone.INFO
-        doc.lines.insert(0, f"Resolved {moment(alert.resolved_at)}: {strip(alert.resolution or '')}.")
+        doc.lines.insert(0, f"Resolved {moment(alert.resolved_at)}: {strip(resolution(alert))}.")
         doc.commands = []
         doc.commands_intro = ""
     return doc
@@ -99,11 +164,10 @@ def lasted(alert: Alert) -> str:
 
 
 def resolved_text(alert: Alert) -> str:
-    return f"✅ Resolved after {lasted(alert)}: {strip(alert.resolution or 'the condition has cleared')}."
+    return f"✅ Resolved after {lasted(alert)}: {strip(resolution(alert))}."
 
 
-@to_document.register
-def _(result: OpenAlerts) -> Document:
+def open_alerts_document(result: OpenAlerts) -> Document:
     if not result.alerts:
         title = (
             "No open alerts."
@@ -117,3 +181,13 @@ def _(result: OpenAlerts) -> Document:
             f"#{a.id} · {a.severity} · {headline(a)} · since {moment(a.opened_at)} ({lasted(a)})" for a in result.alerts
         ],
     )
+
+
+def age_text(since: Any, observed: Any) -> str:
+    """``12m 05s`` between two ISO timestamps (as they come back in the snapshot's JSON)."""
+    try:
+        start = datetime.fromisoformat(since) if isinstance(since, str) else since
+        end = datetime.fromisoformat(observed) if isinstance(observed, str) else observed
+        return format_duration(end - start)
+    except (TypeError, ValueError):
+        return "—"

@@ -10,10 +10,14 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from bot.core.markup import moment, to_slack
-from bot.core.results import Alert, AlertKind, AuditEntry, HomeView, Result, SignalRequest
+from bot.model.alerts import Alert, AlertKind
+from bot.model.audit import AuditEntry
+from bot.model.requests import SignalRequest
+from bot.model.results import HomeView, Result
 from bot.render.alerts import alert_document, headline, resolved_text
-from bot.render.document import Document, Tone, render_failure, table_lines, to_document
+from bot.render.answers import render_failure, to_document
+from bot.render.document import Document, Tone, table_lines
+from bot.render.markup import moment, to_slack
 from bot.render.requests import audit_line, confirm_text, request_document, status_line, what
 
 MAX_BLOCKS = 50

@@ -2,27 +2,67 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Sequence
+from datetime import UTC
+from typing import assert_never
 
-from bot.config import DEFAULT_TARGET
-from bot.core.durations import format_duration
-from bot.core.housekeeping import UNPOSTED_AFTER_SECONDS
-from bot.core.markup import channel, mention, moment, strip
-from bot.core.results import (
-    OUTCOME_LABELS,
+from bot.model.activity import RoleFill
+from bot.model.audit import (
+    ApprovalCount,
     AuditEntry,
-    AuditTrail,
-    Decided,
-    PendingRequests,
-    RequestOpened,
-    RequestStatus,
-    RequestTarget,
-    RoleFill,
-    SignalRequest,
+    AuditNote,
+    ClickRefusal,
+    Closed,
+    Closure,
+    Outcomes,
+    PostFailed,
+    Reason,
+    Refusal,
+    RefusalsSummarised,
 )
-from bot.render.document import Document, Table, Tone, one_line, to_document
+from bot.model.durations import format_duration
+from bot.model.problems import DecisionIssue, NotAllowed, TooManyRequests
+from bot.model.requests import OutcomeNote, RequestStatus, RequestTarget, SignalOutcome, SignalRequest, TargetOutcome
+from bot.model.results import AuditTrail, Decided, PendingRequests, RequestOpened
+from bot.model.servers import DEFAULT_TARGET
+from bot.render.document import Document, Table, Tone, on, one_line
+from bot.render.markup import channel, mention, moment, strip
+from bot.render.problems import problem_text
 
 MAX_PIDS_IN_LINE = 12
+
+OUTCOME_LABELS = {
+    TargetOutcome.TERMINATED: "terminated",
+    TargetOutcome.CANCELLED: "cancelled",
+    TargetOutcome.GONE: "already gone",
+    TargetOutcome.REPLACED: "replaced by another session, not signalled",
+    TargetOutcome.PROTECTED: "protected now, not signalled",
+    TargetOutcome.CHANGED: "changed since the request, not signalled",
+    TargetOutcome.FAILED: "failed",
+    TargetOutcome.STILL_RUNNING: "signalled, still running",
+}
+
+
+_NOTES = {
+    OutcomeNote.TIMED_OUT_WAITING: "timed out waiting",
+    OutcomeNote.NEW_SESSION: "the pid now belongs to a different session",
+    OutcomeNote.NOW_PROTECTED: "superuser (or a member of one), protected role (or a member of one), or the bot's own",
+    OutcomeNote.QUERY_ENDED: "the query it was running has ended",
+    OutcomeNote.ACTIVE_SINCE: "it has been active since",
+    OutcomeNote.SERVER_DID_NOT_SIGNAL: "the server did not signal it",
+}
+
+
+def outcome_detail(note: OutcomeNote | None, error: str | None) -> str | None:
+    """Why a target's outcome is what it is, in words (None when there is nothing to add)."""
+    match note:
+        case None:
+            return error
+        case OutcomeNote.LOST_WHILE_SIGNALLING:
+            return f"{error} while signalling it; it may have been"
+        case OutcomeNote.NOT_SIGNALLED:
+            return f"not signalled: {error}"
+    return _NOTES[note]
 
 
 def _pid_list(pids: list[int]) -> str:
@@ -34,7 +74,7 @@ def what(request: SignalRequest) -> str:
     """``terminate 3 sessions of bob (pids 1, 2, 3)``: the sentence the approver agrees to."""
     roles = ", ".join(strip(r) for r in request.roles) or strip(request.role_name or "?")
     n = len(request.targets)
-    where = "" if request.target == DEFAULT_TARGET else f" on {request.target}"
+    where = on(request.target)
     if request.action == "cancel":
         noun = "the running query of " + ("pid" if n == 1 else f"{n} sessions: pids")
         return f"cancel {noun} {_pid_list(request.pids)} ({roles}){where}"
@@ -90,8 +130,10 @@ def status_line(request: SignalRequest) -> str:
                 f"Approved by {_approvers(request)} {_at(request)}, but the bot stopped while executing; "
                 "check the sessions with /pgconn list."
             )
-        case _:
+        case RequestStatus.WITHDRAWN:
             return "Withdrawn: it could not be posted for approval — nothing was signalled."
+        case _:
+            assert_never(request.status)
 
 
 def _at(request: SignalRequest) -> str:
@@ -101,7 +143,7 @@ def _at(request: SignalRequest) -> str:
 def _outcome_counts(request: SignalRequest) -> dict[str, int]:
     counts: dict[str, int] = {}
     for t in request.targets:
-        label = OUTCOME_LABELS.get(t.outcome or "", "not run")
+        label = OUTCOME_LABELS[t.outcome] if t.outcome is not None else "not run"
         counts[label] = counts.get(label, 0) + 1
     return counts
 
@@ -125,8 +167,9 @@ def _target_table(targets: tuple[RequestTarget, ...]) -> Table:
             ",".join(str(b) for b in t.blocks[:5]) + ("…" if len(t.blocks) > 5 else "") if t.blocks else "—",
         ]
         if with_outcome:
-            label = OUTCOME_LABELS.get(t.outcome or "", "—")
-            row.append(label + (f": {one_line(t.detail, 60)}" if t.detail else ""))
+            label = OUTCOME_LABELS[t.outcome] if t.outcome is not None else "—"
+            detail = outcome_detail(t.note, t.error)
+            row.append(label + (f": {one_line(detail, 60)}" if detail else ""))
         rows.append(row)
     return Table(headers, rows)
 
@@ -150,9 +193,11 @@ def request_document(request: SignalRequest) -> Document:
         ],
         tone=Tone.WARNING if request.status in (RequestStatus.PENDING, RequestStatus.EXECUTING) else Tone.INFO,
     )
-    failed = [t for t in request.targets if t.outcome == "failed" and t.detail]
+    failed = [
+        (t, detail) for t in request.targets if t.outcome == "failed" and (detail := outcome_detail(t.note, t.error))
+    ]
     if failed:
-        doc.notes.append(f"pid {failed[0].pid} failed: {failed[0].detail}")
+        doc.notes.append(f"pid {failed[0][0].pid} failed: {failed[0][1]}")
     return doc
 
 
@@ -160,8 +205,7 @@ def confirm_text(request: SignalRequest) -> str:
     return f"pgconn-bot will {what(request)}, after checking each is still the same session."
 
 
-@to_document.register
-def _(result: RequestOpened) -> Document:
+def request_opened_document(result: RequestOpened) -> Document:
     request = result.request
     if result.console:
         doc = request_document(request)
@@ -177,7 +221,7 @@ def _(result: RequestOpened) -> Document:
             lines=[
                 f"{what(request)[0].upper()}{what(request)[1:]}.",
                 "An approver can still decide it with the buttons on that message; if nobody does within "
-                f"{format_duration(timedelta(seconds=UNPOSTED_AFTER_SECONDS))} it is withdrawn, and you will be "
+                f"{format_duration(result.withdrawn_after)} it is withdrawn, and you will be "
                 "told. Nothing is signalled until then.",
             ],
             tone=Tone.WARNING,
@@ -196,8 +240,7 @@ def _(result: RequestOpened) -> Document:
     )
 
 
-@to_document.register
-def _(result: Decided) -> Document:
+def decided_document(result: Decided) -> Document:
     request = result.request
     doc = request_document(request)
     if result.effect == "approval_recorded":
@@ -211,8 +254,7 @@ def _(result: Decided) -> Document:
     return doc
 
 
-@to_document.register
-def _(result: PendingRequests) -> Document:
+def pending_requests_document(result: PendingRequests) -> Document:
     if not result.requests:
         return Document(title="No pending requests.")
     lines = []
@@ -245,18 +287,68 @@ def audit_line(entry: AuditEntry) -> str:
         parts.append("approved by " + ", ".join(mention(a) for a in entry.approvers))
     if entry.actor and entry.actor != entry.requester and entry.actor not in entry.approvers:
         parts.append(f"by {mention(entry.actor)}")
-    if entry.outcome:
+    if entry.note is not None:
+        parts.append(strip(audit_note_text(entry.note)))
+    elif entry.outcome:  # written before notes existed
         parts.append(strip(entry.outcome))
     if entry.origin:
         parts.append(f"via {strip(entry.origin)}")
     return " · ".join(parts)
 
 
-@to_document.register
-def _(result: AuditTrail) -> Document:
+def audit_trail_document(result: AuditTrail) -> Document:
     if not result.entries:
         return Document(title="The audit trail is empty.")
     return Document(
         title=f"Last {len(result.entries)} audit entr{'ies' if len(result.entries) != 1 else 'y'}, newest first",
         lines=[audit_line(entry) for entry in result.entries],
     )
+
+
+def audit_note_text(note: AuditNote) -> str:
+    """What an audit entry's note says."""
+    match note:
+        case Reason(text=text):
+            return f"reason: {text}"
+        case Refusal(problem=NotAllowed(standing=standing)):
+            return f"{standing.role.label} may not request this"
+        case Refusal(problem=TooManyRequests() as too_many):
+            if len(too_many.open_ids) < too_many.limit:
+                return f"{too_many.last_minute} requests in the last minute"
+            return f"{len(too_many.open_ids)} requests already open (at most {too_many.limit})"
+        case Refusal(problem=problem):
+            return problem_text(problem)
+        case ClickRefusal(approve=approve, issue=DecisionIssue.OWN_REQUEST):
+            return f"{'approve' if approve else 'deny'}: own request"
+        case ClickRefusal(approve=approve):
+            return f"{'approve' if approve else 'deny'}: not an approver"
+        case RefusalsSummarised(count=count, first=first, last=last):
+            return (
+                f"{count} more refused attempts, {first.astimezone(UTC):%H:%M:%S}–{last.astimezone(UTC):%H:%M:%S} UTC"
+            )
+        case ApprovalCount(counted=counted, required=required):
+            return f"{counted} of {required} approvals"
+        case PostFailed(channel=where, reason=reason):
+            return f"could not be posted for approval in {where}: {reason}"
+        case Closed(why=Closure.EXPIRED):
+            return "nothing was done"
+        case Closed(why=Closure.NEVER_POSTED):
+            return "the bot stopped before posting it for approval; nothing was done"
+        case Closed():
+            return "the bot stopped while executing; check the sessions with /pgconn list"
+        case Outcomes(outcomes=outcomes):
+            return outcome_summary(outcomes)
+        case _:
+            assert_never(note)
+
+
+def outcome_summary(outcomes: Sequence[SignalOutcome]) -> str:
+    """``4711 terminated, 4712 failed (…)``: what became of each target."""
+    parts = []
+    for o in outcomes:
+        detail = outcome_detail(o.note, o.error)
+        parts.append(
+            f"{o.pid} {OUTCOME_LABELS[o.outcome]}"
+            + (f" ({detail})" if detail and o.outcome == TargetOutcome.FAILED else "")
+        )
+    return ", ".join(parts)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 
-from bot.core.markup import to_plain
-from bot.core.results import Result
-from bot.render.document import Tone, render_failure, table_lines, to_document
+from bot.model.results import Result
+from bot.render.answers import render_failure, to_document
+from bot.render.document import Tone, table_lines
+from bot.render.markup import to_plain
 
 _UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _MARK = {Tone.INFO: "", Tone.WARNING: "! ", Tone.PROBLEM: "✗ "}

@@ -16,9 +16,11 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import metrics
-from bot.core.approvals import AnnounceError
-from bot.core.results import Alert, AuditEntry, SignalRequest
 from bot.errors import first_line
+from bot.model.alerts import Alert
+from bot.model.audit import AuditEntry
+from bot.model.errors import AnnounceError
+from bot.model.requests import SignalRequest
 from bot.render.blocks import SlackMessage, alert_message, audit_message, request_message, resolved_reply
 
 log = logging.getLogger(__name__)

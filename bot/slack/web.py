@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -10,7 +11,6 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
 
 from bot.core.housekeeping import Housekeeper
-from bot.db.state import StateStore
 from bot.errors import first_line
 from bot.metrics import AUDIT_UNDELIVERABLE, AUDIT_UNDELIVERED, RATE_LIMITED_EVENTS
 from bot.slack.guard import PayloadGuard
@@ -23,7 +23,7 @@ MAX_BODY_BYTES = 1024 * 1024
 
 def build_web_app(
     app: AsyncApp,
-    state: StateStore,
+    healthy: Callable[[], Awaitable[bool]],
     housekeeper: Housekeeper | None = None,
     *,
     slack_events: bool = True,
@@ -50,7 +50,7 @@ def build_web_app(
         return await to_aiohttp_response(bolt_response)
 
     async def healthz(_: web.Request) -> web.Response:
-        if await state.healthy():
+        if await healthy():
             return web.json_response({"status": "ok"})
         return web.json_response({"status": "state database unreachable"}, status=503)
 

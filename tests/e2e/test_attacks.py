@@ -27,6 +27,8 @@ from aiohttp import web
 from psycopg import sql
 
 from bot.doctor import run_check
+from bot.model.audit import RefusalsSummarised, note_from_json
+from bot.render.requests import audit_note_text
 from tests.conftest import PgWorld
 from tests.e2e.conftest import (
     APPROVALS,
@@ -250,12 +252,12 @@ async def test_names_from_the_database_cannot_forge_mentions_or_silence_an_answe
 async def test_a_rendering_failure_is_answered_like_any_other_error(
     world: PgWorld, start_bot: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import bot.render.document as document
+    import bot.render.reads as reads
 
     def broken(fill: float, cells: int = 10) -> str:
         raise ValueError("a renderer bug")
 
-    monkeypatch.setattr(document, "fill_bar", broken)
+    monkeypatch.setattr(reads, "fill_bar", broken)
     bot: BotUnderTest = await start_bot()
     answer = message_text(await bot.ask("status"))
     assert "Something went wrong while preparing this answer (ref " in answer, answer
@@ -334,7 +336,9 @@ async def test_a_flood_of_refusals_is_summarised_and_never_delays_real_events(
     for who in attackers:
         assert len([r for r in rows if r["event"] == "refused" and r["actor"] == who]) == 5
         (summary,) = [r for r in summaries() if r["actor"] == who]
-        assert summary["outcome"].startswith("2 more refused attempts")
+        note = note_from_json(summary["detail"])
+        assert isinstance(note, RefusalsSummarised) and note.count == 2
+        assert audit_note_text(note).startswith("2 more refused attempts")
 
 
 async def test_one_requester_cannot_open_more_than_the_allowed_requests(

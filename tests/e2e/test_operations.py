@@ -10,9 +10,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from bot.core.policy import Identity
-from bot.core.results import Decided, RequestOpened, TargetOutcome
 from bot.doctor import run_check
+from bot.model.access import Identity
+from bot.model.requests import TargetOutcome
+from bot.model.results import Decided, RequestOpened
 from bot.runtime import Runtime
 from bot.setup_sql import setup_sql
 from tests.conftest import PgWorld

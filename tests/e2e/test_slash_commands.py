@@ -228,7 +228,7 @@ async def test_healthz_is_503_when_the_state_database_does_not_answer(bot: BotUn
 
     dead_state = StateStore("postgresql://postgres@127.0.0.1:1/postgres", timeout=0.5)
     await dead_state.open()
-    client = TestClient(TestServer(build_web_app(bot.server.app, dead_state)))
+    client = TestClient(TestServer(build_web_app(bot.server.app, dead_state.healthy)))
     await client.start_server()
     try:
         response = await client.get("/healthz")

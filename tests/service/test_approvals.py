@@ -11,8 +11,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from bot.core.policy import Identity
-from bot.core.results import Decided, NothingToSignal, RequestOpened, StateUnavailable, TargetOutcome
+from bot.model.access import Identity
+from bot.model.problems import NothingToDo, PidsRefused, StateUnavailable, Unsignallable
+from bot.model.requests import TargetOutcome
+from bot.model.results import Decided, RequestOpened
 from bot.render.text import render_text
 from bot.runtime import Runtime
 from tests.conftest import PgWorld
@@ -51,7 +53,7 @@ async def open_and_approve(runtime: Runtime, text: str) -> Decided:
 
 
 def outcomes(decided: Decided) -> dict[int, tuple[str | None, str | None]]:
-    return {t.pid: (t.outcome, t.detail) for t in decided.request.targets}
+    return {t.pid: (t.outcome, t.error) for t in decided.request.targets}
 
 
 def sleeping_query(world: PgWorld, role: str, seconds: int = 30) -> tuple[int, threading.Thread, list[BaseException]]:
@@ -110,7 +112,8 @@ async def test_cancel_of_an_idle_session_is_refused_at_once(make_runtime: Any, w
     role = world.role("c_idle_cancel")
     pid = world.pid_of(world.connect(role))
     refused = await ask(runtime, f"cancel {pid}", REQUESTER)
-    assert isinstance(refused, NothingToSignal) and "there is no query to cancel" in refused.message
+    assert isinstance(refused, PidsRefused) and refused.refusals[0].why is Unsignallable.NO_QUERY
+    assert "there is no query to cancel" in render_text(refused)
 
 
 async def test_cancel_does_not_hit_a_later_query(make_runtime: Any, world: PgWorld) -> None:
@@ -154,7 +157,7 @@ async def test_kill_idle_takes_only_idle_sessions(make_runtime: Any, world: PgWo
     assert isinstance(opened, RequestOpened)
     assert opened.request.pids == [idle_pid]
     nothing = await ask(runtime, f"kill idle {role} --older 2h", REQUESTER)
-    assert isinstance(nothing, NothingToSignal) and "idle for 2h or more" in nothing.message
+    assert isinstance(nothing, NothingToDo) and "idle for 2h or more" in render_text(nothing)
     world.admin.execute("SELECT pg_cancel_backend(%s)", (busy_pid,))
     thread.join(timeout=5)
 
@@ -179,7 +182,8 @@ async def test_without_pg_monitor_nothing_is_requested(make_runtime: Any, world:
     pid = world.pid_of(world.connect(victim))
     runtime = await make_runtime(database_url=world.dsn_for(blind))
     refused = await ask(runtime, f"kill {pid}", REQUESTER)
-    assert isinstance(refused, NothingToSignal) and "pg_monitor" in refused.message
+    assert isinstance(refused, PidsRefused) and refused.refusals[0].why is Unsignallable.HIDDEN
+    assert "pg_monitor" in render_text(refused)
 
 
 @pytest.mark.pg(max=13)
@@ -298,7 +302,7 @@ async def test_no_state_database_is_a_clear_answer(make_settings: Any, world: Pg
         pid = world.pid_of(world.connect(role))
         answer = await ask(runtime, f"kill {pid}", REQUESTER)
         assert isinstance(answer, StateUnavailable), answer
-        assert "state database" in answer.message
+        assert "state database" in render_text(answer)
         assert isinstance(await ask(runtime, "requests", REQUESTER), StateUnavailable)
     finally:
         await runtime.stop()

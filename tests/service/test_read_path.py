@@ -12,20 +12,15 @@ from typing import Any
 import psycopg
 import pytest
 
-from bot.core.commands import AccessRole
-from bot.core.policy import Identity, NoGroupDirectory, Policy
-from bot.core.results import (
-    LimitsOverview,
-    NoSuchRole,
-    RoleConnections,
-    RoleLimit,
-    ServerStatus,
-    StrayConnections,
-    TargetUnreachable,
-    UnknownTarget,
-)
+from bot.core.policy import NoGroupDirectory, Policy
 from bot.core.service import CommandService, Thresholds
+from bot.db.catalog import TargetCatalog
 from bot.db.targets import TargetPools
+from bot.model.access import AccessRole, Identity
+from bot.model.problems import NoSuchRole, TargetUnreachable, UnknownTarget
+from bot.model.results import LimitsOverview, RoleConnections, RoleLimit, ServerStatus, StrayConnections
+from bot.render.problems import problem_text
+from bot.render.text import render_text
 from tests.conftest import PgWorld
 
 ME = Identity("U0VIEWER")
@@ -34,7 +29,7 @@ ME = Identity("U0VIEWER")
 def service_over(pools: TargetPools) -> CommandService:
     """The core as every test here uses it: everyone is a viewer."""
     policy = Policy(viewers=(), requesters=(), approvers=(), default_role=AccessRole.VIEWER, groups=NoGroupDirectory())
-    return CommandService(targets=pools, policy=policy, thresholds=Thresholds(0.7, 0.9))
+    return CommandService(catalog=TargetCatalog(pools), policy=policy, thresholds=Thresholds(0.7, 0.9))
 
 
 @pytest.fixture
@@ -86,9 +81,9 @@ async def test_unknown_role_is_told_apart_from_a_role_without_connections(world:
     empty = await run(service, f"list {quiet}")
     suggestion = await run(service, f"limit {quiet.upper()}")
 
-    assert isinstance(unknown, NoSuchRole) and "no role named" in unknown.message
+    assert isinstance(unknown, NoSuchRole) and "no role named" in render_text(unknown)
     assert isinstance(empty, RoleConnections) and empty.connections == []
-    assert isinstance(suggestion, NoSuchRole) and f"did you mean '{quiet}'" in suggestion.message
+    assert isinstance(suggestion, NoSuchRole) and f"did you mean '{quiet}'" in render_text(suggestion)
 
 
 async def test_the_bots_own_backends_are_never_listed_but_a_spoofed_name_is(world: PgWorld, pg_dsn: str) -> None:
@@ -246,7 +241,7 @@ async def test_unknown_target_lists_the_known_ones(make_service: Any) -> None:
     result = await run(service, "status --db nope")
 
     assert isinstance(result, UnknownTarget)
-    assert "nope" in result.message and "default" in result.message and "reporting" in result.message
+    assert "nope" in render_text(result) and "default" in render_text(result) and "reporting" in render_text(result)
 
 
 async def test_a_refusing_target_is_reported_fast_and_others_keep_working(make_service: Any) -> None:
@@ -258,8 +253,8 @@ async def test_a_refusing_target_is_reported_fast_and_others_keep_working(make_s
     alive = await run(service, "status")
 
     assert isinstance(dead, TargetUnreachable)
-    assert dead.message.startswith("target dead is unreachable: ")
-    assert "refused" in dead.message.lower()
+    assert problem_text(dead).startswith("target dead is unreachable: ")
+    assert "refused" in render_text(dead).lower()
     assert elapsed < 2.0
     assert isinstance(alive, ServerStatus)
 
@@ -276,7 +271,7 @@ async def test_a_silent_target_is_reported_within_the_budget(make_service: Any) 
         server.close()
 
     assert isinstance(result, TargetUnreachable)
-    assert "target silent is unreachable" in result.message
+    assert "target silent is unreachable" in render_text(result)
     assert elapsed < 3.0
 
 
@@ -349,7 +344,7 @@ async def test_a_target_that_goes_silent_after_connecting_is_reported_within_the
     finally:
         proxy.close()
 
-    assert isinstance(result, TargetUnreachable) and "target flaky is unreachable" in result.message
+    assert isinstance(result, TargetUnreachable) and "target flaky is unreachable" in render_text(result)
     assert elapsed < 2.5
     assert isinstance(healthy, ServerStatus)
 

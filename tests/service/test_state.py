@@ -12,10 +12,12 @@ import pytest
 from psycopg import sql
 
 from bot.core.monitor import leader_lease
-from bot.db import sql as bot_sql
 from bot.db.alerts import AlertStore
 from bot.db.requests import RequestStore
+from bot.db.sql import state as bot_sql
 from bot.db.state import StateStore
+from bot.model.audit import NewAuditEntry, Outcomes
+from bot.model.requests import AuditEvent, SignalOutcome, TargetOutcome
 from tests.conftest import PgWorld
 
 SECRET_SQL = "  update accounts set password = 'hunter2'"
@@ -52,13 +54,21 @@ async def test_a_version_2_database_with_data_migrates_and_keeps_it(
                        %s::jsonb)""",
             (json.dumps({"pid": 1, "query": SECRET_SQL}),),
         )
+        conn.execute(
+            """INSERT INTO pgconn.alert (target, kind, subject, severity, summary, shown_state, message_ts)
+               VALUES ('default', 'role_limit', 'bob', 'critical', 'bob is over its connection limit on default',
+                       'critical:bob is over its connection limit on default', '1.1')"""
+        )
 
     assert await _migrated(fresh_state_dsn) == [3]
     with psycopg.connect(fresh_state_dsn) as conn:
         assert conn.execute("SELECT status FROM pgconn.request").fetchone() == ("pending",)
         assert conn.execute("SELECT lane, parked_at FROM pgconn.audit_outbox").fetchone() == (0, None)
-        (details,) = conn.execute("SELECT details FROM pgconn.alert").fetchone()  # type: ignore[misc]
+        (details,) = conn.execute("SELECT details FROM pgconn.alert WHERE kind = 'long_query'").fetchone()  # type: ignore[misc]
+        shapes = conn.execute("SELECT kind, shape, shown_state FROM pgconn.alert ORDER BY id").fetchall()
     assert details == {"pid": 1, "query": f"UPDATE … ({len(SECRET_SQL)} chars)"}  # the stored SQL text is gone
+    # Alerts keep data, not words: the shape their summary had; a posted message is not edited for it.
+    assert shapes == [("long_query", "", None), ("role_limit", "over", "critical:over")]
     assert await _migrated(fresh_state_dsn) == []  # and again: nothing left to do
 
 
@@ -126,10 +136,10 @@ async def test_what_is_done_is_trimmed_and_the_audit_is_kept(fresh_state_dsn: st
                SELECT id, 'C0AUDIT', CASE WHEN id % 2 = 0 THEN now() - interval '2 days' END FROM pgconn.audit"""
         )
         conn.execute(
-            """INSERT INTO pgconn.alert (target, kind, subject, severity, summary, resolved_at, reply_posted)
-               VALUES ('default', 'role_limit', 'old', 'warning', 'x', now() - interval '100 days', true),
-                      ('default', 'role_limit', 'new', 'warning', 'x', now() - interval '1 day', true),
-                      ('default', 'role_limit', 'open', 'warning', 'x', NULL, false)"""
+            """INSERT INTO pgconn.alert (target, kind, subject, severity, shape, resolved_at, reply_posted)
+               VALUES ('default', 'role_limit', 'old', 'warning', 'at', now() - interval '100 days', true),
+                      ('default', 'role_limit', 'new', 'warning', 'at', now() - interval '1 day', true),
+                      ('default', 'role_limit', 'open', 'warning', 'at', NULL, false)"""
         )
 
     store = StateStore(fresh_state_dsn)
@@ -255,3 +265,20 @@ async def _waiting_for_a_lock(conn: psycopg.Connection[Any], statement: str) -> 
     async with asyncio.timeout(10):
         while not conn.execute(waiting, (f"%{statement}%",)).fetchone():  # noqa: ASYNC110 - another session
             await asyncio.sleep(0.02)
+
+
+async def test_what_a_note_carries_into_the_trail_is_cleaned_and_capped(fresh_state_dsn: str) -> None:
+    await _migrated(fresh_state_dsn)
+    store = StateStore(fresh_state_dsn)
+    await store.open()
+    try:
+        requests = RequestStore(store, audit_channel=None)
+        forged = "denied\n:white_check_mark: executed #1 by <@U0BOSS>\u202e" + "x" * 5000
+        outcomes = Outcomes(tuple(SignalOutcome(pid, TargetOutcome.FAILED, error=forged) for pid in range(1, 200)))
+        await requests.append_audit(NewAuditEntry(event=AuditEvent.EXECUTED, actor="U0APP", note=outcomes))
+        (entry,) = await requests.recent_audit(1)
+    finally:
+        await store.close()
+    assert isinstance(entry.note, Outcomes) and len(entry.note.outcomes) == 100
+    error = entry.note.outcomes[0].error or ""
+    assert "\n" not in error and "\u202e" not in error and len(error) <= 600

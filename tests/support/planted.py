@@ -15,7 +15,9 @@ from typing import Any
 import psycopg
 from psycopg import sql as pgsql
 
-from bot.db import sql as bot_sql
+from bot.db.sql import session as session_sql
+from bot.db.sql import state as state_sql
+from bot.db.sql import targets as target_sql
 
 HITS = "public.pgct_hits"
 PINNED = "-c search_path=pg_catalog,pg_temp"
@@ -29,9 +31,12 @@ _POLYMORPHIC = {"anyelement", "anyarray", "anynonarray", "anycompatible", "anyco
 
 def functions_the_bot_calls() -> set[str]:
     names: set[str] = set()
-    for value in vars(bot_sql).values():
-        if isinstance(value, str):
-            names.update(m.group(1).lower() for m in _CALL.finditer(value))
+    for module in (session_sql, state_sql, target_sql):
+        for value in vars(module).values():
+            if isinstance(value, str):
+                names.update(m.group(1).lower() for m in _CALL.finditer(value))
+    for _, migration in state_sql.STATE_MIGRATIONS:
+        names.update(m.group(1).lower() for m in _CALL.finditer(migration))
     return names - _NOT_FUNCTIONS
 
 

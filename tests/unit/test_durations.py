@@ -4,7 +4,7 @@ from datetime import timedelta
 
 import pytest
 
-from bot.core.durations import DurationError, format_duration, parse_duration, spell_duration
+from bot.model.durations import DurationError, format_duration, parse_duration, spell_duration
 
 
 @pytest.mark.parametrize(

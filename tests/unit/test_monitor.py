@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.core.monitor import MonitorThresholds, detect, group_servers, resolution
-from bot.core.results import Alert, AlertKind, OpenAlerts
-from bot.db.monitoring import Snapshot
+from bot.core.monitor import MonitorThresholds, clearance, detect, group_servers
+from bot.model.alerts import Alert, AlertKind, Finding, RoleAtLimit, SessionOfNote, Shape, Snapshot
+from bot.model.results import OpenAlerts
+from bot.render.alerts import summary
 from bot.render.blocks import ALERT_REQUEST_ACTION, alert_message, resolved_reply
 from bot.render.text import render_text
 
@@ -39,14 +40,16 @@ def test_quiet_server_has_no_findings() -> None:
 
 
 def test_role_at_and_over_its_limit() -> None:
-    full = [
-        {"role": "bob", "limit": 5, "used": 5, "sessions": []},
-        {"role": "eve", "limit": 2, "used": 3, "sessions": []},
-    ]
+    full = [RoleAtLimit("bob", 5, 5, ()), RoleAtLimit("eve", 2, 3, ())]
     bob, eve = detect(snapshot(full_roles=full), THRESHOLDS)
-    assert (bob.kind, bob.subject, bob.severity) == (AlertKind.ROLE_LIMIT, "bob", "warning")
-    assert bob.summary == "bob is at its connection limit on default" and bob.details["used"] == 5
-    assert eve.severity == "critical" and "over" in eve.summary
+    assert (bob.kind, bob.subject, bob.severity, bob.shape) == (AlertKind.ROLE_LIMIT, "bob", "warning", Shape.AT_LIMIT)
+    assert summary_of(bob) == "bob is at its connection limit on default" and bob.details["used"] == 5
+    assert eve.severity == "critical" and "over" in summary_of(eve)
+
+
+def summary_of(finding: Finding) -> str:
+    """The words an alert opened from ``finding`` starts with."""
+    return summary(alert(kind=finding.kind, subject=finding.subject, shape=finding.shape, details=finding.details))
 
 
 def test_server_fill_thresholds_and_stable_summary() -> None:
@@ -54,13 +57,14 @@ def test_server_fill_thresholds_and_stable_summary() -> None:
     (crit,) = detect(snapshot(client_backends=95), THRESHOLDS)
     (warn_again,) = detect(snapshot(client_backends=75), THRESHOLDS)
     assert (warn.kind, warn.severity, crit.severity) == (AlertKind.SERVER_FILL, "warning", "critical")
-    assert warn.summary == warn_again.summary != crit.summary  # numbers change; the summary only with severity
+    assert warn.shape == warn_again.shape != crit.shape  # numbers change; the shape only with severity
+    assert summary_of(warn) == summary_of(warn_again) != summary_of(crit)
     assert detect(snapshot(client_backends=69), THRESHOLDS) == []
 
 
 def test_sessions_are_identified_by_pid_and_start() -> None:
-    idle = {"pid": 7, "role": "bob", "xact_start": "2026-11-21T09:00:00+00:00", "backend_start": None}
-    long = {"pid": 8, "role": "eve", "query_start": "2026-11-21T08:00:00+00:00", "backend_start": None}
+    idle = SessionOfNote(7, "bob", xact_start=datetime(2026, 11, 21, 9, tzinfo=UTC))
+    long = SessionOfNote(8, "eve", query_start=datetime(2026, 11, 21, 8, tzinfo=UTC))
     a, b = detect(snapshot(idle_in_transaction=[idle], long_queries=[long]), THRESHOLDS)
     assert (a.kind, a.subject) == (
         AlertKind.IDLE_IN_TRANSACTION,
@@ -76,7 +80,7 @@ def alert(**changes: object) -> Alert:
         kind=AlertKind.ROLE_LIMIT,
         subject="bob",
         severity="warning",
-        summary="bob is at its connection limit on default",
+        shape=Shape.AT_LIMIT,
         details={
             "used": 5,
             "limit": 5,
@@ -112,7 +116,7 @@ def test_open_alert_message_has_one_button_into_the_approval_flow() -> None:
 
 
 def test_resolved_alert_has_no_button_and_says_how_long() -> None:
-    done = alert(resolved_at=NOW, resolution=resolution(alert(), None))
+    done = alert(resolved_at=NOW, resolution_details=clearance(alert(), None).details)
     message = alert_message(done)
     assert not [b for b in message.blocks if b["type"] == "actions"]
     assert "Resolved after 12m" in message.text or "Resolved after 12m" in json.dumps(message.blocks)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from bot.core.commands import AccessRole, Help, ListConnections, RequestSignal
-from bot.core.policy import CachedGroups, Identity, Policy, refusal_message
+from bot.core.commands import Command, Help, ListConnections, RequestSignal
+from bot.core.policy import CachedGroups, Policy, authorise
+from bot.model.access import AccessRole, Identity
+from bot.render.text import render_text
 
 
 class Directory:
@@ -43,14 +45,18 @@ async def test_roles_from_users_and_groups_highest_wins() -> None:
     assert await p.role_of(Identity("U0NOBODY")) is AccessRole.NONE
 
 
+async def permits(p: Policy, who: str, command: Command) -> bool:
+    return authorise(await p.standing(Identity(who)), command) is None
+
+
 async def test_permits_follows_the_command_and_default_role() -> None:
     p = policy(Directory({}), default=AccessRole.VIEWER)
-    assert (await p.permits(Identity("U0X"), ListConnections(role="bob")))[0]
-    assert not (await p.permits(Identity("U0X"), RequestSignal(pids=(1,))))[0]
-    assert (await p.permits(Identity("U0TA"), RequestSignal(pids=(1,))))[0]
+    assert await permits(p, "U0X", ListConnections(role="bob"))
+    assert not await permits(p, "U0X", RequestSignal(pids=(1,)))
+    assert await permits(p, "U0TA", RequestSignal(pids=(1,)))
     none = policy(Directory({}), default=AccessRole.NONE)
-    assert (await none.permits(Identity("U0X"), Help()))[0]
-    assert not (await none.permits(Identity("U0X"), ListConnections(role="bob")))[0]
+    assert await permits(none, "U0X", Help())
+    assert not await permits(none, "U0X", ListConnections(role="bob"))
 
 
 async def test_group_members_are_cached_for_a_minute() -> None:
@@ -120,7 +126,8 @@ async def test_the_refusal_says_why_a_group_counts_for_nothing() -> None:
     await p.role_of(Identity("U0DBA"))
     directory.failing = True
     clock[0] = 500.0
-    allowed, standing = await p.permits(Identity("U0DBA"), RequestSignal(pids=(1,)))
-    assert not allowed and standing.role is AccessRole.VIEWER
-    message = refusal_message(RequestSignal(pids=(1,)), standing)
+    standing = await p.standing(Identity("U0DBA"))
+    refused = authorise(standing, RequestSignal(pids=(1,)))
+    assert refused is not None and standing.role is AccessRole.VIEWER
+    message = render_text(refused)
     assert "user group S0DBAS could not be confirmed with Slack for over 2 minutes" in message

@@ -6,18 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.core.results import (
-    Connection,
-    HelpResult,
-    LimitsOverview,
-    Problem,
-    RoleConnections,
-    RoleFill,
-    RoleInfo,
-    RoleLimit,
-    ServerStatus,
-)
-from bot.core.text import clean, clean_name, is_clean
+from bot.core.commands import help_for
+from bot.model.activity import Connection, RoleFill, RoleInfo
+from bot.model.problems import BadInput
+from bot.model.results import LimitsOverview, RoleConnections, RoleLimit, ServerStatus
+from bot.model.text import clean, clean_name, is_clean
 from bot.render.blocks import escape, render_blocks
 from bot.render.document import fill_bar
 from bot.render.text import render_text
@@ -132,9 +125,9 @@ def test_status_bar_and_health() -> None:
 
 
 def test_help_and_problems() -> None:
-    assert "/pgconn list bob" in render_text(HelpResult())
-    assert "Usage: /pgconn stray" in render_text(HelpResult("stray"))
-    problem = render_blocks(Problem("list needs a role name", "/pgconn list <role>"))
+    assert "/pgconn list bob" in render_text(help_for())
+    assert "Usage: /pgconn stray" in render_text(help_for("stray"))
+    problem = render_blocks(BadInput("list needs a role name", "/pgconn list <role>"))
     assert problem.blocks[0]["text"]["text"].startswith(":x: *list needs a role name*")
     assert "/pgconn list &lt;role&gt;" in all_text(problem)
 

@@ -7,18 +7,12 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from bot.core.housekeeping import backoff
-from bot.core.markup import channel, mention, moment, to_plain, to_slack
-from bot.core.results import (
-    Approval,
-    AuditEntry,
-    Decided,
-    PendingRequests,
-    RequestOpened,
-    RequestTarget,
-    RoleFill,
-    SignalRequest,
-)
+from bot.model.activity import RoleFill
+from bot.model.audit import AuditEntry
+from bot.model.requests import Approval, RequestTarget, SignalRequest, TargetOutcome
+from bot.model.results import Decided, PendingRequests, RequestOpened
 from bot.render.blocks import APPROVE_ACTION, DENY_ACTION, audit_message, render_blocks, request_message
+from bot.render.markup import channel, mention, moment, to_plain, to_slack
 from bot.render.text import render_text
 
 NOW = datetime(2026, 11, 21, 10, 42, tzinfo=UTC)
@@ -99,7 +93,7 @@ def test_executed_message_shows_each_outcome() -> None:
         targets=(
             target(4711, outcome="terminated"),
             target(4712, outcome="replaced"),
-            target(4713, outcome="failed", detail="permission denied"),
+            target(4713, outcome=TargetOutcome.FAILED, error="permission denied"),
         ),
     )
     text = json.dumps(request_message(done).blocks)
@@ -183,7 +177,7 @@ def test_a_long_audit_listing_is_split_not_cut() -> None:
         )
         for i in range(1, 60)
     ]
-    from bot.core.results import AuditTrail
+    from bot.model.results import AuditTrail
 
     message = render_blocks(AuditTrail(entries, 59))
     assert all(len(b["text"]["text"]) <= 3000 for b in message.blocks if "text" in b)

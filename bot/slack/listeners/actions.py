@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from typing import Any
 
 from slack_bolt.context.ack.async_ack import AsyncAck
@@ -16,10 +17,11 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import metrics
-from bot.core.policy import Identity
-from bot.core.results import Decided, InternalError, Problem, Result
 from bot.core.service import CommandService, Outcome
 from bot.logs import fields
+from bot.model.access import Identity
+from bot.model.problems import ForeignButton, InternalError
+from bot.model.results import Decided, Result
 from bot.render.blocks import render_blocks
 from bot.render.text import render_text
 from bot.slack.gateway import post_ephemeral
@@ -71,18 +73,23 @@ async def _answer_privately(
         log.error("could not answer %s's click: %s", user, exc)
 
 
-async def _guarded(kind: str, clicked: int | None, identity: Identity, work: Any) -> tuple[Result, str]:
+async def _guarded(kind: str, doing: str, clicked: int | None, identity: Identity, work: Any) -> tuple[Result, str]:
+    """Run a click's work; a click on something that is not the bot's, or a failure, is answered too."""
     if clicked is None:
-        return Problem(f"This button does not belong to a pgconn-bot {kind}."), "invalid"
+        return ForeignButton(kind), "invalid"
     try:
         outcome: Outcome = await work(clicked)
         return outcome.result, outcome.status
     except Exception:
-        log.exception("unhandled error on a click on %s %s by %s", kind, clicked, identity.user_id)
-        return InternalError("Something went wrong; the details are in the bot's log."), "error"
+        reference = uuid.uuid4().hex[:8]
+        log.exception("unhandled error on a click on %s %s by %s (ref %s)", kind, clicked, identity.user_id, reference)
+        return InternalError(reference, doing), "error"
 
 
 def make_click_handler(service: CommandService, *, approve: bool) -> Any:
+    """The Approve (or Deny) button's listener: acknowledged at once by Bolt, decided through
+    ``CommandService.decide``, the clicker answered privately (the message itself is updated by
+    the core)."""
     decision = "approve" if approve else "deny"
 
     async def handle_click(body: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient) -> None:
@@ -93,7 +100,7 @@ def make_click_handler(service: CommandService, *, approve: bool) -> Any:
         async def decide(request_id: int) -> Outcome:
             return await service.decide(request_id, approve, identity, clicked_on=_message_of(body))
 
-        result, status = await _guarded("request", request_id, identity, decide)
+        result, status = await _guarded("request", decision, request_id, identity, decide)
         if (body.get("container") or {}).get("type") == "view":
             # Clicked on the App Home tab: show the outcome there, with the list brought up to date.
             await home.refresh(service, client, identity, note=" — ".join(render_text(result).splitlines()[:2]))
@@ -131,7 +138,7 @@ def make_alert_request_handler(service: CommandService) -> Any:
         async def request(alert_id: int) -> Outcome:
             return await service.request_from_alert(alert_id, identity, channel=where[0] if where else None)
 
-        result, status = await _guarded("alert", alert_id, identity, request)
+        result, status = await _guarded("alert", "the cleanup request", alert_id, identity, request)
         await _answer_privately(body, respond, client, identity.user_id, result)
         metrics.CLICKS.labels(decision="alert_request", outcome=status).inc()
         log.info(

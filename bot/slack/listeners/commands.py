@@ -15,11 +15,12 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 
 from bot import metrics
-from bot.core.policy import Identity
-from bot.core.results import InternalError, RequestOpened
 from bot.core.service import CommandService
 from bot.errors import first_line
 from bot.logs import fields
+from bot.model.access import Identity
+from bot.model.problems import InternalError
+from bot.model.results import RequestOpened
 from bot.render.blocks import render_blocks
 
 log = logging.getLogger(__name__)

@@ -8,8 +8,8 @@ from typing import Any
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.core.policy import Identity
 from bot.core.service import CommandService
+from bot.model.access import Identity
 from bot.render.blocks import home_view
 from bot.slack.gateway import publish_home
 

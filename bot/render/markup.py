@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from bot.core.text import MARK as _MARK  # never let in from outside (see core.text.clean)
+from bot.model.text import MARK as _MARK  # never let in from outside (see model.text.clean)
 
 _SLACK_USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
 _MARKER = re.compile(_MARK + r"(@|#|t)([^" + _MARK + r"]*)" + _MARK)

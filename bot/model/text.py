@@ -68,3 +68,8 @@ def query_summary(query: str | None, length: int | None = None) -> str | None:
     match = _FIRST_WORD.match(query)
     keyword = match.group(1).upper() if match else "statement"
     return f"{keyword} … ({length if length is not None else len(query)} chars)"
+
+
+def shorten(text: str, limit: int = 40) -> str:
+    """At most ``limit`` characters, an ellipsis marking a cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
