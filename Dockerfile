@@ -1,5 +1,8 @@
 # syntax=docker/dockerfile:1
 # Build: docker build -t pgconn-bot .      Run: docker run --env-file .env -p 3000:3000 pgconn-bot
+# In .env, PGCONN_DATABASE_URL and PGCONN_STATE_URL must name a host the container can reach over
+# TCP: inside it 127.0.0.1 / localhost is the container itself, and there is no Unix socket
+# (.env.example says more). `docker compose up --build` runs it beside a PostgreSQL (compose.yaml).
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./

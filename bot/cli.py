@@ -1,4 +1,4 @@
-"""``pgconn-bot`` / ``python -m bot``: serve, socket, console, check, setup-sql."""
+"""``pgconn-bot`` / ``python -m bot``: serve, socket, console, check, setup-sql, drop-state."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import sys
 from typing import Any
 
 from bot import __version__
-from bot.budget import Budget
 from bot.config import ConfigError, Settings, load_settings, require
 from bot.errors import first_line
 from bot.logs import LOG_FIELDS
@@ -39,7 +38,9 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-def configure_logging(settings: Settings) -> None:
+def configure_logging(settings: Settings, *, console: bool = False) -> None:
+    """Logs on stderr. ``console``: warnings and errors only (unless PGCONN_LOG_LEVEL=DEBUG), so
+    the answers on stdout are not mixed with what the bot does to give them."""
     handler = logging.StreamHandler(sys.stderr)
     if settings.log_format == "json":
         handler.setFormatter(_JsonFormatter())
@@ -48,9 +49,60 @@ def configure_logging(settings: Settings) -> None:
     handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(settings.log_level)
+    root.setLevel("WARNING" if console and settings.log_level == "INFO" else settings.log_level)
     # psycopg_pool logs every failed reconnect attempt; the bot reports unreachable targets itself.
     logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
+
+
+_DATABASES = """\
+  PGCONN_DATABASE_URL   the PostgreSQL server to manage (libpq URL or key=value; empty: libpq's
+                        defaults, PGHOST etc.); PGCONN_TARGETS adds more: {"name": "postgresql://…"}
+  PGCONN_STATE_URL      where the bot keeps requests, the audit trail and alerts (schema pgconn);
+                        default: PGCONN_DATABASE_URL"""
+
+_MODE_HELP = {
+    "serve": f"""\
+Serve Slack over HTTP: slash commands, buttons and App Home arrive at POST /slack/events on $PORT
+(default 3000); /healthz and /metrics on the same port. Slack must reach that URL (manifest.yml).
+
+needs:
+  SLACK_BOT_TOKEN       the Bot User OAuth Token (xoxb-…)
+  SLACK_SIGNING_SECRET  Basic Information → App Credentials → Signing Secret
+{_DATABASES}""",
+    "socket": f"""\
+Connect to Slack over Socket Mode: no public URL needed (enable Socket Mode in the app's settings).
+/healthz and /metrics on $PORT (default 3000).
+
+needs:
+  SLACK_BOT_TOKEN       the Bot User OAuth Token (xoxb-…)
+  SLACK_APP_TOKEN       an app-level token with connections:write (xapp-…)
+{_DATABASES}""",
+    "console": f"""\
+The same commands and answers in a terminal, no Slack needed: list, limit, limits, stray, status,
+kill/cancel (a request) and approve/deny. Reading creates nothing; the first kill or cancel creates
+the bot's state (schema pgconn) and says where.
+
+uses:
+{_DATABASES}
+  PGCONN_VIEWERS, PGCONN_REQUESTERS, PGCONN_APPROVERS  who may do what (`as <ID>` switches identity)""",
+    "check": f"""\
+Check the settings, each database (reachable, privileges, what happens when the server is full), the
+state schema (what `serve` would create or migrate; check itself changes nothing) and Slack (token,
+scopes, channels). One line per finding; exit 1 when anything would not work.
+
+reads:
+{_DATABASES}
+  SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET, SLACK_APP_TOKEN, PGCONN_*_CHANNEL""",
+    "drop-state": f"""\
+Remove the bot's own state: schema pgconn in the state database, with every request, the audit
+trail and the alerts. Asks first (or --yes); refused while a replica of the bot is running on it.
+The SQL, if you prefer: DROP SCHEMA pgconn CASCADE; (as the bot's role or a superuser).
+
+reads:
+{_DATABASES}""",
+}
+
+_SEE_ALSO = "Run `pgconn-bot check` first: it says what is missing, and exits non-zero until it works."
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -59,9 +111,34 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"pgconn-bot {__version__}")
     sub = parser.add_subparsers(dest="mode", metavar="MODE")
-    sub.add_parser("serve", help="HTTP mode: Slack's Events API on $PORT, path /slack/events")
-    sub.add_parser("socket", help="Socket Mode (SLACK_APP_TOKEN): no public URL needed")
-    sub.add_parser("check", help="check settings, databases, privileges and Slack; non-zero exit on problems")
+    raw = argparse.RawDescriptionHelpFormatter
+    sub.add_parser(
+        "serve",
+        help="HTTP mode: Slack's Events API on $PORT, path /slack/events",
+        description=_MODE_HELP["serve"],
+        epilog=_SEE_ALSO,
+        formatter_class=raw,
+    )
+    sub.add_parser(
+        "socket",
+        help="Socket Mode (SLACK_APP_TOKEN): no public URL needed",
+        description=_MODE_HELP["socket"],
+        epilog=_SEE_ALSO,
+        formatter_class=raw,
+    )
+    sub.add_parser(
+        "check",
+        help="check settings, databases, privileges and Slack; non-zero exit on problems",
+        description=_MODE_HELP["check"],
+        formatter_class=raw,
+    )
+    drop = sub.add_parser(
+        "drop-state",
+        help="remove the bot's state (schema pgconn: requests, audit trail, alerts) from its database",
+        description=_MODE_HELP["drop-state"],
+        formatter_class=raw,
+    )
+    drop.add_argument("--yes", action="store_true", help="do not ask; remove it")
     setup = sub.add_parser("setup-sql", help="print the SQL for a least-privilege database role for the bot")
     setup.add_argument("--role", default="pgconn_bot", help="name of the login role (default pgconn_bot)")
     setup.add_argument("--state-database", default=None, help="database for the bot's state, if separate")
@@ -69,54 +146,35 @@ def _parser() -> argparse.ArgumentParser:
         "--targets", type=int, default=None, help="targets on the server (default: as configured now, else 1)"
     )
     setup.add_argument("--replicas", type=int, default=1, help="replicas of the bot that will run (default 1)")
-    console = sub.add_parser("console", help="the same commands in a terminal, no Slack needed")
+    console = sub.add_parser(
+        "console",
+        help="the same commands in a terminal, no Slack needed",
+        description=_MODE_HELP["console"],
+        epilog=_SEE_ALSO,
+        formatter_class=raw,
+    )
     console.add_argument("--as", dest="identity", metavar="SLACK_USER_ID", help="identity used for role checks")
     return parser
 
 
-def _budget(args: argparse.Namespace) -> Budget:
-    """What the bot will open, from the options and (when it reads) the configuration."""
-    try:
-        settings: Settings | None = load_settings()
-    except ConfigError:
-        settings = None
-    targets = args.targets if args.targets is not None else len(settings.target_dsns()) if settings else 1
-    if targets < 1 or args.replicas < 1:
-        raise ValueError("--targets and --replicas must be 1 or more")
-    return Budget(
-        targets=targets,
-        pool=settings.pool_max_size if settings else 4,
-        state_pool=settings.state_pool_max_size if settings else 4,
-        replicas=args.replicas,
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
-    """``pgconn-bot``: serve | socket | console | check | setup-sql. Exit 0, 1 (cannot start or
+    """``pgconn-bot``: serve | socket | console | check | setup-sql | drop-state. Exit 0, 1 (cannot start or
     check failed), 2 (bad configuration), with one line on stderr."""
     args = _parser().parse_args(argv)
     if args.mode is None:
         _parser().print_help()
         return 2
     if args.mode == "setup-sql":
-        from bot.setup_sql import setup_sql
+        from bot.setup_sql import main as setup_sql_main
 
-        try:
-            print(setup_sql(args.role, args.state_database, _budget(args)))
-        except ValueError as exc:
-            print(f"pgconn-bot setup-sql: {exc}", file=sys.stderr)
-            return 2
-        return 0
+        return setup_sql_main(args)
     try:
         settings = load_settings()
-        if args.mode == "serve":
-            require(settings, "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET")
-        elif args.mode == "socket":
-            require(settings, "SLACK_BOT_TOKEN", "SLACK_APP_TOKEN")
+        require(settings, args.mode)
     except ConfigError as exc:
         print(f"pgconn-bot: configuration error: {redact(str(exc))}", file=sys.stderr)
         return 2
-    configure_logging(settings)
+    configure_logging(settings, console=args.mode in ("console", "drop-state"))
 
     if args.mode == "console":
         from bot.console import console_main
@@ -129,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
         from bot.doctor import run_check
 
         return asyncio.run(run_check(settings, sys.stdout))
+    if args.mode == "drop-state":
+        from bot.drop_state import drop_state
+
+        return asyncio.run(drop_state(settings, yes=args.yes, stdin=sys.stdin, out=sys.stdout))
     return asyncio.run(serve(settings, socket_mode=args.mode == "socket"))
 
 
@@ -153,8 +215,7 @@ async def serve(settings: Settings, *, socket_mode: bool = False) -> int:
     try:
         starting.result()
     except Exception as exc:
-        what = "start" if socket_mode else "prepare the state database"
-        print(f"pgconn-bot: cannot {what}: {redact(first_line(exc))}", file=sys.stderr)
+        print(f"pgconn-bot: cannot start: {redact(first_line(exc))}", file=sys.stderr)
         await server.stop()
         return 1
     log.info(

@@ -50,6 +50,28 @@ def _check_dsn(variable: str, dsn: str) -> str:
 
 CsvIds = Annotated[tuple[str, ...], NoDecode]
 
+# What Slack's tokens look like: a bot token (OAuth & Permissions → Bot User OAuth Token; with
+# token rotation it starts xoxe.xoxb-) and an app-level token (Basic Information → App-Level Tokens).
+BOT_TOKEN_PREFIXES = ("xoxb-", "xoxe.xoxb-")
+APP_TOKEN_PREFIXES = ("xapp-",)
+_TOKEN_KINDS = {
+    "xoxb-": "a bot token (it belongs in SLACK_BOT_TOKEN)",
+    "xoxe.xoxb-": "a bot token (it belongs in SLACK_BOT_TOKEN)",
+    "xapp-": "an app-level token (it belongs in SLACK_APP_TOKEN)",
+    "xoxp-": "a user token (the bot needs its bot token, xoxb-…)",
+    "xoxe-": "a refresh token (the bot needs its bot token, xoxb-…)",
+}
+
+
+def _check_token_shape(token: str, prefixes: tuple[str, ...], wanted: str) -> None:
+    """One line that says what is wrong, never the token itself."""
+    if token.startswith(prefixes) and not any(ch.isspace() for ch in token):
+        return
+    if any(ch.isspace() for ch in token.strip()) or token != token.strip():
+        raise ValueError(f"contains spaces; paste {wanted} alone")
+    seen = next((kind for prefix, kind in _TOKEN_KINDS.items() if token.startswith(prefix)), "not a Slack token")
+    raise ValueError(f"needs {wanted}, starting {' or '.join(prefixes)}; this is {seen}")
+
 
 class Settings(BaseSettings):
     """Environment (and ``.env``) configuration. Names match ``shared/interface.md``."""
@@ -96,6 +118,39 @@ class Settings(BaseSettings):
         "approvers", validation_alias="PGCONN_SHOW_QUERIES"
     )
     state_retention: timedelta = Field(timedelta(days=90), validation_alias="PGCONN_STATE_RETENTION")
+
+    @field_validator("slack_bot_token", "slack_app_token", "slack_signing_secret", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        # `.env.example` copied unchanged has `SLACK_SIGNING_SECRET=`: that is not a secret.
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("slack_bot_token")
+    @classmethod
+    def _bot_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            _check_token_shape(value.get_secret_value(), BOT_TOKEN_PREFIXES, "a bot token")
+        return value
+
+    @field_validator("slack_app_token")
+    @classmethod
+    def _app_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            _check_token_shape(value.get_secret_value(), APP_TOKEN_PREFIXES, "an app-level token")
+        return value
+
+    @field_validator("slack_signing_secret")
+    @classmethod
+    def _signing_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            secret = value.get_secret_value()
+            if secret.startswith(("xox", "xapp-")):
+                raise ValueError(
+                    "this is a token, not the signing secret (Basic Information → App Credentials → Signing Secret)"
+                )
+            if secret != secret.strip() or any(ch.isspace() for ch in secret):
+                raise ValueError("contains spaces; paste the signing secret alone")
+        return value
 
     @field_validator("viewers", "requesters", "approvers", "protected_roles", mode="before")
     @classmethod
@@ -203,6 +258,12 @@ class Settings(BaseSettings):
             return self.state_url.get_secret_value()
         return self.database_url.get_secret_value()
 
+    def state_variable(self) -> str:
+        """The variable the state database comes from, for messages that must name it."""
+        if self.state_url is not None and self.state_url.get_secret_value().strip():
+            return "PGCONN_STATE_URL"
+        return "PGCONN_DATABASE_URL (PGCONN_STATE_URL is not set)"
+
     def register_secrets(self) -> None:
         """Tokens, the signing secret and connection-string passwords: masked in every log and error."""
         for secret in (self.slack_bot_token, self.slack_signing_secret, self.slack_app_token):
@@ -238,13 +299,26 @@ def load_settings(**overrides: Any) -> Settings:
     return settings
 
 
-def require(settings: Settings, *variables: str) -> None:
-    """Fail with one line when a mode needs variables that are unset."""
+# What each Slack mode needs set (their shapes are checked when the settings are read).
+MODE_NEEDS: dict[str, tuple[str, ...]] = {
+    "serve": ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET"),
+    "socket": ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN"),
+}
+
+
+def missing_for(settings: Settings, mode: str) -> list[str]:
+    """The variables ``mode`` needs that are unset (blank counts as unset). ``serve``, ``socket``
+    and ``check`` all ask this, so ``check`` says ready exactly when the mode will start."""
     missing = []
-    for variable in variables:
+    for variable in MODE_NEEDS.get(mode, ()):
         field = next(name for name, alias in _ENV_NAMES.items() if alias == variable)
         value = getattr(settings, field)
-        if value is None or (isinstance(value, SecretStr) and not value.get_secret_value()):
+        if value is None or (isinstance(value, SecretStr) and not value.get_secret_value().strip()):
             missing.append(variable)
-    if missing:
-        raise ConfigError(f"{', '.join(missing)} must be set for this mode")
+    return missing
+
+
+def require(settings: Settings, mode: str) -> None:
+    """Fail with one line when ``mode`` needs variables that are unset."""
+    if missing := missing_for(settings, mode):
+        raise ConfigError(f"{', '.join(missing)} must be set for `pgconn-bot {mode}` (see `pgconn-bot {mode} --help`)")

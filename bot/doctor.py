@@ -17,7 +17,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.budget import Budget
-from bot.config import Settings
+from bot.config import Settings, missing_for
 from bot.db.connect import connect_kwargs
 from bot.db.requests import RequestStore
 from bot.db.sql import state as state_sql
@@ -83,14 +83,12 @@ async def run_check(settings: Settings, out: TextIO) -> int:
 
 
 def _check_modes(settings: Settings, report: Report) -> None:
-    has_token = settings.slack_bot_token is not None
-    modes = []
-    if has_token and settings.slack_signing_secret is not None:
-        modes.append("serve (HTTP)")
-    if has_token and settings.slack_app_token is not None:
-        modes.append("socket (Socket Mode)")
-    if modes:
-        report.ok("Slack modes ready: " + ", ".join(modes) + "; console always works")
+    """Ready exactly when ``serve``/``socket`` would start (the same ``missing_for``)."""
+    has_token = settings.slack_bot_token is not None  # blank is unset (config)
+    labels = {"serve": "serve (HTTP)", "socket": "socket (Socket Mode)"}
+    ready = [labels[mode] for mode in labels if not missing_for(settings, mode)]
+    if ready:
+        report.ok("Slack modes ready: " + ", ".join(ready) + "; console always works")
     elif has_token:
         report.fail("SLACK_BOT_TOKEN is set, but neither SLACK_SIGNING_SECRET (serve) nor SLACK_APP_TOKEN (socket)")
     else:
@@ -190,42 +188,70 @@ def _report_when_full(name: str, login: str, full: dict[str, Any], budget: Budge
 
 
 async def _check_state(settings: Settings, dsns: list[str], report: Report) -> None:
+    """What ``serve`` would find and do; ``check`` itself creates and migrates nothing."""
     dsn = settings.state_dsn()
+    variable = settings.state_variable()
     try:  # first directly, for libpq's own reason if it fails
         async with asyncio.timeout(CONNECT_SECONDS + 1):
             conn = await _connect(dsn)
         await conn.close()
     except Exception as exc:
-        report.fail(f"state database: not reachable: {redact_dsn(first_line(exc), dsns)}")
+        report.fail(f"state database: not reachable ({variable}): {redact_dsn(first_line(exc), dsns)}")
         return
     store = StateStore(dsn, timeout=CONNECT_SECONDS)
     try:
         await store.open()
-        applied = await store.migrate(wait_seconds=CONNECT_SECONDS)
-        async with store.pool.connection(timeout=CONNECT_SECONDS) as conn:
-            cur = await conn.execute(state_sql.STATE_CHECK)
-            row = await cur.fetchone()
-        assert row is not None
-        latest = state_sql.STATE_MIGRATIONS[-1][0]
-        now = f" (migrated now: {', '.join(map(str, applied))})" if applied else ""
-        if row["version"] != latest:
-            report.fail(f"state database: schema pgconn at version {row['version']}, expected {latest}")
-        elif not row["writable"]:
-            report.fail("state database: schema pgconn exists but the bot's role cannot write to it")
-        else:
-            report.ok(f"state database: schema pgconn at version {latest}, writable{now}")
-            await _check_outbox(settings, store, report)
-            async with store.pool.connection(timeout=CONNECT_SECONDS) as conn:
-                members = await bot_role_members(conn)
-            if members:
-                report.warn(
-                    f"state database: {', '.join(members[:5])} can act as the bot's role (members of it), "
-                    "the audit trail included"
+        there = await store.presence()
+        place = f"database {there.database} on {there.where}"
+        if not there.exists:
+            if there.may_create:
+                report.ok(
+                    f"state database: {place}; schema pgconn is not there yet: `serve` creates it (version "
+                    f"{there.latest}), the console only when a kill or cancel first needs it"
                 )
+            else:
+                report.fail(
+                    f"state database: {place}; the bot's role may not create schema pgconn there: "
+                    f"GRANT CREATE ON DATABASE {there.database} TO <the bot's role> (or point {variable} elsewhere)"
+                )
+            return
+        problem = await store.ownership_problem()
+        if problem is not None:
+            report.fail(f"state database: {problem}")
+        elif there.version is None or there.version > there.latest:
+            report.fail(
+                f"state database: schema pgconn in {place} is at version {there.version}, which this bot "
+                f"(version {there.latest}) does not know: a newer bot made it, or something else did"
+            )
+        elif there.version < there.latest:
+            report.ok(
+                f"state database: schema pgconn at version {there.version} in {place}; `serve` migrates it "
+                f"to {there.latest} at start"
+            )
+        else:
+            await _check_current_state(settings, store, place, report)
     except Exception as exc:
         report.fail(f"state database: {redact_dsn(first_line(exc), dsns)}")
     finally:
         await store.close()
+
+
+async def _check_current_state(settings: Settings, store: StateStore, place: str, report: Report) -> None:
+    async with store.connection() as conn:
+        cur = await conn.execute(state_sql.STATE_CHECK)
+        row = await cur.fetchone()
+        members = await bot_role_members(conn)
+    assert row is not None
+    if not row["writable"]:
+        report.fail(f"state database: schema pgconn in {place} exists but the bot's role cannot write to it")
+        return
+    report.ok(f"state database: schema pgconn at version {row['version']} in {place}, writable")
+    await _check_outbox(settings, store, report)
+    if members:
+        report.warn(
+            f"state database: {', '.join(members[:5])} can act as the bot's role (members of it), "
+            "the audit trail included"
+        )
 
 
 async def _check_outbox(settings: Settings, store: StateStore, report: Report) -> None:

@@ -22,8 +22,9 @@ from bot.db.catalog import TargetCatalog
 from bot.db.monitoring import ServerWatch
 from bot.db.requests import RequestStore
 from bot.db.signals import Signaller
-from bot.db.state import StateStore
+from bot.db.state import StatePresence, StateStore
 from bot.db.targets import TargetPools
+from bot.errors import first_line
 from bot.model.access import AccessRole
 from bot.model.errors import StateSchemaError
 from bot.redact import redact
@@ -64,6 +65,8 @@ class Runtime:
     # start): serve stops with ``fatal_reason``.
     fatal: asyncio.Event = field(default_factory=asyncio.Event)
     fatal_reason: str | None = None
+    # Started with ``create_state=False`` and schema pgconn is not there: nothing created yet.
+    state_absent: bool = False
 
     @classmethod
     def build(
@@ -148,23 +151,38 @@ class Runtime:
         )
 
     async def start(
-        self, *, require_state: bool = True, background: bool = False, state_wait: float | None = None
+        self,
+        *,
+        require_state: bool = True,
+        background: bool = False,
+        state_wait: float | None = None,
+        create_state: bool = True,
     ) -> None:
         """``background``: run expiry, message updates, audit delivery and the monitor (serve, socket).
         ``state_wait``: how long to wait for a state connection (default 10 s, or 2 s when the bot
-        can carry on without state)."""
+        can carry on without state). ``create_state=False`` (the console): a state schema that is
+        not there yet is left alone until ``prepare_state`` (the first command that writes)."""
         await self.targets.open()
         await self.state.open()
         if state_wait is None:
             state_wait = 10.0 if require_state else 2.0  # console mode carries on without state
         try:
-            await self.state.migrate(wait_seconds=state_wait)
+            if not create_state and not (await self.state.presence()).exists:
+                self.state_absent = True  # left alone: prepare_state creates it when first needed
+            else:
+                await self.state.migrate(wait_seconds=state_wait)
         except StateSchemaError:
             raise  # someone else's schema: never used, never retried
         except Exception as exc:
             if require_state:
                 raise
-            log.warning("state database unavailable (%s); commands that need no state still work", redact(str(exc)))
+            reason = await self.state.unreachable_reason() or redact(first_line(exc))
+            log.warning(
+                "state database (%s) unavailable: %s; commands that need no state work now, the rest once it answers%s",
+                self.settings.state_variable(),
+                reason,
+                " (retried every few seconds)" if background else "",
+            )
             if background:
                 self._migrating = asyncio.create_task(self._keep_migrating(), name="pgconn-migrate")
         if background and not self.background:
@@ -172,6 +190,12 @@ class Runtime:
             if self.settings.monitor_interval > 0:
                 self.monitor.start()
             self.background = True
+
+    async def prepare_state(self) -> StatePresence:
+        """Create (or bring up to date) the state schema now; says where it is."""
+        await self.state.migrate()
+        self.state_absent = False
+        return await self.state.presence()
 
     async def _keep_migrating(self) -> None:
         """Started without its state database (a full server, one that comes up later): keep trying."""

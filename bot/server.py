@@ -22,7 +22,13 @@ from bot.model.errors import StateSchemaError
 from bot.redact import redact
 from bot.runtime import Runtime
 from bot.slack.app import build_app
-from bot.slack.gateway import SlackAnnouncer, SlackGroupDirectory, build_web_client
+from bot.slack.gateway import (
+    AppTokenRefused,
+    SlackAnnouncer,
+    SlackGroupDirectory,
+    build_web_client,
+    socket_mode_url,
+)
 from bot.slack.guard import PayloadGuard
 from bot.slack.inflight import InFlight
 from bot.slack.installation import Installation
@@ -34,6 +40,10 @@ STATE_STARTUP_SECONDS = 5.0
 # Shutdown budget (about 10 s in all): stop listening 1 s, running work 5 s, background tasks and
 # a last audit flush 2–3 s, pools 1 s.
 DRAIN_SECONDS = 5.0
+
+
+class SlackTokenError(Exception):
+    """Slack refuses a configured token: starting (or retrying) cannot help."""
 
 
 class BotServer:
@@ -84,7 +94,8 @@ class BotServer:
 
     async def start(self, state_wait: float = STATE_STARTUP_SECONDS) -> None:
         """Start the runtime (waiting at most ``state_wait`` for the state database), learn the
-        workspace, then listen. Raises StateSchemaError for a schema someone else owns."""
+        workspace, then listen. Raises StateSchemaError for a schema someone else owns, and
+        SlackTokenError for an app-level token Slack refuses."""
         await _start_with_retry(self.runtime, state_wait)
         await self.installation.learn()  # which workspace this is (auth.test); retried on demand
         self._runner = web.AppRunner(
@@ -105,10 +116,23 @@ class BotServer:
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else self._port
         if self.socket_mode:
-            app_token = self.settings.slack_app_token.get_secret_value() if self.settings.slack_app_token else ""
-            # Bolt's handler opens the WebSocket via apps.connections.open on SLACK_API_URL.
-            self._socket = AsyncSocketModeHandler(self.app, app_token)
-            await self._socket.connect_async()  # type: ignore[no-untyped-call]
+            await self._connect_socket()
+
+    async def _connect_socket(self) -> None:
+        """Bolt's handler opens the WebSocket via apps.connections.open on SLACK_API_URL. It is
+        asked here first: Bolt would retry a token Slack refuses for ever; the URL it gives is
+        the handler's first (exactly what the handler would have done itself)."""
+        app_token = self.settings.slack_app_token.get_secret_value() if self.settings.slack_app_token else ""
+        try:
+            url = await socket_mode_url(app_token, self.settings.slack_api_url)
+        except AppTokenRefused as exc:
+            raise SlackTokenError(
+                f"Slack refuses SLACK_APP_TOKEN ({exc.error}): make an app-level token with the "
+                "connections:write scope (Basic Information → App-Level Tokens) and enable Socket Mode"
+            ) from None
+        self._socket = AsyncSocketModeHandler(self.app, app_token)
+        self._socket.client.wss_uri = url
+        await self._socket.connect_async()  # type: ignore[no-untyped-call]
 
     async def stop(self) -> None:
         """Graceful, within about 10 s: take no new work, let running work finish (an approval
@@ -138,6 +162,15 @@ async def _start_with_retry(runtime: Runtime, wait: float) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     delay = 0.25
+    said = False
+    if reason := await runtime.state.unreachable_reason():  # libpq's reason, at once, not after the wait
+        log.warning(
+            "state database (%s) not answering yet: %s; waiting up to %.0f s",
+            runtime.settings.state_variable(),
+            reason,
+            wait,
+        )
+        said = True
     while True:
         try:
             # Each try waits only for what is left of ``wait``: a state database that is down (or a
@@ -149,9 +182,17 @@ async def _start_with_retry(runtime: Runtime, wait: float) -> None:
             raise  # not a database that is still starting: waiting would not change it
         except Exception as exc:
             if loop.time() + delay > deadline:
-                log.error("state database unavailable (%s); starting without it", redact(first_line(exc)))
+                # Runtime.start says why, naming the variable, and that it carries on without it.
                 await runtime.start(require_state=False, background=True, state_wait=0.25)
                 return
-            log.warning("state database not ready (%s); retrying", redact(first_line(exc)))
+            if not said:
+                reason = await runtime.state.unreachable_reason() or redact(first_line(exc))
+                log.warning(
+                    "state database (%s) not answering yet: %s; waiting up to %.0f s",
+                    runtime.settings.state_variable(),
+                    reason,
+                    wait,
+                )
+                said = True
             await asyncio.sleep(delay)
             delay = min(delay * 2, 4)

@@ -17,6 +17,7 @@ from bot.model.access import AccessRole
 from bot.model.requests import KillScope, SignalAction
 from bot.model.results import HelpEntry, HelpResult
 from bot.model.servers import DEFAULT_TARGET
+from bot.model.text import shorten
 
 MAX_AUDIT_ENTRIES = 100
 
@@ -28,7 +29,8 @@ class Command:
 
 @dataclass(frozen=True)
 class Help(Command):
-    topic: str | None = None
+    topic: str | None = None  # a subcommand's name (an alias is read as its subcommand)
+    unknown: str | None = None  # the word asked about, when it names no subcommand (shortened)
 
 
 @dataclass(frozen=True)
@@ -110,9 +112,12 @@ class ParseError:
 
 
 def _help(args: Args) -> Command:
-    topic = args.positional.pop(0).lower() if args.positional else None
+    word = args.positional.pop(0) if args.positional else None
     args.positional.clear()
-    return Help(topic=topic if topic in BY_NAME else None)
+    if word is None:
+        return Help()
+    spec = BY_WORD.get(word.lower())
+    return Help(topic=spec.name) if spec is not None else Help(unknown=shorten(word, 30))
 
 
 def _list(args: Args) -> Command:
@@ -342,7 +347,8 @@ def spec_of(command: Command) -> CommandSpec:
     raise TypeError(f"no subcommand for {type(command).__name__}")
 
 
-def help_for(topic: str | None = None) -> HelpResult:
-    """What ``help`` (or ``help <subcommand>``) shows, from the specs."""
+def help_for(topic: str | None = None, unknown: str | None = None) -> HelpResult:
+    """What ``help`` (or ``help <subcommand>``) shows, from the specs; ``unknown``: the word
+    asked about when it names no subcommand."""
     entries = [HelpEntry(spec.name, spec.usage, spec.summary, spec.example) for spec in SPECS]
-    return HelpResult(entries, next((entry for entry in entries if entry.name == topic), None))
+    return HelpResult(entries, next((entry for entry in entries if entry.name == topic), None), unknown)

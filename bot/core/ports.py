@@ -56,7 +56,9 @@ class TargetCatalog(Protocol):
     ) -> tuple[RoleInfo, list[Connection], int] | RoleNotFound:
         """The role's idle sessions (longest idle first) and how many it has in all."""
 
-    async def roles_near_limit(self, target: str, threshold: float) -> list[RoleFill]: ...
+    async def near_limit(self, target: str, threshold: float) -> tuple[list[RoleFill], list[DatabaseLimit]]:
+        """Roles and databases at or above ``threshold`` of their connection limit, or with logins
+        disabled (a limit of 0; a database that does not allow connections), fullest first."""
 
     async def activity(self, target: str) -> ServerActivity: ...
 

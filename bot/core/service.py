@@ -256,7 +256,7 @@ class CommandService:
     # --- handlers: one per command type -------------------------------------------------------
 
     async def _help(self, command: Help, context: _Context) -> Result:
-        return help_for(command.topic)
+        return help_for(command.topic, command.unknown)
 
     async def _list(self, command: ListConnections, context: _Context) -> Result:
         found = await self._catalog.role_sessions(command.target, command.role)
@@ -273,8 +273,8 @@ class CommandService:
         return RoleLimit(command.target, role, used, database_limits)
 
     async def _limits(self, command: ShowLimits, context: _Context) -> Result:
-        roles = await self._catalog.roles_near_limit(command.target, LIMITS_THRESHOLD)
-        return LimitsOverview(command.target, roles, LIMITS_THRESHOLD)
+        roles, databases = await self._catalog.near_limit(command.target, LIMITS_THRESHOLD)
+        return LimitsOverview(command.target, roles, LIMITS_THRESHOLD, databases)
 
     async def _stray(self, command: FindStray, context: _Context) -> Result:
         found = await self._catalog.idle_sessions(command.target, command.role, command.min_idle)
@@ -314,9 +314,11 @@ class CommandService:
         return OpenAlerts(await self._alerts.open_alerts(), self._monitoring)
 
     def _summarise(self, target: str, activity: ServerActivity) -> ServerStatus:
+        # The bot's own backends count like any other (they take slots), but are never the
+        # longest query or transaction to look at.
         backends = activity.backends
-        others = [conn for conn, own in backends if not own]
-        by_state = Counter(conn.state or "unknown" for conn, _ in backends)
+        others = [conn for conn in backends if not conn.own]
+        by_state = Counter(conn.state or "unknown" for conn in backends)
         active = [c for c in others if c.state == "active" and c.query_age is not None]
         idle_tx = [c for c in others if c.idle_in_transaction and c.transaction_age]
         return ServerStatus(
@@ -329,13 +331,14 @@ class CommandService:
             by_state=dict(by_state.most_common()),
             longest_active=max(active, key=_query_age, default=None),
             longest_idle_in_transaction=max(idle_tx, key=_transaction_age, default=None),
-            top_roles=Counter(c.role or "?" for c, _ in backends).most_common(TOP_N),
-            top_clients=Counter(c.client for c, _ in backends).most_common(TOP_N),
-            top_applications=Counter(c.application or "(none)" for c, _ in backends).most_common(TOP_N),
+            top_roles=Counter(c.role or "?" for c in backends).most_common(TOP_N),
+            top_clients=Counter(c.client for c in backends).most_common(TOP_N),
+            top_applications=Counter(c.application or "(none)" for c in backends).most_common(TOP_N),
             warn_at=self._thresholds.warn,
             critical_at=self._thresholds.critical,
             restricted=_restricted(others),
             observed_at=activity.observed_at,
+            own_connections=len(backends) - len(others),
         )
 
 

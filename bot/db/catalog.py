@@ -1,5 +1,8 @@
 """Typed reads of a monitored server for the commands that only look (list, limit, limits, stray,
-status): the core's ``TargetCatalog`` port, on the target pools."""
+status): the core's ``TargetCatalog`` port, on the target pools.
+
+The bot's own backends (``own``: see ``sql._ACTIVITY``) are counted everywhere, as the server
+counts them, and shown marked in ``list``; ``stray`` never proposes them."""
 
 from __future__ import annotations
 
@@ -63,13 +66,16 @@ class TargetCatalog:
 
         return await self._for_role(target, role, work)
 
-    async def roles_near_limit(self, target: str, threshold: float) -> list[RoleFill]:
-        async def work(conn: Conn) -> list[RoleFill]:
-            cur = await conn.execute(sql.ROLES_NEAR_LIMIT, {"percent": round(threshold * 100)})
-            return [
+    async def near_limit(self, target: str, threshold: float) -> tuple[list[RoleFill], list[DatabaseLimit]]:
+        async def work(conn: Conn) -> tuple[list[RoleFill], list[DatabaseLimit]]:
+            params = {"percent": round(threshold * 100)}
+            cur = await conn.execute(sql.ROLES_NEAR_LIMIT, params)
+            roles = [
                 RoleFill(role=clean_name(r["role"]), used=int(r["used"]), limit=r["limit"])
                 for r in await cur.fetchall()
             ]
+            cur = await conn.execute(sql.DATABASES_NEAR_LIMIT, params)
+            return roles, [_database_limit(r) for r in await cur.fetchall()]
 
         return await self._targets.run(target, work)
 
@@ -79,7 +85,7 @@ class TargetCatalog:
             row = await cur.fetchone()
             assert row is not None
             cur = await conn.execute(sql.ALL_CLIENT_BACKENDS, _PARAMS)
-            backends = [(_connection(b), bool(b["own"])) for b in await cur.fetchall()]
+            backends = [_connection(b) for b in await cur.fetchall()]
             return ServerActivity(
                 server_version=clean(row["server_version"], 60),
                 max_connections=row["max_connections"],
@@ -123,6 +129,16 @@ def _connection(row: dict[str, Any]) -> Connection:
         query=clean_optional(row["query"], sql.QUERY_PREVIEW_CHARS),
         query_length=row["query_length"],
         observed_at=row["observed_at"],
+        own=bool(row["own"]),
+    )
+
+
+def _database_limit(row: dict[str, Any]) -> DatabaseLimit:
+    return DatabaseLimit(
+        database=clean_name(row["database"]),
+        used=int(row["used"]),
+        limit=row["limit"],
+        allows_connections=bool(row["allows_connections"]),
     )
 
 
@@ -157,8 +173,4 @@ async def role_usage(conn: Conn, role_oid: int) -> tuple[int, list[DatabaseLimit
     row = await cur.fetchone()
     used = int(row["used"]) if row else 0
     cur = await conn.execute(sql.DATABASE_LIMITS_FOR_ROLE, {"role_oid": role_oid})
-    limits = [
-        DatabaseLimit(database=clean_name(r["database"]), used=int(r["used"]), limit=r["limit"])
-        for r in await cur.fetchall()
-    ]
-    return used, limits
+    return used, [_database_limit(r) for r in await cur.fetchall()]

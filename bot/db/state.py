@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -65,6 +66,30 @@ async def _create(conn: AsyncConnection[DictRow], statement: str) -> None:
         await conn.execute(statement)
 
 
+@dataclass(frozen=True)
+class StatePresence:
+    """What the state database holds now, read without creating anything."""
+
+    database: str
+    where: str  # host:port (or the socket directory) as the connection went
+    exists: bool  # schema pgconn is there
+    version: int | None  # the migrations applied, None when there is no schema (or no version table)
+    latest: int  # what this version of the bot migrates to
+    may_create: bool  # the bot's role may create the schema in this database
+
+    @property
+    def current(self) -> bool:
+        return self.version == self.latest
+
+
+@dataclass(frozen=True)
+class StateContents:
+    requests: int
+    audit_entries: int
+    alerts: int
+    live_replicas: int
+
+
 class StateStore:
     """The bot's own state database: its pool, schema migrations and health. ``connection`` and
     ``transaction`` raise StateUnavailableError when it does not answer."""
@@ -106,6 +131,71 @@ class StateStore:
 
     async def open(self) -> None:
         await self.pool.open(wait=False)
+
+    async def presence(self) -> StatePresence:
+        """What is there: the database, whether schema pgconn exists and at which version.
+        Creates nothing; raises StateUnavailableError when the database does not answer."""
+        async with self.connection() as conn:
+            cur = await conn.execute(state_sql.STATE_PRESENCE)
+            row = await cur.fetchone()
+            assert row is not None
+            version = None
+            if row["versioned"]:
+                cur = await conn.execute(state_sql.STATE_VERSION)
+                version_row = await cur.fetchone()
+                version = version_row["version"] if version_row else None
+            info = conn.info
+            where = f"{info.host}:{info.port}" if info.host and not info.host.startswith("/") else "local socket"
+        return StatePresence(
+            database=row["database"],
+            where=where,
+            exists=bool(row["schema_exists"]),
+            version=version,
+            latest=state_sql.STATE_MIGRATIONS[-1][0],
+            may_create=bool(row["may_create"]),
+        )
+
+    async def ownership_problem(self) -> str | None:
+        """Why the bot would refuse schema pgconn as it is (someone else owns it or may change
+        it), read only; None when it is the bot's own, or not there."""
+        async with self.connection() as conn:
+            try:
+                await _check_ownership(conn)
+            except StateSchemaError as exc:
+                return str(exc)
+        return None
+
+    async def contents(self) -> StateContents:
+        """How much a ``drop-state`` would remove (the schema must be the bot's, at the latest version)."""
+        async with self.connection() as conn:
+            await _check_ownership(conn)
+            cur = await conn.execute(state_sql.STATE_CONTENTS)
+            row = await cur.fetchone()
+        assert row is not None
+        return StateContents(row["requests"], row["audit_entries"], row["alerts"], row["live_replicas"])
+
+    async def drop(self) -> None:
+        """Remove schema pgconn and everything in it (the audit trail too: it refuses DELETE, not
+        DROP). Only a schema the bot's own role owns; ``drop-state`` asks first."""
+        async with self.transaction() as conn:
+            await _check_ownership(conn)
+            await conn.execute(state_sql.DROP_STATE)
+        self.ready = False
+
+    async def unreachable_reason(self, seconds: float = 3.0) -> str | None:
+        """libpq's own reason the state database refuses a connection now (a pool's timeout says
+        only that it waited), passwords removed; None when a connection succeeds."""
+        try:
+            async with asyncio.timeout(seconds + 1):
+                conn = await psycopg.AsyncConnection.connect(
+                    self._dsn, **connect_kwargs(self._dsn, connect_timeout=seconds)
+                )
+        except TimeoutError:
+            return f"no answer within {seconds:.0f} s"
+        except Exception as exc:
+            return redact(first_line(exc)) or type(exc).__name__
+        await conn.close()
+        return None
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[AsyncConnection[DictRow]]:

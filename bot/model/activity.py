@@ -58,6 +58,9 @@ class Connection(SessionAges):
     query: str | None
     observed_at: datetime
     query_length: int | None = None  # of the whole statement (``query`` is a preview)
+    # One of the bot's own connections (its login role AND its application_name, or the very
+    # connection asking): counted like any other, never signalled.
+    own: bool = False
 
     @property
     def client(self) -> str:
@@ -87,12 +90,29 @@ class RoleInfo:
     def limited(self) -> bool:
         return self.connection_limit >= 0 and not self.superuser
 
+    @property
+    def logins_disabled(self) -> bool:
+        """CONNECTION LIMIT 0: nobody may log in as this role (superusers are never limited)."""
+        return self.connection_limit == 0 and not self.superuser
+
 
 @dataclass(frozen=True)
 class DatabaseLimit:
+    """A database's own limit (pg_database.datconnlimit, -1 = none) and whether it accepts
+    connections at all (datallowconn); ``used``: every client backend in it."""
+
     database: str
     used: int
     limit: int
+    allows_connections: bool = True
+
+    @property
+    def logins_disabled(self) -> bool:
+        return not self.allows_connections or self.limit == 0
+
+    @property
+    def at_limit(self) -> bool:
+        return self.limit >= 0 and self.used >= self.limit
 
 
 @dataclass(frozen=True)
@@ -105,6 +125,11 @@ class RoleFill:
     def ratio(self) -> float:
         return self.used / self.limit if self.limit > 0 else float("inf")
 
+    @property
+    def logins_disabled(self) -> bool:
+        """CONNECTION LIMIT 0 (-1 is no limit)."""
+        return self.limit == 0
+
 
 @dataclass(frozen=True)
 class RoleNotFound:
@@ -116,12 +141,12 @@ class RoleNotFound:
 
 @dataclass(frozen=True)
 class ServerActivity:
-    """A server's connection settings and every client backend on it (each with whether it is
-    one of the bot's own connections)."""
+    """A server's connection settings and every client backend on it (the bot's own among
+    them, marked ``own``)."""
 
     server_version: str
     max_connections: int
     superuser_reserved: int
     reserved: int
     observed_at: datetime
-    backends: list[tuple[Connection, bool]]
+    backends: list[Connection]

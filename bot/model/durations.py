@@ -1,12 +1,13 @@
-"""Durations as users type them (``90s``, ``30m``, ``2h``, ``1h30m``) and as the bot prints them."""
+"""Durations as users type them (``90s``, ``30m``, ``2h``, ``1d``, ``1h30m``; ``sec`` and ``min`` too)
+and as the bot prints them."""
 
 from __future__ import annotations
 
 import re
 from datetime import timedelta
 
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_PART = re.compile(r"(\d{1,6})([smhd])")
+_UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+_PART = re.compile(r"(\d{1,6})(sec|min|[smhd])")
 _MAX = timedelta(days=365)
 
 
@@ -19,7 +20,7 @@ def parse_duration(text: str) -> timedelta:
     if not raw:
         raise DurationError("a duration is empty")
     if raw.isdigit():
-        raise DurationError(f"{text!r} needs a unit: {raw}s, {raw}m or {raw}h")
+        raise DurationError(f"{text!r} needs a unit: {raw}s, {raw}m, {raw}h or {raw}d")
     position, seconds = 0, 0
     for match in _PART.finditer(raw):
         if match.start() != position:
@@ -27,7 +28,7 @@ def parse_duration(text: str) -> timedelta:
         seconds += int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
         position = match.end()
     if position != len(raw) or position == 0:
-        raise DurationError(f"{text!r} is not a duration; use forms like 90s, 30m, 2h or 1h30m")
+        raise DurationError(f"{text!r} is not a duration; use forms like 90s, 30m (or 30min), 2h, 1d or 1h30m")
     result = timedelta(seconds=seconds)
     if result > _MAX:
         raise DurationError(f"{text!r} is longer than a year")

@@ -74,11 +74,12 @@ class InternalError(Problem):
 
 @dataclass(frozen=True)
 class StateUnavailable(Problem):
-    """The subcommand needs the state database: not answering, or (``configured=False``) not
-    part of this mode at all."""
+    """The subcommand needs the state database: not answering, (``configured=False``) not
+    part of this mode at all, or (``created=False``) not created yet: nothing was ever recorded."""
 
     subcommand: str
     configured: bool = True
+    created: bool = True
 
 
 class AlertIssue(enum.StrEnum):

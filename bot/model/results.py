@@ -32,13 +32,14 @@ class HelpEntry:
 class HelpResult:
     entries: list[HelpEntry]
     topic: HelpEntry | None = None  # ``help <subcommand>``
+    unknown: str | None = None  # ``help <word>`` where the word names no subcommand (shortened)
 
 
 @dataclass(frozen=True)
 class RoleConnections:
     target: str
     role: RoleInfo
-    connections: list[Connection]
+    connections: list[Connection]  # every one the role has, the bot's own included (marked ``own``)
     restricted: bool = False  # the bot's database role cannot see other sessions' details
 
 
@@ -63,6 +64,7 @@ class LimitsOverview:
     target: str
     roles: list[RoleFill]
     threshold: float
+    databases: list[DatabaseLimit] = field(default_factory=list)  # at their own limit, or closed
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,7 @@ class ServerStatus(ServerSlots):
     critical_at: float
     restricted: bool = False
     observed_at: datetime | None = None
+    own_connections: int = 0  # of ``client_backends``, the bot's own (counted, never signalled)
 
     @property
     def health(self) -> Health:

@@ -9,7 +9,7 @@ from typing import Any, assert_never
 from bot.model.alerts import Alert, AlertKind, Shape
 from bot.model.durations import format_duration
 from bot.model.results import OpenAlerts
-from bot.render.document import Document, Table, Tone, db_flag, fill_bar, one_line
+from bot.render.document import Document, Table, Tone, db_flag, fill_bar, one_line, slash
 from bot.render.markup import moment, strip
 
 _ICON = {AlertKind.ROLE_LIMIT: "🚫", AlertKind.SERVER_FILL: "📈", AlertKind.TARGET_DOWN: "🔌"}
@@ -122,7 +122,7 @@ def alert_document(alert: Alert) -> Document:
                 doc.table = _session_rows(sessions, d.get("observed_at"))
             flag = db_flag(alert.target)
             doc.commands_intro = "Look closer with:"
-            doc.commands = [f"/pgconn stray {strip(alert.subject)}{flag}"]
+            doc.commands = [slash(f"stray {strip(alert.subject)}{flag}")]
         case AlertKind.SERVER_FILL if d.get("full"):
             doc.lines.append(f"The bot cannot get in either: {strip(str(d.get('reason') or ''))}")
             if d.get("client_backends") is not None:

@@ -7,17 +7,59 @@ Slack happens in ``blocks``.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import shlex
 from collections import Counter
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-from bot.model.activity import Connection, RoleInfo
+from bot.model.activity import Connection, DatabaseLimit, RoleInfo
 from bot.model.durations import format_duration
 from bot.model.servers import DEFAULT_TARGET
 from bot.render.markup import strip
 
 QUERY_PREVIEW = 80
+
+
+class Surface(enum.StrEnum):
+    """Where an answer is read: in Slack (commands are typed as ``/pgconn …``, requests are
+    decided with buttons) or in the console (typed bare, decided with ``approve N``)."""
+
+    SLACK = "slack"
+    CONSOLE = "console"
+
+
+_surface: ContextVar[Surface] = ContextVar("surface", default=Surface.SLACK)
+
+
+@contextlib.contextmanager
+def shown_on(surface: Surface) -> Iterator[None]:
+    """Render for ``surface`` inside the block (the adapters set it; Slack is the default)."""
+    token = _surface.set(surface)
+    try:
+        yield
+    finally:
+        _surface.reset(token)
+
+
+def on_console() -> bool:
+    return _surface.get() is Surface.CONSOLE
+
+
+SLASH = "/pgconn "
+
+
+def slash(command: str) -> str:
+    """A command as the reader types it: ``/pgconn list bob`` in Slack, ``list bob`` in the console."""
+    return command if on_console() else SLASH + command
+
+
+def as_typed(text: str) -> str:
+    """The grammar's own text (usage lines, its error messages), which spells commands for Slack,
+    spelled for where it is read. Never for text from anywhere else."""
+    return text.replace(SLASH, "") if on_console() else text
 
 
 class Tone(enum.StrEnum):
@@ -68,17 +110,39 @@ def fill_bar(fill: float, cells: int = 10) -> str:
     return "█" * filled + "░" * (cells - filled) + f" {round(fill * 100)}%"
 
 
+def plural(count: int, word: str, words: str | None = None) -> str:
+    """``1 connection``, ``5 connections`` (``words``: an irregular plural)."""
+    return f"{count} {word if count == 1 else words or word + 's'}"
+
+
+OWN_MARK = "(this bot)"
+LOGINS_DISABLED_ROLE = "logins disabled for this role (CONNECTION LIMIT 0)"
+
+
 def limit_phrase(used: int, role: RoleInfo) -> str:
     if role.superuser:
-        return f"{used} connections — no limit (superusers are never limited)"
+        return f"{plural(used, 'connection')} — no limit (superusers are never limited)"
     if role.connection_limit < 0:
-        return f"{used} connections — no limit"
+        return f"{plural(used, 'connection')} — no limit"
     limit = role.connection_limit
+    if role.logins_disabled:
+        return f"{used}/{limit} — {LOGINS_DISABLED_ROLE}"
     if used > limit:
         return f"{used}/{limit} — over the limit — new connections are refused"
     if used == limit:
         return f"{used}/{limit} — at limit — new connections are refused"
     return f"{used}/{limit} — {limit - used} left"
+
+
+def database_limit_phrase(db: DatabaseLimit) -> str:
+    """``database course: 3/3 — at its limit``: a database's own limit (pg_database)."""
+    if not db.allows_connections:
+        still = f"; {plural(db.used, 'session')} still in it" if db.used else ""
+        return f"database {db.database}: logins disabled for this database (ALLOW_CONNECTIONS false){still}"
+    if db.limit == 0:
+        return f"database {db.database}: {db.used}/0 — logins disabled for this database (CONNECTION LIMIT 0)"
+    state = "at its limit" if db.at_limit else f"{max(0, db.limit - db.used)} left"
+    return f"database {db.database} has its own limit: {db.used}/{db.limit} — {state}"
 
 
 RESTRICTED_NOTE = (
@@ -93,7 +157,7 @@ def connection_table(rows: list[Connection], *, idle_first: bool = False) -> Tab
     body = []
     for c in rows:
         cells = {
-            "PID": str(c.pid),
+            "PID": f"{c.pid} {OWN_MARK}" if c.own else str(c.pid),
             "DATABASE": c.database or "—",
             "APPLICATION": one_line(c.application, 24) or "(none)",
             "CLIENT": c.client,

@@ -35,7 +35,7 @@ from bot.model.problems import (
 from bot.model.requests import RequestStatus, SignalRequest
 from bot.model.servers import Fullness
 from bot.model.text import shorten
-from bot.render.document import Document, Tone, on
+from bot.render.document import Document, Tone, as_typed, on, plural, slash
 from bot.render.markup import mention, moment
 
 _NOT_A_MEMBER = ("not_in_channel", "channel_not_found", "is_archived")
@@ -45,7 +45,7 @@ def problem_document(problem: ProblemResult) -> Document:
     usage = problem.usage if isinstance(problem, BadInput) else None
     return Document(
         title=problem_text(problem),
-        lines=[f"Usage: {usage}"] if usage else [],
+        lines=[f"Usage: {as_typed(usage)}"] if usage else [],
         tone=Tone.WARNING if isinstance(problem, NotAllowed) else Tone.PROBLEM,
     )
 
@@ -54,10 +54,10 @@ def problem_text(problem: ProblemResult) -> str:
     """The sentence that says what went wrong (and, where it helps, what to do)."""
     match problem:
         case BadInput(message=message):
-            return message
+            return as_typed(message)
         case NotAllowed(subcommand=name, needed=needed, standing=standing):
             note = unconfirmed_note(standing) or " Ask the bot's administrators to add you."
-            return f"Sorry, /pgconn {name} needs the {needed.label} role and you have {_have(standing.role)}.{note}"
+            return f"Sorry, {slash(name)} needs the {needed.label} role and you have {_have(standing.role)}.{note}"
         case UnknownTarget(name=name, known=known):
             return f"unknown target {shorten(name, 30)!r}; known targets: {', '.join(known)}"
         case TargetUnreachable(target=target, reason=reason):
@@ -72,6 +72,11 @@ def problem_text(problem: ProblemResult) -> str:
         case InternalError(reference=reference, subcommand=name):
             doing = f"running {name}" if name else "preparing this answer"
             return f"Something went wrong while {doing} (ref {reference}); the details are in the bot's log."
+        case StateUnavailable(subcommand=name, created=False):
+            return (
+                f"Nothing recorded yet: {name} reads the bot's state (schema pgconn), which the first "
+                "kill or cancel creates."
+            )
         case StateUnavailable(subcommand=name, configured=True):
             return (
                 f"{name} needs the bot's state database (PGCONN_STATE_URL), which is not answering; "
@@ -113,12 +118,12 @@ def problem_text(problem: ProblemResult) -> str:
         case TooManyRequests(open_ids=open_ids, limit=limit, last_minute=last_minute, per_minute=per_minute):
             if len(open_ids) < limit:  # not too many open: too many opened just now
                 return (
-                    f"Nothing was requested: you opened {last_minute} requests in the last minute, "
+                    f"Nothing was requested: you opened {plural(last_minute, 'request')} in the last minute, "
                     f"the most one person may ({per_minute}). Try again in a minute."
                 )
             listed = ", ".join(f"#{i}" for i in open_ids[:10])
             return (
-                f"Nothing was requested: you already have {len(open_ids)} open requests ({listed}), the most "
+                f"Nothing was requested: you already have {plural(len(open_ids), 'open request')} ({listed}), the most "
                 f"one person may have at a time (PGCONN_MAX_PENDING_PER_USER={limit}). "
                 "Wait for a decision on them, or let them expire."
             )
@@ -188,7 +193,7 @@ def decision_text(problem: DecisionRefused) -> str:
         case DecisionIssue.ALREADY_APPROVED:
             return (
                 f"You have already approved request #{number}; it needs "
-                f"{problem.more_needed} more approval(s) from other approvers."
+                f"{plural(problem.more_needed, 'more approval')} from other approvers."
             )
         case _:
             assert_never(problem.issue)

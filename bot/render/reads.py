@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bot.model.activity import RoleFill
 from bot.model.durations import format_duration, spell_duration
 from bot.model.requests import MAX_PIDS_PER_REQUEST
 from bot.model.results import (
@@ -13,36 +14,51 @@ from bot.model.results import (
     StrayConnections,
 )
 from bot.render.document import (
+    OWN_MARK,
     RESTRICTED_NOTE,
     Document,
     Table,
     Tone,
     arg,
+    as_typed,
     breakdown,
     connection_table,
+    database_limit_phrase,
     db_flag,
     fill_bar,
     limit_phrase,
     on,
     one_line,
+    plural,
+    slash,
 )
 
 
 def help_result_document(result: HelpResult) -> Document:
+    names = ", ".join(entry.name for entry in result.entries)
+    if result.unknown is not None:
+        return Document(
+            title=f"No command named {result.unknown!r}.",
+            lines=[f"The commands: {names}.", f"{slash('help <subcommand>')} says what one does."],
+            tone=Tone.WARNING,
+        )
     if result.topic is not None:
         return Document(
-            title=f"/pgconn {result.topic.name}",
-            lines=[f"Usage: {result.topic.usage}", result.topic.summary[0].upper() + result.topic.summary[1:] + "."],
+            title=slash(result.topic.name),
+            lines=[
+                f"Usage: {as_typed(result.topic.usage)}",
+                result.topic.summary[0].upper() + result.topic.summary[1:] + ".",
+            ],
         )
     return Document(
         title="pgconn-bot: PostgreSQL connections from Slack",
         lines=[
             "See who is connected, how full a role or the server is, and what looks stray.",
             "kill and cancel never act directly: an approver has to approve each request.",
-            "Durations: 90s, 30m, 2h. Every command takes --db TARGET to pick a server.",
+            "Durations: 90s, 30m (or 30min), 2h, 1d, 1h30m. Every command takes --db TARGET to pick a server.",
         ],
-        commands=[entry.example for entry in result.entries if entry.example],
-        notes=["Subcommands: " + ", ".join(entry.name for entry in result.entries)],
+        commands=[as_typed(entry.example) for entry in result.entries if entry.example],
+        notes=[f"Subcommands: {names}"],
     )
 
 
@@ -53,19 +69,26 @@ def role_connections_document(result: RoleConnections) -> Document:
             title=f"Role {role.name} has no connections{on(result.target)}.",
             lines=[limit_phrase(0, role)] if role.limited else [],
             notes=[] if role.can_login else [f"{role.name} cannot log in (NOLOGIN)."],
+            tone=Tone.WARNING if role.logins_disabled else Tone.INFO,
         )
     doc = Document(
-        title=f"{role.name}: {len(rows)} connection{'s' if len(rows) != 1 else ''}{on(result.target)}",
+        title=f"{role.name}: {plural(len(rows), 'connection')}{on(result.target)}",
         lines=[limit_phrase(len(rows), role)] if role.limited else [],
         table=connection_table(rows),
     )
+    if own := sum(1 for c in rows if c.own):
+        doc.lines.append(
+            f"{plural(own, 'connection')} marked {OWN_MARK}: pgconn-bot's own, counted like any other, never signalled."
+        )
     if len(rows) > 10:
         doc.lines.append(breakdown("states", [c.state or "hidden" for c in rows]))
         doc.lines.append(breakdown("applications", [one_line(c.application, 24) or "(none)" for c in rows]))
-    if role.limited and len(rows) >= role.connection_limit:
+    if role.logins_disabled:
+        doc.tone = Tone.WARNING
+    elif role.limited and len(rows) >= role.connection_limit:
         doc.tone = Tone.WARNING
         doc.commands_intro = "At the limit. See what looks stray with:"
-        doc.commands.append(f"/pgconn stray {arg(role.name)}{db_flag(result.target)}")
+        doc.commands.append(slash(f"stray {arg(role.name)}{db_flag(result.target)}"))
     if result.restricted:
         doc.notes.append(RESTRICTED_NOTE)
     return doc
@@ -74,13 +97,13 @@ def role_connections_document(result: RoleConnections) -> Document:
 def role_limit_document(result: RoleLimit) -> Document:
     role = result.role
     doc = Document(title=f"{role.name}: {limit_phrase(result.used, role)}{on(result.target)}")
-    for db in result.database_limits:
-        state = "at its limit" if db.used >= db.limit else f"{max(0, db.limit - db.used)} left"
-        doc.lines.append(f"database {db.database} has its own limit: {db.used}/{db.limit} — {state}")
-    if result.at_limit:
+    doc.lines.extend(database_limit_phrase(db) for db in result.database_limits)
+    if role.logins_disabled:  # a lockout: no stray session frees a slot
+        doc.tone = Tone.WARNING
+    elif result.at_limit:
         doc.tone = Tone.WARNING
         doc.commands_intro = "Look for stray connections with:"
-        doc.commands.append(f"/pgconn stray {arg(role.name)}{db_flag(result.target)}")
+        doc.commands.append(slash(f"stray {arg(role.name)}{db_flag(result.target)}"))
     if not role.can_login:
         doc.notes.append(f"{role.name} cannot log in (NOLOGIN).")
     return doc
@@ -88,21 +111,35 @@ def role_limit_document(result: RoleLimit) -> Document:
 
 def limits_overview_document(result: LimitsOverview) -> Document:
     percent = round(result.threshold * 100)
-    if not result.roles:
-        return Document(title=f"No role is at or above {percent}% of its connection limit{on(result.target)}.")
-    at_limit = sum(1 for r in result.roles if r.used >= r.limit)
-    return Document(
-        title=f"Roles at or above {percent}% of their connection limit{on(result.target)}: {len(result.roles)}",
-        lines=[f"{at_limit} at or over the limit"] if at_limit else [],
-        table=Table(
-            ["ROLE", "USED/LIMIT", "FILL"],
-            [
-                [r.role, f"{r.used}/{r.limit}", "over" if r.limit == 0 else f"{round(r.ratio * 100)}%"]
-                for r in result.roles
-            ],
-        ),
-        tone=Tone.WARNING if at_limit else Tone.INFO,
-    )
+    roles, databases, where = result.roles, result.databases, on(result.target)
+    if not roles and not databases:
+        return Document(title=f"No role or database is at or above {percent}% of its connection limit{where}.")
+    disabled = sum(1 for r in roles if r.logins_disabled)
+    at_limit = sum(1 for r in roles if not r.logins_disabled and r.used >= r.limit)
+    doc = Document(title=f"Roles at or above {percent}% of their connection limit{where}: {len(roles)}")
+    if at_limit:
+        doc.lines.append(f"{at_limit} at or over the limit")
+    if disabled:
+        doc.lines.append(f"{disabled} with logins disabled (CONNECTION LIMIT 0)")
+    if roles:
+        doc.table = Table(
+            ["ROLE", "USED/LIMIT", "FILL"], [[r.role, f"{r.used}/{r.limit}", _role_fill(r)] for r in roles]
+        )
+    if databases:
+        heading = f"Databases at or above {percent}% of their own connection limit, or closed to logins"
+        if roles:
+            doc.lines.append(f"{heading}: {len(databases)}")
+        else:
+            doc.title = f"{heading}{where}: {len(databases)}"
+            doc.lines.append(f"No role is at or above {percent}% of its connection limit.")
+        doc.lines.extend(database_limit_phrase(db) for db in databases)
+    if at_limit or disabled or databases:
+        doc.tone = Tone.WARNING
+    return doc
+
+
+def _role_fill(fill: RoleFill) -> str:
+    return "logins disabled" if fill.logins_disabled else f"{round(fill.ratio * 100)}%"
 
 
 def stray_connections_document(result: StrayConnections) -> Document:
@@ -111,19 +148,18 @@ def stray_connections_document(result: StrayConnections) -> Document:
     if not rows:
         return Document(
             title=f"{role.name}: no connections{idle_text}{on(result.target)}.",
-            lines=[f"{result.total_connections} connection(s) in total."],
+            lines=[f"{plural(result.total_connections, 'connection')} in total."],
         )
     doc = Document(
-        title=f"{role.name}: {len(rows)} connection{'s' if len(rows) != 1 else ''}{idle_text}"
-        f"{on(result.target)}, longest idle first",
+        title=f"{role.name}: {plural(len(rows), 'connection')}{idle_text}{on(result.target)}, longest idle first",
         lines=[limit_phrase(result.total_connections, role)] if role.limited else [],
         table=connection_table(rows, idle_first=True),
     )
     doc.commands_intro = "To ask for their termination (an approver must confirm):"
     flag = db_flag(result.target)
-    doc.commands.append("/pgconn kill " + " ".join(str(c.pid) for c in rows[:MAX_PIDS_PER_REQUEST]) + flag)
+    doc.commands.append(slash("kill " + " ".join(str(c.pid) for c in rows[:MAX_PIDS_PER_REQUEST]) + flag))
     older = f" --older {spell_duration(result.min_idle)}" if result.min_idle else ""
-    doc.commands.append(f"/pgconn kill idle {arg(role.name)}{older}{flag}")
+    doc.commands.append(slash(f"kill idle {arg(role.name)}{older}{flag}"))
     if result.restricted:
         doc.notes.append(RESTRICTED_NOTE)
     return doc
@@ -155,6 +191,11 @@ def server_status_document(result: ServerStatus) -> Document:
         doc.lines.append(
             f"longest idle in transaction: pid {idle_tx.pid} ({idle_tx.role}), transaction open "
             f"{format_duration(idle_tx.transaction_age)}, idle {format_duration(idle_tx.idle_for)}"
+        )
+    if own := result.own_connections:
+        doc.lines.append(
+            f"{plural(own, 'connection')} of these {'is' if own == 1 else 'are'} pgconn-bot's own: "
+            "counted like any other, never signalled"
         )
     for label, pairs in (
         ("top roles", result.top_roles),

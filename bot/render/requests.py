@@ -25,7 +25,7 @@ from bot.model.problems import DecisionIssue, NotAllowed, TooManyRequests
 from bot.model.requests import OutcomeNote, RequestStatus, RequestTarget, SignalOutcome, SignalRequest, TargetOutcome
 from bot.model.results import AuditTrail, Decided, PendingRequests, RequestOpened
 from bot.model.servers import DEFAULT_TARGET
-from bot.render.document import Document, Table, Tone, on, one_line
+from bot.render.document import Document, Table, Tone, on, on_console, one_line, plural, slash
 from bot.render.markup import channel, mention, moment, strip
 from bot.render.problems import problem_text
 
@@ -79,25 +79,37 @@ def what(request: SignalRequest) -> str:
         noun = "the running query of " + ("pid" if n == 1 else f"{n} sessions: pids")
         return f"cancel {noun} {_pid_list(request.pids)} ({roles}){where}"
     if request.scope == "user":
-        return f"terminate all {n} session{'s' if n != 1 else ''} of {roles}{where} (pids {_pid_list(request.pids)})"
+        return f"terminate all {plural(n, 'session')} of {roles}{where} (pids {_pid_list(request.pids)})"
     if request.scope == "idle" and request.role_name is None:  # chosen by pid, from an alert
         if n == 1:
             return f"terminate pid {request.pids[0]} ({roles}){where} while it is still idle in its transaction"
         return f"terminate {n} idle sessions: pids {_pid_list(request.pids)} ({roles}){where}"
     if request.scope == "idle":
         idle = f" idle ≥ {format_duration(request.older_than)}" if request.older_than else " idle"
-        return f"terminate {n}{idle} session{'s' if n != 1 else ''} of {roles}{where} (pids {_pid_list(request.pids)})"
+        sessions = "session" if n == 1 else "sessions"
+        return f"terminate {n}{idle} {sessions} of {roles}{where} (pids {_pid_list(request.pids)})"
     if n == 1:
         return f"terminate pid {request.pids[0]} ({roles}){where}"
     return f"terminate {n} sessions: pids {_pid_list(request.pids)} ({roles}){where}"
 
 
-def _fill(fill: RoleFill) -> str:
+def _fill(fill: RoleFill, *, open_: bool) -> str:
+    """How full the role was when the request was made; once it is no longer open, said so."""
     role = strip(fill.role)
+    then = "" if open_ else " when requested"
     if fill.limit < 0:
-        return f"{role}: {fill.used} connections, no limit"
-    state = "at the limit" if fill.used >= fill.limit else f"{fill.limit - fill.used} left"
-    return f"{role}: {fill.used}/{fill.limit} — {state}"
+        return f"{role}: {plural(fill.used, 'connection')}{then}, no limit"
+    if fill.logins_disabled:
+        state = "logins disabled for this role"
+    else:
+        state = "at the limit" if fill.used >= fill.limit else f"{fill.limit - fill.used} left"
+    return f"{role}: {fill.used}/{fill.limit}{then} — {state}"
+
+
+def is_open(request: SignalRequest) -> bool:
+    """Still to be decided (being posted, or pending and not past its expiry): nothing has been
+    checked or signalled yet."""
+    return request.pending or request.status is RequestStatus.POSTING
 
 
 def _approvers(request: SignalRequest) -> str:
@@ -112,8 +124,8 @@ def status_line(request: SignalRequest) -> str:
                 f"Waiting for approval: {len(request.approvals)} of {request.required_approvals} "
                 f"(approved so far by {_approvers(request)}) · expires {moment(request.expires_at)}"
                 if request.approvals
-                else f"Waiting for {request.required_approvals} approval"
-                f"{'s' if request.required_approvals > 1 else ''} · expires {moment(request.expires_at)}"
+                else f"Waiting for {plural(request.required_approvals, 'approval')} · "
+                f"expires {moment(request.expires_at)}"
             )
         case RequestStatus.PENDING | RequestStatus.EXPIRED:
             return f"Expired {moment(request.expires_at)} without approval — nothing was signalled."
@@ -128,7 +140,7 @@ def status_line(request: SignalRequest) -> str:
         case RequestStatus.INTERRUPTED:
             return (
                 f"Approved by {_approvers(request)} {_at(request)}, but the bot stopped while executing; "
-                "check the sessions with /pgconn list."
+                f"check the sessions with {slash('list')}."
             )
         case RequestStatus.WITHDRAWN:
             return "Withdrawn: it could not be posted for approval — nothing was signalled."
@@ -177,6 +189,7 @@ def _target_table(targets: tuple[RequestTarget, ...]) -> Table:
 def request_document(request: SignalRequest) -> Document:
     """The approval message: what, who, why, how full, the targets, and where it stands."""
     reason = f"“{request.reason}”" if request.reason else "no reason given"
+    open_ = is_open(request)
     doc = Document(
         title=f"Request #{request.id}: {what(request)}",
         lines=[
@@ -184,12 +197,14 @@ def request_document(request: SignalRequest) -> Document:
             # can then never push it out of the message.
             status_line(request),
             f"Requested by {mention(request.requester)} {f'at {moment(request.created_at)}'} · reason: {reason}",
-            *(_fill(f) for f in request.fills),
+            *(_fill(f, open_=open_) for f in request.fills),
         ],
         table=_target_table(request.targets),
         notes=[
             f"Request #{request.id}. Before signalling, each pid is checked again: same session (backend_start) "
             "and same role, or it is left alone."
+            if open_
+            else f"Request #{request.id}."
         ],
         tone=Tone.WARNING if request.status in (RequestStatus.PENDING, RequestStatus.EXECUTING) else Tone.INFO,
     )
@@ -265,9 +280,13 @@ def pending_requests_document(result: PendingRequests) -> Document:
             f"{len(r.approvals)}/{r.required_approvals} approvals · expires in {left}"
         )
     return Document(
-        title=f"{len(result.requests)} pending request{'s' if len(result.requests) != 1 else ''}",
+        title=plural(len(result.requests), "pending request"),
         lines=lines,
-        notes=["Approvers decide with the buttons on each request's message."],
+        notes=[
+            "Approvers decide with approve <id> or deny <id>."
+            if on_console()
+            else "Approvers decide with the buttons on each request's message."
+        ],
     )
 
 
@@ -300,7 +319,7 @@ def audit_trail_document(result: AuditTrail) -> Document:
     if not result.entries:
         return Document(title="The audit trail is empty.")
     return Document(
-        title=f"Last {len(result.entries)} audit entr{'ies' if len(result.entries) != 1 else 'y'}, newest first",
+        title=f"Last {plural(len(result.entries), 'audit entry', 'audit entries')}, newest first",
         lines=[audit_line(entry) for entry in result.entries],
     )
 
@@ -314,8 +333,8 @@ def audit_note_text(note: AuditNote) -> str:
             return f"{standing.role.label} may not request this"
         case Refusal(problem=TooManyRequests() as too_many):
             if len(too_many.open_ids) < too_many.limit:
-                return f"{too_many.last_minute} requests in the last minute"
-            return f"{len(too_many.open_ids)} requests already open (at most {too_many.limit})"
+                return f"{plural(too_many.last_minute, 'request')} in the last minute"
+            return f"{plural(len(too_many.open_ids), 'request')} already open (at most {too_many.limit})"
         case Refusal(problem=problem):
             return problem_text(problem)
         case ClickRefusal(approve=approve, issue=DecisionIssue.OWN_REQUEST):
@@ -324,7 +343,8 @@ def audit_note_text(note: AuditNote) -> str:
             return f"{'approve' if approve else 'deny'}: not an approver"
         case RefusalsSummarised(count=count, first=first, last=last):
             return (
-                f"{count} more refused attempts, {first.astimezone(UTC):%H:%M:%S}–{last.astimezone(UTC):%H:%M:%S} UTC"
+                f"{plural(count, 'more refused attempt')}, "
+                f"{first.astimezone(UTC):%H:%M:%S}–{last.astimezone(UTC):%H:%M:%S} UTC"
             )
         case ApprovalCount(counted=counted, required=required):
             return f"{counted} of {required} approvals"
@@ -335,7 +355,7 @@ def audit_note_text(note: AuditNote) -> str:
         case Closed(why=Closure.NEVER_POSTED):
             return "the bot stopped before posting it for approval; nothing was done"
         case Closed():
-            return "the bot stopped while executing; check the sessions with /pgconn list"
+            return f"the bot stopped while executing; check the sessions with {slash('list')}"
         case Outcomes(outcomes=outcomes):
             return outcome_summary(outcomes)
         case _:

@@ -6,7 +6,7 @@ import re
 
 from bot.model.results import Result
 from bot.render.answers import render_failure, to_document
-from bot.render.document import Tone, table_lines
+from bot.render.document import Surface, Tone, shown_on, table_lines
 from bot.render.markup import to_plain
 
 _UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -18,11 +18,24 @@ def _clean(text: str) -> str:
     return _UNPRINTABLE.sub("?", to_plain(text))
 
 
-def render_text(result: Result) -> str:
-    try:
-        return _render(result)
-    except Exception:
-        return _render(render_failure(result))
+CONSOLE = Surface.CONSOLE
+
+
+def render_text(result: Result, surface: Surface = Surface.SLACK) -> str:
+    """``result`` as plain text: the console's answers (``CONSOLE``), and short notes in Slack."""
+    with shown_on(surface):
+        try:
+            return _render(result)
+        except Exception:
+            return _render(render_failure(result))
+
+
+def state_created_note(database: str, where: str) -> str:
+    """Said once, when the console first needs somewhere to keep requests and the audit trail."""
+    return _clean(
+        f"note: pgconn-bot keeps requests and the audit trail in schema pgconn of database {database} on "
+        f"{where} (PGCONN_STATE_URL, else PGCONN_DATABASE_URL); `pgconn-bot drop-state` removes it."
+    )
 
 
 def _render(result: Result) -> str:

@@ -6,6 +6,7 @@ import logging
 
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 
 from bot.core.service import CommandService
 from bot.render.blocks import ALERT_REQUEST_ACTION, APPROVE_ACTION, DENY_ACTION
@@ -15,6 +16,17 @@ from bot.slack.installation import Installation
 from bot.slack.listeners import actions, commands, home
 
 log = logging.getLogger(__name__)
+
+
+class _NoTokenWarning(logging.Filter):
+    """Bolt reads SLACK_BOT_TOKEN from the environment by itself and then warns that the client
+    given wins; the client carries that same token (see ``authorize``), so the warning misleads."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != warning_client_prioritized_and_token_skipped()
+
+
+logging.getLogger("slack_bolt.AsyncApp").addFilter(_NoTokenWarning())
 
 SLASH_COMMAND = "/pgconn"
 

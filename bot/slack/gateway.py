@@ -301,6 +301,40 @@ async def token_info(client: AsyncWebClient) -> tuple[dict[str, Any], set[str] |
     return dict(auth.data) if isinstance(auth.data, dict) else {}, _granted_scopes(auth.headers)
 
 
+# What apps.connections.open says when the app-level token itself is wrong: retrying cannot help.
+APP_TOKEN_REFUSALS = frozenset(
+    {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired", "not_allowed_token_type"}
+)
+
+
+class AppTokenRefused(Exception):
+    """Slack refuses the app-level token for Socket Mode (``error``: what it said)."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+async def socket_mode_url(app_token: str, api_url: str) -> str | None:
+    """A WebSocket URL from apps.connections.open, for the first connection. Raises
+    AppTokenRefused when Slack refuses the token itself (Socket Mode's client would retry that for
+    ever); None when Slack cannot be asked now (the client retries that, as it should)."""
+    client = build_web_client(app_token, api_url)
+    try:
+        async with asyncio.timeout(10):
+            response = await client.apps_connections_open(app_token=app_token)
+    except SlackApiError as exc:
+        data = exc.response.data if isinstance(exc.response.data, dict) else {}
+        error = str(data.get("error") or "")
+        if error in APP_TOKEN_REFUSALS:
+            raise AppTokenRefused(error) from None
+        return None
+    except Exception:
+        return None
+    url = response.get("url")
+    return url if isinstance(url, str) else None
+
+
 async def channel_info(client: AsyncWebClient, channel: str) -> dict[str, Any]:
     info = await client.conversations_info(channel=channel)
     return dict(info.get("channel") or {})

@@ -71,10 +71,16 @@ async def test_the_setup_sql_role_can_do_everything_the_bot_needs(
     report = out.getvalue()
     assert "✓ target default: can see other sessions' details" in report
     assert "✓ target default: can cancel/terminate other sessions" in report
-    assert "✓ state database: schema pgconn at version" in report and "superuser" not in report
+    assert "✓ state database: database " in report and "schema pgconn is not there yet: `serve` creates it" in report
+    assert "superuser" not in report
+    with psycopg.connect(fresh_state_dsn) as conn:  # check looked, and created nothing
+        assert conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = 'pgconn'").fetchone() == (0,)
 
     runtime = Runtime.build(settings)
     await runtime.start()
+    out = io.StringIO()
+    assert await run_check(settings, out) == 0, out.getvalue()
+    assert "✓ state database: schema pgconn at version" in out.getvalue(), out.getvalue()
     try:
         student = world.role("student")
         pid = world.pid_of(world.connect(student))

@@ -49,7 +49,8 @@ def test_console_answers_commands_from_stdin(world: PgWorld, pg_dsn: str, state_
     assert positions == sorted(positions)
     assert "5/5 — at limit — new connections are refused" in out
     assert "no connections idle ≥ 1h" in out
-    assert "list needs a role name" in out and "Usage: /pgconn list <role>" in out
+    assert "list needs a role name" in out and "Usage: list <role>" in out
+    assert "/pgconn" not in out  # the console's commands are typed bare
     assert "Traceback" not in out + done.stderr
 
 
@@ -84,7 +85,7 @@ def test_console_identity_switch_goes_through_the_policy(world: PgWorld, pg_dsn:
 
     assert done.returncode == 0, done.stderr
     refused, _, allowed = done.stdout.partition("now acting as U0TA")
-    assert "Sorry, /pgconn list needs the viewer role" in refused
+    assert "Sorry, list needs the viewer role" in refused
     assert f"Role {bob} has no connections" in allowed
 
 
@@ -265,3 +266,76 @@ async def test_socket_process_connects_answers_and_stops_on_sigterm(
             process.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(process.wait(), timeout=15)
     assert code == 0
+
+
+async def test_socket_with_a_refused_app_token_stops_with_one_line(fake_slack: FakeSlack, pg_dsn: str) -> None:
+    from aiohttp import web
+
+    fake_slack.overrides["apps.connections.open"] = lambda _: web.json_response({"ok": False, "error": "invalid_auth"})
+    env = bot_env(
+        PORT=str(_free_port()),
+        SLACK_BOT_TOKEN=BOT_TOKEN,
+        SLACK_APP_TOKEN="xapp-1-revoked",
+        SLACK_API_URL=fake_slack.api_url,
+        PGCONN_DATABASE_URL=pg_dsn,
+        PGCONN_STATE_URL=pg_dsn,
+        PGCONN_MONITOR_INTERVAL="0",
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "socket", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        code = await asyncio.wait_for(process.wait(), timeout=30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.stderr is not None
+    said = (await process.stderr.read()).decode()
+    assert code == 1, said
+    assert "SLACK_APP_TOKEN" in said and "invalid_auth" in said and "Traceback" not in said, said
+
+
+async def test_serve_says_why_the_state_database_refuses_it_and_names_the_variable(
+    fake_slack: FakeSlack, pg_dsn: str
+) -> None:
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    wrong_role = make_conninfo(**{**conninfo_to_dict(pg_dsn), "user": "pgct_nobody_at_all"})
+    env = bot_env(
+        PORT=str(_free_port()),
+        SLACK_BOT_TOKEN=BOT_TOKEN,
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        SLACK_API_URL=fake_slack.api_url,
+        PGCONN_DATABASE_URL=pg_dsn,
+        PGCONN_STATE_URL=wrong_role,
+        PGCONN_MONITOR_INTERVAL="0",
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "serve", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    assert process.stderr is not None
+    lines: list[str] = []
+    try:
+        async with asyncio.timeout(20):
+            while not any("carry" in line or "need no state" in line for line in lines):
+                line = (await process.stderr.readline()).decode()
+                assert line, "serve exited: " + "".join(lines)
+                lines.append(line)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), timeout=15) == 0
+    said = "".join(lines)
+    assert 'role "pgct_nobody_at_all" does not exist' in said, said
+    assert "state database (PGCONN_STATE_URL)" in said, said
+    assert "will be unused" not in said and "Traceback" not in said, said
+
+
+def test_console_as_a_name_that_is_not_a_slack_id_is_warned(pg_dsn: str, state_dsn: str) -> None:
+    env = bot_env(PGCONN_DATABASE_URL=pg_dsn, PGCONN_STATE_URL=state_dsn, PGCONN_LOG_LEVEL="INFO")
+    done = run_console("as bob\nas U0TA\nkill 1\n", env)
+    assert done.returncode == 0, done.stderr
+    named, _, by_id = done.stdout.partition("now acting as U0TA")
+    assert "now acting as bob" in named and "'bob' is not a Slack user ID" in named
+    assert "not a Slack user ID" not in by_id
+    assert " INFO " not in done.stdout + done.stderr  # the console logs warnings and errors only

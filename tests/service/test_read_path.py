@@ -86,7 +86,9 @@ async def test_unknown_role_is_told_apart_from_a_role_without_connections(world:
     assert isinstance(suggestion, NoSuchRole) and f"did you mean '{quiet}'" in render_text(suggestion)
 
 
-async def test_the_bots_own_backends_are_never_listed_but_a_spoofed_name_is(world: PgWorld, pg_dsn: str) -> None:
+async def test_the_bots_own_backends_are_counted_everywhere_listed_marked_and_never_proposed(
+    world: PgWorld, pg_dsn: str
+) -> None:
     bot_role = world.role("bot", limit=None)
     world.admin.execute(f"GRANT pg_monitor TO {bot_role}")
     pools = TargetPools({"default": world.dsn_for(bot_role)}, command_timeout=2.0)
@@ -94,18 +96,92 @@ async def test_the_bots_own_backends_are_never_listed_but_a_spoofed_name_is(worl
     try:
         service = service_over(pools)
         student = world.role("student")
-        spoof = world.connect(student, "pgconn-bot")
+        spoof = world.connect(student, "pgconn-bot")  # the bot's application_name, not its login
+        by_hand = world.connect(bot_role, "psql")  # the bot's login, not its application_name
 
-        own = await run(service, f"list {bot_role}")
+        # The bot's pool may still grow between two commands (a connection opened on demand):
+        # asked again until the bot's own connections hold still, the answers must agree.
+        deadline = time.monotonic() + 5
+        while True:
+            own = await run(service, f"list {bot_role}")
+            limit = await run(service, f"limit {bot_role}")
+            status = await run(service, "status")
+            stray = await run(service, f"stray {bot_role}")
+            again = await run(service, f"list {bot_role}")
+            assert isinstance(own, RoleConnections) and isinstance(again, RoleConnections)
+            if [c.pid for c in own.connections] == [c.pid for c in again.connections]:
+                break
+            assert time.monotonic() < deadline, "the bot's own connections never held still"
         theirs = await run(service, f"list {student}")
-
-        assert isinstance(own, RoleConnections) and own.connections == []
-        assert isinstance(theirs, RoleConnections)
-        assert [c.pid for c in theirs.connections] == [world.pid_of(spoof)]
-        limit = await run(service, f"limit {bot_role}")
-        assert isinstance(limit, RoleLimit) and limit.used >= 1  # counts stay truthful
+        spoof_stray = await run(service, f"stray {student}")
     finally:
         await pools.close()
+
+    assert isinstance(limit, RoleLimit)
+    assert isinstance(status, ServerStatus) and isinstance(stray, StrayConnections)
+    # list, limit and status agree on the count: the bot's own take the role's slots too
+    assert len(own.connections) == limit.used >= 2
+    marked = [c.pid for c in own.connections if c.own]
+    assert marked and world.pid_of(by_hand) not in marked
+    assert {c.pid for c in own.connections} - set(marked) == {world.pid_of(by_hand)}
+    assert status.own_connections == len(marked)
+    text = render_text(own)
+    assert f"{marked[0]} (this bot)" in text and f"{world.pid_of(by_hand)} (this bot)" not in text
+    # stray never proposes the bot's own, but counts them in the total
+    assert [c.pid for c in stray.connections] == [world.pid_of(by_hand)]
+    assert stray.total_connections == limit.used
+    # a session merely named like the bot is listed and proposed like any other
+    assert isinstance(theirs, RoleConnections)
+    assert [(c.pid, c.own) for c in theirs.connections] == [(world.pid_of(spoof), False)]
+    assert isinstance(spoof_stray, StrayConnections)
+    assert [c.pid for c in spoof_stray.connections] == [world.pid_of(spoof)]
+
+
+async def test_connection_limit_0_is_reported_as_logins_disabled(world: PgWorld, make_service: Any) -> None:
+    locked = world.role("locked", limit=0)
+    service = await make_service()
+
+    limit = await run(service, f"limit {locked}")
+    listed = await run(service, f"list {locked}")
+    limits = await run(service, "limits")
+
+    assert isinstance(limit, RoleLimit) and limit.role.logins_disabled
+    assert f"{locked}: 0/0 — logins disabled for this role" in render_text(limit)
+    assert "/pgconn stray" not in render_text(limit)
+    assert isinstance(listed, RoleConnections) and "logins disabled for this role" in render_text(listed)
+    assert isinstance(limits, LimitsOverview)
+    assert [(r.role, r.used, r.limit) for r in limits.roles if r.role == locked] == [(locked, 0, 0)]
+    assert limits.roles[0].logins_disabled  # lockouts come first
+    assert "logins disabled" in render_text(limits)
+
+
+async def test_limits_lists_databases_at_their_own_limit_or_closed(world: PgWorld, make_service: Any) -> None:
+    course = world.database("course", limit=2)
+    frozen = world.database("frozen", limit=0)
+    closed = world.database("closed")
+    roomy = world.database("roomy", limit=10)
+    world.admin.execute(f"ALTER DATABASE {closed} ALLOW_CONNECTIONS false")
+    bob = world.role("bob", limit=None)
+    world.connect(bob, database=course)
+    world.connect(bob, database=course)
+    world.connect(bob, database=roomy)
+    service = await make_service()
+
+    limits = await run(service, "limits")
+    limit = await run(service, f"limit {bob}")
+
+    assert isinstance(limits, LimitsOverview)
+    ours = {
+        d.database: (d.used, d.limit, d.allows_connections) for d in limits.databases if d.database in world.databases
+    }
+    assert ours == {course: (2, 2, True), frozen: (0, 0, True), closed: (0, -1, False)}
+    text = render_text(limits)
+    assert f"database {course} has its own limit: 2/2 — at its limit" in text
+    assert f"database {frozen}: 0/0 — logins disabled for this database" in text
+    assert f"database {closed}: logins disabled for this database" in text
+    assert "template0" not in text  # closed by design, never worth a line
+    assert isinstance(limit, RoleLimit)
+    assert f"database {course} has its own limit: 2/2 — at its limit" in render_text(limit)
 
 
 async def test_limit_reports_used_over_limit_and_what_it_means(world: PgWorld, make_service: Any) -> None:

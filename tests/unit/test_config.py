@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.config import ConfigError, load_settings, require
+from bot.config import ConfigError, load_settings, missing_for, require
 
 
 @pytest.fixture(autouse=True)
@@ -57,6 +57,12 @@ def test_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
         ("SLACK_API_URL", "slack.example", "SLACK_API_URL"),
         ("PGCONN_ALERT_UTILIZATION_WARN", "0.95", "WARN must be below"),
         ("PGCONN_STATE_URL", "postgresql://x/y?bogus=1", "PGCONN_STATE_URL"),
+        ("SLACK_BOT_TOKEN", "xapp-1-A0-1-abc", "SLACK_BOT_TOKEN: needs a bot token, starting xoxb-"),
+        ("SLACK_BOT_TOKEN", "xoxp-123-456", "this is a user token"),
+        ("SLACK_BOT_TOKEN", "hunter2", "SLACK_BOT_TOKEN: needs a bot token, starting xoxb- or xoxe.xoxb-; this is not"),
+        ("SLACK_BOT_TOKEN", "xoxb-1 xoxb-2", "SLACK_BOT_TOKEN: contains spaces"),
+        ("SLACK_APP_TOKEN", "xoxb-123-456", "SLACK_APP_TOKEN: needs an app-level token, starting xapp-; this is a bot"),
+        ("SLACK_SIGNING_SECRET", "xoxb-123", "SLACK_SIGNING_SECRET: this is a token, not the signing secret"),
     ],
 )
 def test_bad_values_fail_with_one_line_naming_the_variable(
@@ -72,4 +78,35 @@ def test_bad_values_fail_with_one_line_naming_the_variable(
 
 def test_serve_requires_slack_settings() -> None:
     with pytest.raises(ConfigError, match="SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET must be set"):
-        require(load_settings(), "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET")
+        require(load_settings(), "serve")
+
+
+def test_a_token_never_appears_in_the_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLACK_APP_TOKEN", "xoxb-secret-123456")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert "secret-123456" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "serve", "socket"),
+    [
+        ({}, ["SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET"], ["SLACK_BOT_TOKEN", "SLACK_APP_TOKEN"]),
+        # `.env.example` copied unchanged: blank values are unset, not ready
+        (
+            {"SLACK_BOT_TOKEN": "", "SLACK_SIGNING_SECRET": " ", "SLACK_APP_TOKEN": ""},
+            ["SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET"],
+            ["SLACK_BOT_TOKEN", "SLACK_APP_TOKEN"],
+        ),
+        ({"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": ""}, ["SLACK_SIGNING_SECRET"], ["SLACK_APP_TOKEN"]),
+        ({"SLACK_BOT_TOKEN": "xoxe.xoxb-1", "SLACK_APP_TOKEN": "xapp-1"}, ["SLACK_SIGNING_SECRET"], []),
+        ({"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "abc123"}, [], ["SLACK_APP_TOKEN"]),
+    ],
+)
+def test_what_each_mode_still_needs(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], serve: list[str], socket: list[str]
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    assert (missing_for(settings, "serve"), missing_for(settings, "socket")) == (serve, socket)

@@ -189,3 +189,118 @@ def test_text_from_outside_is_cleaned_once(raw: str, name: str, free: str) -> No
     assert clean_name(raw) == name
     assert clean(raw) == free
     assert is_clean(clean(raw)) and is_clean(clean_name(raw))
+
+
+def test_the_bots_own_connections_are_listed_marked_and_counted() -> None:
+    from dataclasses import replace
+
+    own = replace(conn(4700, app="pgconn-bot"), own=True)
+    result = RoleConnections("default", BOB, [own, conn(4711)])
+    for rendering in (render_text(result), all_text(render_blocks(result))):
+        assert "bob: 2 connections" in rendering and "2/5 — 3 left" in rendering
+        assert "4700 (this bot)" in rendering and "4711 (this bot)" not in rendering
+        assert "1 connection marked (this bot): pgconn-bot's own" in rendering
+
+
+def test_connection_limit_0_is_a_lockout_not_a_full_role() -> None:
+    locked = RoleInfo("carol", 0, superuser=False, can_login=True)
+    limit = render_text(RoleLimit("default", locked, 0))
+    listed = render_text(RoleConnections("default", locked, []))
+    leftover = render_text(RoleConnections("default", locked, [conn(4711)]))
+    for text in (limit, listed, leftover):
+        assert "logins disabled for this role" in text
+        assert "at limit" not in text and "/pgconn stray" not in text
+    assert "carol: 0/0 — logins disabled for this role (CONNECTION LIMIT 0)" in limit
+    assert "1/0 — logins disabled" in leftover
+    # a superuser's CONNECTION LIMIT 0 means nothing: superusers are never limited
+    assert "no limit (superusers are never limited)" in render_text(
+        RoleLimit("default", RoleInfo("su", 0, True, True), 1)
+    )
+
+
+def test_limit_says_when_a_database_takes_no_logins() -> None:
+    from bot.model.activity import DatabaseLimit
+
+    text = render_text(
+        RoleLimit(
+            "default",
+            BOB,
+            2,
+            [
+                DatabaseLimit("course", 3, 3),
+                DatabaseLimit("frozen", 0, 0),
+                DatabaseLimit("closed", 1, -1, allows_connections=False),
+                DatabaseLimit("roomy", 1, 10),
+            ],
+        )
+    )
+    assert "database course has its own limit: 3/3 — at its limit" in text
+    assert "database frozen: 0/0 — logins disabled for this database (CONNECTION LIMIT 0)" in text
+    assert "database closed: logins disabled for this database (ALLOW_CONNECTIONS false); 1 session still in it" in text
+    assert "database roomy has its own limit: 1/10 — 9 left" in text
+
+
+def test_limits_lists_lockouts_and_full_databases() -> None:
+    from bot.model.activity import DatabaseLimit
+
+    roles = [RoleFill("carol", 0, 0), RoleFill("bob", 5, 5), RoleFill("ann", 4, 5)]
+    text = render_text(LimitsOverview("default", roles, 0.8, [DatabaseLimit("course", 3, 3)]))
+    assert text.startswith("! Roles at or above 80% of their connection limit: 3")
+    assert "1 at or over the limit" in text and "1 with logins disabled (CONNECTION LIMIT 0)" in text
+    assert "Databases at or above 80% of their own connection limit, or closed to logins: 1" in text
+    assert "database course has its own limit: 3/3 — at its limit" in text
+    rows = {line.split()[0]: line for line in text.splitlines() if line.startswith(("carol", "bob", "ann"))}
+    assert rows["carol"].split()[1:] == ["0/0", "logins", "disabled"]
+    assert rows["bob"].split()[1:] == ["5/5", "100%"]
+
+    only_databases = render_text(LimitsOverview("reporting", [], 0.8, [DatabaseLimit("course", 3, 3)]))
+    assert "closed to logins on reporting: 1" in only_databases
+    assert "No role is at or above 80% of its connection limit." in only_databases
+    nothing = render_text(LimitsOverview("default", [], 0.8))
+    assert nothing == "No role or database is at or above 80% of its connection limit."
+
+
+def test_counts_are_pluralised() -> None:
+    from bot.model.results import StrayConnections
+
+    one = render_text(StrayConnections("default", BOB, None, [], 1))
+    five = render_text(StrayConnections("default", BOB, None, [], 5))
+    assert "1 connection in total." in one and "5 connections in total." in five
+    assert "bob: 1 connection" in render_text(RoleConnections("default", BOB, [conn(1)]))
+    unlimited = RoleInfo("app", -1, False, True)
+    assert "app: 1 connection — no limit" in render_text(RoleLimit("default", unlimited, 1))
+
+
+def test_help_for_an_unknown_subcommand_says_so() -> None:
+    text = render_text(help_for(unknown="nosuch"))
+    assert text.startswith("! No command named 'nosuch'.")
+    assert "list, limit, limits, stray" in text and "/pgconn help <subcommand>" in text
+    assert "pgconn-bot: PostgreSQL connections from Slack" not in text
+    general = render_text(help_for())
+    assert "Durations: 90s, 30m (or 30min), 2h, 1d, 1h30m." in general
+
+
+def test_status_says_how_many_connections_are_the_bots_own() -> None:
+    base = ServerStatus(
+        target="default",
+        server_version="16.4",
+        max_connections=100,
+        superuser_reserved=3,
+        reserved=0,
+        client_backends=10,
+        by_state={"idle": 10},
+        longest_active=None,
+        longest_idle_in_transaction=None,
+        top_roles=[("pgconn", 3), ("bob", 7)],
+        top_clients=[],
+        top_applications=[("pgconn-bot", 3)],
+        warn_at=0.7,
+        critical_at=0.9,
+    )
+    from dataclasses import replace
+
+    assert "pgconn-bot's own" not in render_text(base)
+    text = render_text(replace(base, own_connections=3))
+    assert "3 connections of these are pgconn-bot's own: counted like any other, never signalled" in text
+    assert "pgconn 3" in text and "pgconn-bot 3" in text
+    assert "1 connection of these is pgconn-bot's own" in render_text(replace(base, own_connections=1))

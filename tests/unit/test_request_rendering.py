@@ -183,3 +183,41 @@ def test_a_long_audit_listing_is_split_not_cut() -> None:
     assert all(len(b["text"]["text"]) <= 3000 for b in message.blocks if "text" in b)
     everything = json.dumps(message.blocks, ensure_ascii=False)
     assert "#59 · requested" in everything and "#1 · requested" in everything
+
+
+def test_the_recheck_promise_and_the_fill_are_worded_for_where_the_request_stands() -> None:
+    pending = render_text(RequestOpened(request(), posted_in=None, console=True))
+    assert "Before signalling, each pid is checked again" in pending
+    assert "bob: 5/5 — at the limit" in pending and "when requested" not in pending
+    finished = [
+        request(status="denied", decided_by="U0DBA", decided_at=NOW),
+        request(status="expired"),
+        request(now=NOW + timedelta(hours=2)),  # past its expiry, not yet marked
+        request(status="withdrawn"),
+        request(status="executed", decided_by="U0DBA", decided_at=NOW, approvals=(Approval("U0DBA", NOW),)),
+    ]
+    for done in finished:
+        for text in (
+            render_text(Decided(done, "denied")),
+            json.dumps(request_message(done).blocks, ensure_ascii=False),
+        ):
+            assert "checked again" not in text, done.status
+            assert "Request #12." in text
+            assert "bob: 5/5 when requested — at the limit" in text, done.status
+    unlimited = request(status="denied", fills=(RoleFill("bob", 1, -1),))
+    assert "bob: 1 connection when requested, no limit" in render_text(Decided(unlimited, "denied"))
+    locked = request(fills=(RoleFill("bob", 1, 0),))
+    assert "bob: 1/0 — logins disabled for this role" in render_text(Decided(locked, "denied"))
+
+
+def test_approval_counts_are_pluralised() -> None:
+    from bot.model.problems import DecisionIssue, DecisionRefused
+    from bot.render.problems import problem_text
+
+    def more(n: int) -> str:
+        return problem_text(DecisionRefused(12, DecisionIssue.ALREADY_APPROVED, more_needed=n))
+
+    assert "needs 1 more approval from other approvers" in more(1)
+    assert "needs 2 more approvals from other approvers" in more(2)
+    assert "Waiting for 1 approval ·" in render_text(Decided(request(), "denied"))
+    assert "Waiting for 2 approvals ·" in render_text(Decided(request(required_approvals=2), "denied"))

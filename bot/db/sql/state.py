@@ -97,6 +97,31 @@ SELECT pg_catalog.array_agg(r.rolname::text ORDER BY r.rolname) AS members
 STATE_APPLIED_VERSIONS = "SELECT version FROM pgconn.schema_version"
 
 
+# What is there, read only (``check``, and the console before it creates anything).
+STATE_PRESENCE = """
+SELECT pg_catalog.current_database()::text AS database,
+       EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = 'pgconn') AS schema_exists,
+       pg_catalog.to_regclass('pgconn.schema_version') IS NOT NULL AS versioned,
+       pg_catalog.has_database_privilege(pg_catalog.current_database(), 'CREATE') AS may_create
+"""
+
+
+STATE_VERSION = "SELECT pg_catalog.max(version) AS version FROM pgconn.schema_version"
+
+
+# What `pgconn-bot drop-state` would remove, and whether a replica still runs on it.
+STATE_CONTENTS = """
+SELECT (SELECT pg_catalog.count(*) FROM pgconn.request) AS requests,
+       (SELECT pg_catalog.count(*) FROM pgconn.audit) AS audit_entries,
+       (SELECT pg_catalog.count(*) FROM pgconn.alert) AS alerts,
+       (SELECT pg_catalog.count(*) FROM pgconn.replica
+         WHERE seen_at > pg_catalog.now() - interval '1 minute') AS live_replicas
+"""
+
+
+DROP_STATE = "DROP SCHEMA pgconn CASCADE"
+
+
 STATE_RECORD_VERSION = "INSERT INTO pgconn.schema_version (version) VALUES (%(version)s)"
 
 

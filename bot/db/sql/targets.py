@@ -117,14 +117,17 @@ SELECT r.oid, r.rolname::text AS name, r.rolconnlimit, r.rolsuper, r.rolcanlogin
 """
 
 
+# Every client backend of the role, the bot's own included (marked ``own``): they take the role's
+# slots like any other, so ``list`` counts what ``limit`` and ``status`` count.
 ROLE_CONNECTIONS = f"""
 SELECT * FROM ({_ACTIVITY}) activity
- WHERE NOT own AND usesysid = %(role_oid)s
+ WHERE usesysid = %(role_oid)s
  ORDER BY backend_start NULLS LAST, pid
 """
 
 
-# Idle time counts from state_change: when the backend last went idle.
+# Idle time counts from state_change: when the backend last went idle. The bot's own are never
+# proposed (they are never signalled either).
 ROLE_IDLE_CONNECTIONS = f"""
 SELECT * FROM ({_ACTIVITY}) activity
  WHERE NOT own AND usesysid = %(role_oid)s
@@ -147,29 +150,51 @@ SELECT count(*) AS used
 
 
 DATABASE_LIMITS_FOR_ROLE = f"""
-SELECT d.datname::text AS database, d.datconnlimit AS limit,
+SELECT d.datname::text AS database, d.datconnlimit AS limit, d.datallowconn AS allows_connections,
        (SELECT count(*) FROM pg_catalog.pg_stat_activity x
          WHERE x.datid = d.oid AND {_CLIENT_BACKEND.format(alias="x")}) AS used
   FROM pg_catalog.pg_database d
- WHERE d.datconnlimit >= 0
+ WHERE (d.datconnlimit >= 0 OR NOT d.datallowconn)
    AND (d.datname = current_database()
         OR d.oid IN (SELECT a.datid FROM pg_catalog.pg_stat_activity a WHERE a.usesysid = %(role_oid)s))
  ORDER BY d.datname
 """
 
 
-# Roles at or above ``percent`` of their limit, fullest first. Superusers are never limited;
-# a limit of 0 with connections present (possible after ALTER ROLE) is over the limit.
+# Roles at or above ``percent`` of their limit, fullest first. Superusers are never limited.
+# A limit of 0 is a lockout (logins disabled): listed first, for a login role, or for any role
+# with connections left over from before the ALTER ROLE.
 ROLES_NEAR_LIMIT = f"""
 SELECT r.rolname::text AS role, r.rolconnlimit AS limit, count(a.pid) AS used
   FROM pg_catalog.pg_roles r
   LEFT JOIN pg_catalog.pg_stat_activity a
          ON a.usesysid = r.oid AND {_CLIENT_BACKEND.format(alias="a")}
  WHERE r.rolconnlimit >= 0 AND NOT r.rolsuper
- GROUP BY r.rolname, r.rolconnlimit
+ GROUP BY r.rolname, r.rolconnlimit, r.rolcanlogin
 HAVING (r.rolconnlimit > 0 AND count(a.pid) * 100 >= r.rolconnlimit * %(percent)s)
-    OR (r.rolconnlimit = 0 AND count(a.pid) > 0)
+    OR (r.rolconnlimit = 0 AND (r.rolcanlogin OR count(a.pid) > 0))
  ORDER BY count(a.pid)::float8 / nullif(r.rolconnlimit, 0) DESC NULLS FIRST, count(a.pid) DESC, r.rolname
+"""
+
+
+# A database's own CONNECTION LIMIT (pg_database.datconnlimit) counts every client backend in it;
+# at 0, or with ALLOW_CONNECTIONS false (datallowconn), nobody gets in. template0 never accepts
+# connections by design, so a template that does not is left out.
+_DATABASE_FILL = f"""
+SELECT d.datname::text AS database, d.datconnlimit AS "limit", d.datallowconn AS allows_connections,
+       (SELECT count(*) FROM pg_catalog.pg_stat_activity x
+         WHERE x.datid = d.oid AND {_CLIENT_BACKEND.format(alias="x")}) AS used
+  FROM pg_catalog.pg_database d
+ WHERE d.datconnlimit >= 0 OR (NOT d.datallowconn AND NOT d.datistemplate)
+"""
+
+
+# Databases at or above ``percent`` of their own limit, or not accepting logins at all (first).
+DATABASES_NEAR_LIMIT = f"""
+SELECT * FROM ({_DATABASE_FILL}) db
+ WHERE NOT db.allows_connections OR db."limit" = 0 OR db.used * 100 >= db."limit" * %(percent)s
+ ORDER BY NOT db.allows_connections DESC, db.used::float8 / nullif(db."limit", 0) DESC NULLS FIRST,
+          db.used DESC, db.database
 """
 
 
@@ -378,3 +403,7 @@ SELECT current_setting('server_version_num')::int AS version_num,
        {_MAY_USE_RESERVED} AS may_use_reserved,
        (SELECT r.rolconnlimit FROM pg_catalog.pg_roles r WHERE r.rolname = current_user) AS role_limit
 """
+
+
+# setup-sql's one question: is the role it is asked to create a superuser on this server already?
+ROLE_IS_SUPERUSER = "SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = %s"
