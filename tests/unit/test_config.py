@@ -110,3 +110,52 @@ def test_what_each_mode_still_needs(
         monkeypatch.setenv(name, value)
     settings = load_settings()
     assert (missing_for(settings, "serve"), missing_for(settings, "socket")) == (serve, socket)
+
+
+@pytest.mark.parametrize(
+    ("env", "ready"),
+    [
+        ({"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "", "SLACK_APP_TOKEN": ""}, None),
+        ({"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "abc"}, "serve (HTTP)"),
+        ({"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_APP_TOKEN": "xapp-1"}, "socket (Socket Mode)"),
+    ],
+)
+def test_check_says_ready_exactly_when_the_mode_would_start(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], ready: str | None
+) -> None:
+    import io
+
+    from bot.doctor import Report, _check_modes
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    out = io.StringIO()
+    _check_modes(load_settings(), Report(out))
+    said = out.getvalue()
+    if ready is None:
+        assert "ready" not in said and "✗ SLACK_BOT_TOKEN is set, but neither" in said, said
+    else:
+        assert f"✓ Slack modes ready: {ready}; console always works" in said, said
+
+
+@pytest.mark.parametrize(
+    ("mode", "variables"),
+    [
+        ("serve", ["SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "PGCONN_DATABASE_URL", "PGCONN_STATE_URL"]),
+        ("socket", ["SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "PGCONN_DATABASE_URL"]),
+        ("console", ["PGCONN_DATABASE_URL", "PGCONN_APPROVERS"]),
+        ("check", ["PGCONN_STATE_URL", "SLACK_APP_TOKEN"]),
+        ("drop-state", ["PGCONN_STATE_URL", "DROP SCHEMA pgconn CASCADE"]),
+    ],
+)
+def test_each_mode_help_names_what_it_needs(
+    capsys: pytest.CaptureFixture[str], mode: str, variables: list[str]
+) -> None:
+    from bot.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main([mode, "--help"])
+    assert done.value.code == 0
+    shown = capsys.readouterr().out
+    assert all(variable in shown for variable in variables), shown
+    assert mode in ("check", "drop-state") or "pgconn-bot check" in shown
