@@ -50,6 +50,11 @@ def _check_dsn(variable: str, dsn: str) -> str:
 
 CsvIds = Annotated[tuple[str, ...], NoDecode]
 
+
+def _role_name_ok(name: object) -> bool:
+    return isinstance(name, str) and 0 < len(name.encode()) <= 63 and name.isprintable()
+
+
 # What Slack's tokens look like: a bot token (OAuth & Permissions → Bot User OAuth Token; with
 # token rotation it starts xoxe.xoxb-) and an app-level token (Basic Information → App-Level Tokens).
 BOT_TOKEN_PREFIXES = ("xoxb-", "xoxe.xoxb-")
@@ -118,6 +123,10 @@ class Settings(BaseSettings):
         "approvers", validation_alias="PGCONN_SHOW_QUERIES"
     )
     state_retention: timedelta = Field(timedelta(days=90), validation_alias="PGCONN_STATE_RETENTION")
+    role_owners: Annotated[dict[str, dict[str, tuple[str, ...]]], NoDecode] = Field(
+        default_factory=dict, validation_alias="PGCONN_ROLE_OWNERS"
+    )
+    self_service: Literal["off", "approve", "auto"] = Field("approve", validation_alias="PGCONN_SELF_SERVICE")
 
     @field_validator("slack_bot_token", "slack_app_token", "slack_signing_secret", mode="before")
     @classmethod
@@ -174,7 +183,36 @@ class Settings(BaseSettings):
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("default_role", "log_format", "show_queries", mode="before")
+    @field_validator("role_owners", mode="before")
+    @classmethod
+    def _owners(cls, value: Any) -> Any:
+        """``{"U…": ["bob", …]}`` (every target) or ``{"U…": {"target": ["bob"], "*": […]}}``."""
+        if isinstance(value, str):
+            if not value.strip():
+                return {}
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f'not valid JSON ({exc.msg}); expected {{"U0123ABCD": ["bob"]}}') from None
+        if not isinstance(value, dict):
+            raise ValueError('expected a JSON object like {"U0123ABCD": ["bob"]}')
+        owners: dict[str, dict[str, tuple[str, ...]]] = {}
+        for user, roles in value.items():
+            if not isinstance(user, str) or not _USER_ID.match(user):
+                raise ValueError(f"{user!r} is not a Slack user ID (U…/W…)")
+            by_target = {"*": roles} if isinstance(roles, list) else roles
+            if not isinstance(by_target, dict):
+                raise ValueError(f"{user}: expected a list of role names, or an object of target: [role names]")
+            owners[user] = {}
+            for target, names in by_target.items():
+                if target != "*" and not (isinstance(target, str) and _TARGET_NAME.match(target)):
+                    raise ValueError(f"{user}: {target!r} is not a target name")
+                if not isinstance(names, list) or not all(_role_name_ok(n) for n in names):
+                    raise ValueError(f"{user}: role names must be a list of non-empty names without control characters")
+                owners[user][target] = tuple(names)
+        return owners
+
+    @field_validator("default_role", "log_format", "show_queries", "self_service", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value

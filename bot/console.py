@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from bot.core.commands import Decide, ParseError, RequestSignal, spec_of
+from bot.core.commands import Decide, FreeMine, LinkRole, ParseError, RequestSignal, UnlinkRole, spec_of
 from bot.core.parser import parse_command
 from bot.errors import first_line
 from bot.model.access import Identity
@@ -96,7 +96,7 @@ class Console:
     async def _answer(self, text: str) -> str:
         command = parse_command(text)
         if not isinstance(command, ParseError) and spec_of(command).needs_state and self.runtime.state_absent:
-            if not isinstance(command, RequestSignal | Decide):
+            if not isinstance(command, RequestSignal | Decide | LinkRole | UnlinkRole | FreeMine):
                 # Reading what was never written: say so, create nothing.
                 return render_text(StateUnavailable(spec_of(command).name, created=False), CONSOLE)
             where = await self.runtime.prepare_state()

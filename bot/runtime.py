@@ -13,6 +13,7 @@ from bot.config import Settings
 from bot.core.approvals import ApprovalRules, Approvals
 from bot.core.housekeeping import HOUSEKEEPING_SECONDS, Housekeeper
 from bot.core.monitor import Monitor, MonitorThresholds
+from bot.core.ownership import LinkWatcher, Ownership, OwnershipRules
 from bot.core.policy import NoGroupDirectory, Policy
 from bot.core.ports import AlertAnnouncer, Announcer, GroupDirectory, NoAnnouncer
 from bot.core.service import CommandService, Thresholds
@@ -20,6 +21,7 @@ from bot.core.tasks import stop_task
 from bot.db.alerts import AlertStore
 from bot.db.catalog import TargetCatalog
 from bot.db.monitoring import ServerWatch
+from bot.db.ownership import OwnershipStore
 from bot.db.requests import RequestStore
 from bot.db.signals import Signaller
 from bot.db.state import StatePresence, StateStore
@@ -27,6 +29,7 @@ from bot.db.targets import TargetPools
 from bot.errors import first_line
 from bot.model.access import AccessRole
 from bot.model.errors import StateSchemaError
+from bot.model.ownership import SelfService
 from bot.redact import redact
 from bot.render.alerts import summary
 
@@ -67,6 +70,7 @@ class Runtime:
     fatal_reason: str | None = None
     # Started with ``create_state=False`` and schema pgconn is not there: nothing created yet.
     state_absent: bool = False
+    link_watcher: LinkWatcher | None = None
 
     @classmethod
     def build(
@@ -108,6 +112,22 @@ class Runtime:
             announcer=announcer or NoAnnouncer(),
             bot_roles=lambda: targets.logins | state.logins | configured_logins(settings),
         )
+        ownership = Ownership(
+            store=OwnershipStore(state, store),
+            catalog=TargetCatalog(targets),
+            approvals=approvals,
+            policy=policy,
+            rules=OwnershipRules(
+                configured={
+                    user: {where: frozenset(roles) for where, roles in by_target.items()}
+                    for user, by_target in settings.role_owners.items()
+                },
+                self_service=SelfService(settings.self_service),
+                protected_roles=settings.protected_roles,
+            ),
+            announcer=announcer or NoAnnouncer(),
+            watching=announcer is not None,
+        )
         alerts = AlertStore(state)
         monitor = Monitor(
             servers=ServerWatch(targets),
@@ -139,8 +159,10 @@ class Runtime:
             monitoring=settings.monitor_interval > 0,
             show_queries=settings.show_queries,
             describe_alert=summary,
+            ownership=ownership,
         )
         return cls(
+            link_watcher=LinkWatcher(ownership, announcer or NoAnnouncer()),
             settings=settings,
             targets=targets,
             state=state,
@@ -189,6 +211,8 @@ class Runtime:
             self.housekeeper.start()
             if self.settings.monitor_interval > 0:
                 self.monitor.start()
+            if self.link_watcher is not None:
+                self.link_watcher.start()
             self.background = True
 
     async def prepare_state(self) -> StatePresence:
@@ -218,7 +242,11 @@ class Runtime:
         await stop_task(self._migrating, 1.0)
         if self.background:
             # The monitor's stop releases the leader lock at once, so another replica can take over.
-            await asyncio.gather(self.housekeeper.stop(), self.monitor.stop())
+            await asyncio.gather(
+                self.housekeeper.stop(),
+                self.monitor.stop(),
+                self.link_watcher.stop() if self.link_watcher is not None else asyncio.sleep(0),
+            )
             # One last try to get what is in the audit outbox to Slack before going.
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.housekeeper.deliver_audit(), timeout=FINAL_FLUSH_SECONDS)

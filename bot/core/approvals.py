@@ -52,8 +52,10 @@ from bot.model.audit import (
     Reason,
     Refusal,
     RequestRefusal,
+    SelfServiceNote,
 )
 from bot.model.errors import AnnounceError, TooManyOpenRequests
+from bot.model.ownership import Freed, SelfService
 from bot.model.problems import (
     DecisionIssue,
     DecisionRefused,
@@ -91,6 +93,8 @@ UNPOSTED_AFTER_SECONDS = 300.0  # a request still "posting" this long was left b
 SYNC_LEASE_SECONDS = 30.0
 SLACK_UPDATE_SECONDS = 20.0
 PUBLISH_ROUNDS = 3
+# How often an owner may free their own sessions in a minute (it is cheap to ask again).
+FREES_PER_MINUTE = 3
 GONE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed"})
 
 
@@ -155,33 +159,8 @@ class Approvals:
         posting = self.announcer.can_post and where is not None
         try:
             request = await self._store.open_request(
-                NewRequest(
-                    action=command.action,
-                    scope=command.scope,
-                    target=command.target,
-                    role_name=command.role,
-                    older_than=command.older_than,
-                    reason=command.reason,
-                    command_text=text,
-                    requester=identity.user_id,
-                    requester_name=identity.display,
-                    required_approvals=self._rules.required_approvals,
-                    ttl_seconds=self._rules.ttl_seconds,
-                    origin_channel=channel,
-                    targets=[c.as_target() for c in candidates],
-                    fills=fills,
-                ),
-                NewAuditEntry(
-                    event=AuditEvent.REQUESTED,
-                    action=command.action,
-                    target=command.target,
-                    role_name=_role_label(c.role for c in candidates),
-                    pids=[c.pid for c in candidates],
-                    actor=identity.user_id,
-                    requester=identity.user_id,
-                    note=Reason(command.reason) if command.reason else None,
-                    origin=identity.origin,
-                ),
+                self._new_request(command, identity, candidates, fills, text=text, channel=channel),
+                self._requested(command, identity, candidates),
                 max_open=self._rules.max_open_per_requester,
                 posting=posting,
             )
@@ -220,6 +199,47 @@ class Approvals:
             await self.publish(request.id)  # an approver clicked already: bring the message up to date
         self._on_audit()
         return RequestOpened(current, posted_in=where)
+
+    async def free_now(self, command: RequestSignal, identity: Identity, *, text: str) -> Result:
+        """Self-service with PGCONN_SELF_SERVICE=auto: the owner's own idle sessions, ended at once.
+
+        The same request as ``open`` makes, resolved and stored with its audit entry, then marked
+        executing by the owner (audited as self-service: no approver) and carried out with the
+        same re-check in the statement that signals (pid, backend_start, role, still idle since
+        the same moment; never a protected session). The caller has checked ownership."""
+        openings = await self._store.openings(identity.user_id)
+        if openings.too_many(self._rules.max_open_per_requester) or openings.last_minute >= FREES_PER_MINUTE:
+            refused = TooManyRequests(
+                tuple(openings.open_ids), self._rules.max_open_per_requester, openings.last_minute, FREES_PER_MINUTE
+            )
+            await self.record_refusal(command, identity, refused)
+            return refused
+        resolved = await self._resolve(command)
+        if not isinstance(resolved, tuple):
+            await self.record_refusal(command, identity, resolved)
+            return resolved
+        candidates, fills = resolved
+        try:
+            request = await self._store.open_request(
+                self._new_request(command, identity, candidates, fills, text=text, channel=None),
+                self._requested(command, identity, candidates),
+                max_open=self._rules.max_open_per_requester,
+                posting=False,
+            )
+        except TooManyOpenRequests as exc:
+            return await self._too_many(command, identity, exc.openings)
+        async with self._store.locked(request.id) as locked:
+            assert locked is not None
+            await locked.set_status(RequestStatus.EXECUTING, identity.user_id)
+            request = await locked.reload()
+            await locked.audit(
+                _audit(AuditEvent.SELF_SERVICE, request, by=identity, note=SelfServiceNote(SelfService.AUTO))
+            )
+        metrics.REQUESTS.labels(action=command.action.value, outcome="self_service").inc()
+        log.info("request #%d: %s freed their own idle sessions %s", request.id, identity.user_id, request.pids)
+        done = await self.carry_out(request, identity)
+        self._on_audit()
+        return Freed(done, active_left=0)
 
     async def _too_many(self, command: RequestSignal, identity: Identity, openings: Openings) -> Result:
         refused = TooManyRequests(
@@ -315,6 +335,46 @@ class Approvals:
             if c.role and c.role not in fills:
                 fills[c.role] = RoleFill(c.role, c.role_used, c.role_limit if c.role_limit is not None else -1)
         return chosen, list(fills.values())
+
+    def _new_request(
+        self,
+        command: RequestSignal,
+        identity: Identity,
+        candidates: list[Candidate],
+        fills: list[RoleFill],
+        *,
+        text: str,
+        channel: str | None,
+    ) -> NewRequest:
+        return NewRequest(
+            action=command.action,
+            scope=command.scope,
+            target=command.target,
+            role_name=command.role,
+            older_than=command.older_than,
+            reason=command.reason,
+            command_text=text,
+            requester=identity.user_id,
+            requester_name=identity.display,
+            required_approvals=self._rules.required_approvals,
+            ttl_seconds=self._rules.ttl_seconds,
+            origin_channel=channel,
+            targets=[c.as_target() for c in candidates],
+            fills=fills,
+        )
+
+    def _requested(self, command: RequestSignal, identity: Identity, candidates: list[Candidate]) -> NewAuditEntry:
+        return NewAuditEntry(
+            event=AuditEvent.REQUESTED,
+            action=command.action,
+            target=command.target,
+            role_name=_role_label(c.role for c in candidates),
+            pids=[c.pid for c in candidates],
+            actor=identity.user_id,
+            requester=identity.user_id,
+            note=Reason(command.reason) if command.reason else None,
+            origin=identity.origin,
+        )
 
     def _protection(self) -> Protection:
         return Protection(self._rules.protected_roles, sorted(self._bot_roles()))

@@ -100,6 +100,35 @@ class Decide(Command):
 
 
 @dataclass(frozen=True)
+class ShowWhoAmI(Command):
+    pass
+
+
+@dataclass(frozen=True)
+class LinkRole(Command):
+    """``link <role>``: a one-time code to prove a login; ``link <role> <@user>``: an approver's link."""
+
+    role: str = ""
+    user: str | None = None
+
+
+@dataclass(frozen=True)
+class UnlinkRole(Command):
+    role: str = ""
+    user: str | None = None  # None: the asker's own link
+
+
+@dataclass(frozen=True)
+class ShowMine(Command):
+    pass
+
+
+@dataclass(frozen=True)
+class FreeMine(Command):
+    older_than: timedelta | None = None
+
+
+@dataclass(frozen=True)
 class ParseError:
     """Input that is not a command: ``message`` says what was wrong, ``usage`` how to say it."""
 
@@ -171,6 +200,28 @@ def _audit(args: Args) -> Command:
 
 def _alerts(args: Args) -> Command:
     return ListAlerts()
+
+
+def _whoami(args: Args) -> Command:
+    return ShowWhoAmI()
+
+
+def _link(args: Args) -> Command:
+    target, role = args.target(), args.role()
+    return LinkRole(role=role, user=args.user(), target=target)
+
+
+def _unlink(args: Args) -> Command:
+    target, role = args.target(), args.role()
+    return UnlinkRole(role=role, user=args.user(), target=target)
+
+
+def _mine(args: Args) -> Command:
+    return ShowMine(target=args.target())
+
+
+def _free(args: Args) -> Command:
+    return FreeMine(older_than=args.duration("older"), target=args.target())
 
 
 def _approve(args: Args) -> Command:
@@ -320,6 +371,53 @@ SPECS: tuple[CommandSpec, ...] = (
         selects=lambda c: isinstance(c, Decide) and not c.approve,
         role=AccessRole.APPROVER,
         uses_target=False,
+        needs_state=True,
+    ),
+    CommandSpec(
+        "whoami",
+        "/pgconn whoami",
+        "your role in the bot, the database roles you own, and your pending link codes",
+        _whoami,
+        ShowWhoAmI,
+        role=AccessRole.NONE,
+        uses_target=False,
+    ),
+    CommandSpec(
+        "link",
+        "/pgconn link <role> [<@user>] [--db TARGET]",
+        "prove you can log in as a role, and own it here (approvers: link someone else)",
+        _link,
+        LinkRole,
+        role=AccessRole.NONE,
+        example="/pgconn link bob",
+        needs_state=True,
+    ),
+    CommandSpec(
+        "unlink",
+        "/pgconn unlink <role> [<@user>] [--db TARGET]",
+        "give up owning a role (approvers: someone else's link)",
+        _unlink,
+        UnlinkRole,
+        role=AccessRole.NONE,
+        needs_state=True,
+    ),
+    CommandSpec(
+        "mine",
+        "/pgconn mine [--db TARGET]",
+        "the roles you own: how full, their sessions, what looks stray",
+        _mine,
+        ShowMine,
+        role=AccessRole.NONE,
+        example="/pgconn mine",
+    ),
+    CommandSpec(
+        "free",
+        "/pgconn free [--older 10m] [--db TARGET]",
+        "end your own roles' idle sessions (when you are locked out at the limit)",
+        _free,
+        FreeMine,
+        role=AccessRole.NONE,
+        example="/pgconn free",
         needs_state=True,
     ),
     CommandSpec(

@@ -112,6 +112,13 @@ class Args:
             raise Invalid(f"{what} must be a whole number from {low} to {high}")
         return int(word)
 
+    def user(self) -> str | None:
+        """The next word as a Slack user, if there is one: a mention as Slack sends it
+        (``<@U123|name>``, ``<@U123>``) or a bare user ID (``U123``, ``W123``)."""
+        if not self.positional:
+            return None
+        return slack_user(self.positional.pop(0))
+
     def request_id(self) -> int:
         if not self.positional:
             raise Invalid(f"{self.subcommand} needs a request id")
@@ -129,6 +136,18 @@ def role_name(word: str) -> str:
     if len(word.encode()) > MAX_ROLE_BYTES:
         raise Invalid(f"a role name is at most {MAX_ROLE_BYTES} bytes; {shorten(word, 20)!r} is longer")
     return word
+
+
+_MENTION = re.compile(r"^<@([UW][A-Z0-9]{2,})(?:\|[^>]*)?>$")
+_USER_ID = re.compile(r"^@?([UW][A-Z0-9]{2,})$")
+
+
+def slack_user(word: str) -> str:
+    """A Slack user ID from a mention (``<@U123|name>``, ``<@U123>``) or a bare ID (``U123``)."""
+    found = _MENTION.match(word) or _USER_ID.match(word)
+    if found is None:
+        raise Invalid(f"{shorten(word, 30)!r} is not a Slack user: mention them (@name) or give their member ID (U…)")
+    return found.group(1)
 
 
 def pid(word: str) -> int:

@@ -19,6 +19,7 @@ from bot.model.activity import Connection, DatabaseLimit, RoleFill, RoleInfo, Ro
 from bot.model.alerts import Alert, Clearance, Finding, Snapshot
 from bot.model.audit import AuditEntry, Delivery, NewAuditEntry, Undeliverable
 from bot.model.errors import AnnounceError
+from bot.model.ownership import ConnectHint, LinkCode, LinkSource, OwnedRole
 from bot.model.requests import (
     Candidate,
     KillScope,
@@ -61,6 +62,14 @@ class TargetCatalog(Protocol):
         disabled (a limit of 0; a database that does not allow connections), fullest first."""
 
     async def activity(self, target: str) -> ServerActivity: ...
+
+    def connect_hint(self, target: str) -> ConnectHint:
+        """Where the target's roles log in (host, port, database; never a user or password)."""
+        ...
+
+    async def link_sessions(self, target: str) -> list[tuple[str, str]]:
+        """(application_name, login role) of every client session carrying a link code."""
+        ...
 
 
 class Signaller(Protocol):
@@ -310,6 +319,9 @@ class Announcer(AlertAnnouncer, Protocol):
     async def post_audit(self, entry: AuditEntry, channel: str, request_message: str | None) -> str | None:
         """Post an audit entry; returns its ts."""
 
+    async def tell_linked(self, code: LinkCode) -> None:
+        """Tell ``code``'s user (a direct message) that their login proof was seen and they own the role."""
+
 
 class GroupDirectory(Protocol):
     async def members(self, group_id: str) -> frozenset[str]:
@@ -320,6 +332,9 @@ class NoAnnouncer:
     """No Slack (the console): nothing is posted anywhere; requests are decided with ``approve N``."""
 
     can_post = False
+
+    async def tell_linked(self, code: LinkCode) -> None:
+        return None
 
     async def post_request(self, request: SignalRequest, channel: str) -> str:
         raise AnnounceError("no Slack in this mode")
@@ -344,3 +359,34 @@ class NoAnnouncer:
 
     async def delete_message(self, channel: str, ts: str) -> None:
         return None
+
+
+class OwnershipStore(Protocol):
+    """Role links and one-time link codes (the state database)."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    async def links_of(self, user_id: str) -> list[OwnedRole]: ...
+
+    async def linked_owners(self, target: str, role: str) -> list[str]: ...
+
+    async def link(
+        self, user_id: str, target: str, role: str, source: LinkSource, by: str, audit: NewAuditEntry
+    ) -> bool:
+        """Make the link with its audit entry; False when it existed (nothing recorded)."""
+        ...
+
+    async def unlink(self, user_id: str, target: str, role: str, audit: NewAuditEntry) -> bool:
+        """Remove the link with its audit entry; False when there was none."""
+        ...
+
+    async def issue_code(self, code: str, user_id: str, target: str, role: str, *, max_pending: int) -> LinkCode | None:
+        """A new pending code; None when the person has ``max_pending`` waiting already."""
+        ...
+
+    async def pending_codes(self, user_id: str | None = None) -> list[LinkCode]: ...
+
+    async def use_code(self, code: LinkCode, audit: NewAuditEntry) -> bool:
+        """The code used up and its user linked, at most once; False when it was not valid any more."""
+        ...

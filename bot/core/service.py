@@ -22,7 +22,9 @@ from bot.core.commands import (
     Command,
     Decide,
     FindStray,
+    FreeMine,
     Help,
+    LinkRole,
     ListAlerts,
     ListConnections,
     ListRequests,
@@ -31,10 +33,14 @@ from bot.core.commands import (
     ShowAudit,
     ShowLimit,
     ShowLimits,
+    ShowMine,
     ShowStatus,
+    ShowWhoAmI,
+    UnlinkRole,
     help_for,
     spec_of,
 )
+from bot.core.ownership import Ownership
 from bot.core.parser import parse_command
 from bot.core.policy import Policy, authorise
 from bot.core.ports import AlertReader, TargetCatalog
@@ -131,6 +137,7 @@ class CommandService:
         monitoring: bool = False,
         show_queries: str = "approvers",
         describe_alert: Callable[[Alert], str] = lambda alert: str(alert.kind),
+        ownership: Ownership | None = None,
     ) -> None:
         """``describe_alert``: an alert in words (render's), for the reason of a request made from it."""
         self._catalog = catalog
@@ -141,6 +148,7 @@ class CommandService:
         self._monitoring = monitoring
         self._show_queries = show_queries
         self._describe_alert = describe_alert
+        self._ownership = ownership
         # One handler per command type: adding a subcommand adds its handler here.
         self._handlers: dict[type[Command], Callable[[Any, _Context], Awaitable[Result]]] = {
             Help: self._help,
@@ -154,6 +162,11 @@ class CommandService:
             ListRequests: self._pending,
             ShowAudit: self._audit,
             ListAlerts: self._open_alerts,
+            ShowWhoAmI: self._whoami,
+            LinkRole: self._link,
+            UnlinkRole: self._unlink,
+            ShowMine: self._mine,
+            FreeMine: self._free,
         }
 
     # --- entry points -------------------------------------------------------------------------
@@ -270,7 +283,10 @@ class CommandService:
         if isinstance(found, RoleNotFound):
             return _no_such_role(found, command.target)
         role, used, database_limits = found
-        return RoleLimit(command.target, role, used, database_limits)
+        owner = self._ownership is not None and await self._ownership.owns(
+            context.identity.user_id, command.target, role.name
+        )
+        return RoleLimit(command.target, role, used, database_limits, asked_by_owner=owner)
 
     async def _limits(self, command: ShowLimits, context: _Context) -> Result:
         roles, databases = await self._catalog.near_limit(command.target, LIMITS_THRESHOLD)
@@ -307,6 +323,25 @@ class CommandService:
     async def _audit(self, command: ShowAudit, context: _Context) -> Result:
         assert self._approvals is not None  # needs_state
         return await self._approvals.audit_trail(command.count)
+
+    async def _whoami(self, command: ShowWhoAmI, context: _Context) -> Result:
+        return await self._owners().whoami(context.identity, console=context.identity.origin is not None)
+
+    async def _link(self, command: LinkRole, context: _Context) -> Result:
+        return await self._owners().link(command, context.identity)
+
+    async def _unlink(self, command: UnlinkRole, context: _Context) -> Result:
+        return await self._owners().unlink(command, context.identity)
+
+    async def _mine(self, command: ShowMine, context: _Context) -> Result:
+        return await self._owners().mine(command, context.identity)
+
+    async def _free(self, command: FreeMine, context: _Context) -> Result:
+        return await self._owners().free(command, context.identity, text=context.text, channel=context.channel)
+
+    def _owners(self) -> Ownership:
+        assert self._ownership is not None  # wired by Runtime.build in every mode
+        return self._ownership
 
     async def _open_alerts(self, command: ListAlerts, context: _Context) -> Result:
         if self._alerts is None:

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from bot.db.sql import targets as sql
 from bot.db.targets import Conn, TargetPools
 from bot.model.activity import Connection, DatabaseLimit, RoleFill, RoleInfo, RoleNotFound, ServerActivity
+from bot.model.ownership import LINK_PREFIX, ConnectHint
 from bot.model.servers import Fill
 from bot.model.text import clean, clean_name, clean_name_optional, clean_optional
 
@@ -40,6 +41,19 @@ class TargetCatalog:
 
     def remember_fill(self, target: str, fill: Fill) -> None:
         self._targets.remember_fill(target, fill)
+
+    def connect_hint(self, target: str) -> ConnectHint:
+        host, port, dbname = self._targets.address(target)
+        return ConnectHint(host=host, port=port, dbname=dbname)
+
+    async def link_sessions(self, target: str) -> list[tuple[str, str]]:
+        """(application_name, login role) of every client session carrying a link code."""
+
+        async def work(conn: Conn) -> list[tuple[str, str]]:
+            cur = await conn.execute(sql.LINK_SESSIONS, {"prefix": LINK_PREFIX + "%"})
+            return [(str(r["application"]), str(r["role"])) for r in await cur.fetchall() if r["role"]]
+
+        return await self._targets.run(target, work)
 
     async def role_sessions(self, target: str, role: str) -> tuple[RoleInfo, list[Connection]] | RoleNotFound:
         async def work(conn: Conn, oid: int, info: RoleInfo) -> tuple[RoleInfo, list[Connection]]:

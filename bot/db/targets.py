@@ -157,6 +157,19 @@ class TargetPools:
     def names(self) -> list[str]:
         return list(self._targets)
 
+    def address(self, name: str) -> tuple[str | None, str | None, str | None]:
+        """(host, port, dbname) as configured for the target: where its roles log in. Never
+        the user or the password."""
+        try:
+            parts = conninfo_to_dict(self._dsns[name])
+        except Exception:
+            return None, None, None
+        return (
+            _str_or_none(parts.get("host") or parts.get("hostaddr")),
+            _str_or_none(parts.get("port")),
+            _str_or_none(parts.get("dbname")),
+        )
+
     @property
     def timeout(self) -> float:
         return self._timeout
@@ -346,3 +359,7 @@ def _hand_back(task: asyncio.Task[Conn], give_back: Callable[[Conn], None]) -> N
     else:
         task.cancel()
         task.add_done_callback(settle)
+
+
+def _str_or_none(value: object) -> str | None:
+    return str(value) if value else None

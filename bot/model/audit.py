@@ -13,6 +13,7 @@ from typing import Any
 
 from bot.model import codec
 from bot.model.access import AccessRole, Standing
+from bot.model.ownership import LinkSource, SelfService
 from bot.model.problems import (
     DecisionIssue,
     DetailsHidden,
@@ -99,7 +100,33 @@ class Outcomes:
     outcomes: tuple[SignalOutcome, ...]
 
 
-AuditNote = Reason | Refusal | ClickRefusal | RefusalsSummarised | ApprovalCount | PostFailed | Closed | Outcomes
+@dataclass(frozen=True)
+class LinkNote:
+    """linked, unlinked: whose link to the entry's role, and how it was made (or who removed it)."""
+
+    user: str
+    source: LinkSource
+
+
+@dataclass(frozen=True)
+class SelfServiceNote:
+    """self_service: an owner ended their own role's idle sessions, as PGCONN_SELF_SERVICE allows."""
+
+    mode: SelfService
+
+
+AuditNote = (
+    Reason
+    | Refusal
+    | ClickRefusal
+    | RefusalsSummarised
+    | ApprovalCount
+    | PostFailed
+    | Closed
+    | Outcomes
+    | LinkNote
+    | SelfServiceNote
+)
 
 # Every type an audit note may contain (nothing else can be built from what is stored).
 NOTE_TYPES: tuple[type, ...] = (
@@ -128,6 +155,10 @@ NOTE_TYPES: tuple[type, ...] = (
     NothingToDo,
     DetailsHidden,
     TooManyRequests,
+    LinkNote,
+    LinkSource,
+    SelfServiceNote,
+    SelfService,
 )
 
 
@@ -186,7 +217,18 @@ def note_from_json(data: Any) -> AuditNote | None:
     return note if isinstance(note, _NOTES) else None
 
 
-_NOTES = (Reason, Refusal, ClickRefusal, RefusalsSummarised, ApprovalCount, PostFailed, Closed, Outcomes)
+_NOTES = (
+    Reason,
+    Refusal,
+    ClickRefusal,
+    RefusalsSummarised,
+    ApprovalCount,
+    PostFailed,
+    Closed,
+    Outcomes,
+    LinkNote,
+    SelfServiceNote,
+)
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,9 @@ class AuditEvent(enum.StrEnum):
     EXPIRED = "expired"
     WITHDRAWN = "withdrawn"
     INTERRUPTED = "interrupted"
+    SELF_SERVICE = "self_service"  # an owner freed their own role's idle sessions (auto): no approver
+    LINKED = "linked"  # someone now owns a role (a login proof, or an approver's link)
+    UNLINKED = "unlinked"
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from bot.model.activity import Connection, DatabaseLimit, RoleFill, RoleInfo
 from bot.model.alerts import Alert
 from bot.model.audit import AuditEntry
+from bot.model.ownership import OwnershipProblem, OwnershipResult
 from bot.model.problems import ProblemResult
 from bot.model.requests import SignalRequest
 from bot.model.servers import ServerSlots
@@ -49,6 +50,7 @@ class RoleLimit:
     role: RoleInfo
     used: int
     database_limits: list[DatabaseLimit] = field(default_factory=list)
+    asked_by_owner: bool = False  # the asker owns the role: `free` is theirs to use
 
     @property
     def left(self) -> int | None:
@@ -180,5 +182,7 @@ Result = (
     | PendingRequests
     | AuditTrail
     | OpenAlerts
+    | OwnershipResult
     | ProblemResult
+    | OwnershipProblem
 )

@@ -6,6 +6,18 @@ import logging
 import uuid
 from typing import assert_never
 
+from bot.model.ownership import (
+    Freed,
+    LinkChanged,
+    LinkCodeIssued,
+    LinkConfirmed,
+    LinkRefused,
+    MyRoles,
+    NotAnOwner,
+    NothingToFree,
+    SelfServiceOff,
+    WhoAmI,
+)
 from bot.model.problems import (
     AlertNotActionable,
     BadInput,
@@ -39,8 +51,8 @@ from bot.model.results import (
     ServerStatus,
     StrayConnections,
 )
-from bot.render import alerts, problems, reads, requests
-from bot.render.document import Document
+from bot.render import alerts, ownership, problems, reads, requests
+from bot.render.document import Document, Tone
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +82,22 @@ def to_document(result: Result) -> Document:
             return requests.audit_trail_document(result)
         case OpenAlerts():
             return alerts.open_alerts_document(result)
+        case WhoAmI():
+            return ownership.whoami_document(result)
+        case LinkCodeIssued():
+            return ownership.link_code_document(result)
+        case LinkChanged():
+            return ownership.link_changed_document(result)
+        case LinkConfirmed():
+            return ownership.link_confirmed_document(result)
+        case MyRoles():
+            return ownership.my_roles_document(result)
+        case Freed():
+            return ownership.freed_document(result)
+        case NothingToFree():
+            return ownership.nothing_to_free_document(result)
+        case NotAnOwner() | SelfServiceOff() | LinkRefused():
+            return Document(title=ownership.ownership_problem_text(result), tone=Tone.WARNING)
         case (
             BadInput()
             | NotAllowed()

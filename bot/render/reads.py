@@ -106,6 +106,11 @@ def role_limit_document(result: RoleLimit) -> Document:
         doc.commands.append(slash(f"stray {arg(role.name)}{db_flag(result.target)}"))
     if not role.can_login:
         doc.notes.append(f"{role.name} cannot log in (NOLOGIN).")
+    if result.asked_by_owner:
+        doc.notes.append(
+            f"You own {role.name}: {slash('free' + db_flag(result.target))} ends its idle sessions, "
+            f"{slash('mine' + db_flag(result.target))} shows them."
+        )
     return doc
 
 

@@ -14,15 +14,26 @@ from bot.model.audit import (
     ClickRefusal,
     Closed,
     Closure,
+    LinkNote,
     Outcomes,
     PostFailed,
     Reason,
     Refusal,
     RefusalsSummarised,
+    SelfServiceNote,
 )
 from bot.model.durations import format_duration
+from bot.model.ownership import LinkSource
 from bot.model.problems import DecisionIssue, NotAllowed, TooManyRequests
-from bot.model.requests import OutcomeNote, RequestStatus, RequestTarget, SignalOutcome, SignalRequest, TargetOutcome
+from bot.model.requests import (
+    AuditEvent,
+    OutcomeNote,
+    RequestStatus,
+    RequestTarget,
+    SignalOutcome,
+    SignalRequest,
+    TargetOutcome,
+)
 from bot.model.results import AuditTrail, Decided, PendingRequests, RequestOpened
 from bot.model.servers import DEFAULT_TARGET
 from bot.render.document import Document, Table, Tone, on, on_console, one_line, plural, slash
@@ -300,7 +311,9 @@ def audit_line(entry: AuditEntry) -> str:
         parts.append(f"pids {_pid_list(list(entry.pids))}")
     if entry.target and entry.target != DEFAULT_TARGET:
         parts.append(f"on {entry.target}")
-    if entry.requester:
+    if entry.event in (AuditEvent.LINKED, AuditEvent.UNLINKED):
+        parts.append(f"owner {mention(entry.requester)}")
+    elif entry.requester:
         parts.append(f"requested by {mention(entry.requester)}")
     if entry.approvers:
         parts.append("approved by " + ", ".join(mention(a) for a in entry.approvers))
@@ -358,6 +371,14 @@ def audit_note_text(note: AuditNote) -> str:
             return f"the bot stopped while executing; check the sessions with {slash('list')}"
         case Outcomes(outcomes=outcomes):
             return outcome_summary(outcomes)
+        case LinkNote(source=LinkSource.LOGIN):
+            return "proved a login as the role"
+        case LinkNote(source=LinkSource.GRANTED):
+            return "linked by an approver"
+        case LinkNote():
+            return "configured"
+        case SelfServiceNote():
+            return "self-service: the owner's own idle sessions, no approver needed"
         case _:
             assert_never(note)
 

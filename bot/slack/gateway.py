@@ -20,8 +20,16 @@ from bot.errors import first_line
 from bot.model.alerts import Alert
 from bot.model.audit import AuditEntry
 from bot.model.errors import AnnounceError
+from bot.model.ownership import LinkCode, LinkConfirmed
 from bot.model.requests import SignalRequest
-from bot.render.blocks import SlackMessage, alert_message, audit_message, request_message, resolved_reply
+from bot.render.blocks import (
+    SlackMessage,
+    alert_message,
+    audit_message,
+    render_blocks,
+    request_message,
+    resolved_reply,
+)
 
 log = logging.getLogger(__name__)
 
@@ -213,6 +221,13 @@ class SlackAnnouncer:
                 text=f"Your request #{request.id} is {request.status}. {message.text}",
                 blocks=message.blocks,
             )
+
+    async def tell_linked(self, code: LinkCode) -> None:
+        if not _SLACK_USER.match(code.user_id):
+            return  # a console identity: nobody to message in Slack
+        message = render_blocks(LinkConfirmed(code))
+        async with asyncio.timeout(TELL_REQUESTER_SECONDS):
+            await self._client.chat_postMessage(channel=code.user_id, text=message.text, blocks=message.blocks)
 
     async def post_audit(self, entry: AuditEntry, channel: str, request_message: str | None) -> str | None:
         try:

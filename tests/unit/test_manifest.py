@@ -45,6 +45,8 @@ def test_command_and_urls() -> None:
     (command,) = m["features"]["slash_commands"]
     assert command["command"] == SLASH_COMMAND
     assert command["description"] and command["usage_hint"]
+    # The listener decodes Slack's escaped text and markup (bot/slack/escaping.py): it must be on.
+    assert command["should_escape"] is True
     for url in (command["url"], m["settings"]["interactivity"]["request_url"]):
         assert url.endswith("/slack/events") and "BOT_PUBLIC_URL" in url
 

@@ -706,3 +706,81 @@ SELECT (SELECT max(version) FROM pgconn.schema_version) AS version,
        AND pg_catalog.has_table_privilege('pgconn.audit', 'INSERT')
        AND pg_catalog.has_table_privilege('pgconn.alert', 'INSERT, UPDATE') AS writable
 """
+
+
+# --- self-service: role links and one-time codes ------------------------------------------------
+
+LINKS_OF_USER = """
+SELECT target, role_name, source, created_at, created_by
+  FROM pgconn.role_link WHERE user_id = %(user_id)s
+ ORDER BY target, role_name
+"""
+
+
+LINKED_OWNERS = """
+SELECT user_id FROM pgconn.role_link
+ WHERE target = %(target)s AND role_name = %(role_name)s
+ ORDER BY created_at, user_id
+"""
+
+
+# A link, once per person, role and target (a second proof or grant changes nothing).
+INSERT_LINK = """
+INSERT INTO pgconn.role_link (user_id, target, role_name, source, created_by)
+VALUES (%(user_id)s, %(target)s, %(role_name)s, %(source)s, %(created_by)s)
+ON CONFLICT (user_id, target, role_name) DO NOTHING
+RETURNING user_id
+"""
+
+
+DELETE_LINK = """
+DELETE FROM pgconn.role_link
+ WHERE user_id = %(user_id)s AND target = %(target)s AND role_name = %(role_name)s
+RETURNING source
+"""
+
+
+# Serialises code issuing per person (the cap on pending codes), as REQUESTER_LOCK does for requests.
+LINK_CODE_GATE = """
+INSERT INTO pgconn.requester_gate (requester) VALUES ('link:' || %(user_id)s)
+ON CONFLICT (requester) DO UPDATE SET requester = EXCLUDED.requester
+"""
+
+
+FORGET_OLD_LINK_CODES = """
+DELETE FROM pgconn.link_code
+ WHERE user_id = %(user_id)s AND (used_at IS NOT NULL OR expires_at < now() - interval '1 day')
+"""
+
+
+PENDING_LINK_CODES_OF_USER = """
+SELECT code, user_id, target, role_name, expires_at
+  FROM pgconn.link_code
+ WHERE user_id = %(user_id)s AND used_at IS NULL AND expires_at > now()
+ ORDER BY created_at
+"""
+
+
+PENDING_LINK_CODES = """
+SELECT code, user_id, target, role_name, expires_at
+  FROM pgconn.link_code
+ WHERE used_at IS NULL AND expires_at > now()
+ ORDER BY created_at
+ LIMIT 500
+"""
+
+
+INSERT_LINK_CODE = """
+INSERT INTO pgconn.link_code (code, user_id, target, role_name, expires_at)
+VALUES (%(code)s, %(user_id)s, %(target)s, %(role_name)s, now() + make_interval(secs => %(ttl)s))
+RETURNING code, user_id, target, role_name, expires_at
+"""
+
+
+# The proof seen: used once, and only while valid, for exactly that role and target.
+USE_LINK_CODE = """
+UPDATE pgconn.link_code SET used_at = now()
+ WHERE code = %(code)s AND used_at IS NULL AND expires_at > now()
+   AND target = %(target)s AND role_name = %(role_name)s
+RETURNING code, user_id, target, role_name, expires_at
+"""

@@ -407,3 +407,13 @@ SELECT current_setting('server_version_num')::int AS version_num,
 
 # setup-sql's one question: is the role it is asked to create a superuser on this server already?
 ROLE_IS_SUPERUSER = "SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = %s"
+
+
+# Login proofs under way: client sessions whose application_name carries a link code. The role
+# is the session's login role (usename), not one it may have switched to.
+LINK_SESSIONS = f"""
+SELECT a.application_name AS application, a.usename::text AS role
+  FROM pg_catalog.pg_stat_activity a
+ WHERE {_CLIENT_BACKEND.format(alias="a")}
+   AND a.application_name LIKE %(prefix)s
+"""

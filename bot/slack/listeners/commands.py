@@ -22,13 +22,14 @@ from bot.model.access import Identity
 from bot.model.problems import InternalError
 from bot.model.results import RequestOpened
 from bot.render.blocks import render_blocks
+from bot.slack.escaping import unescape_command_text
 
 log = logging.getLogger(__name__)
 
 
 def slack_text(text: str) -> str:
-    """Slack sends &, < and > in command text as entities; the parser wants what the user typed."""
-    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    """Kept for older callers: ``bot.slack.escaping.unescape_command_text``."""
+    return unescape_command_text(text)
 
 
 async def acknowledge(ack: AsyncAck) -> None:
@@ -67,7 +68,7 @@ def make_answer(service: CommandService) -> Any:
             team_id=body.get("team_id"),
             display=body.get("user_name"),
         )
-        text = slack_text(str(body.get("text") or ""))
+        text = unescape_command_text(str(body.get("text") or ""))
         try:
             outcome = await service.handle(text, identity, channel=body.get("channel_id"))
             result = outcome.result
