@@ -142,6 +142,7 @@ class Runtime:
             ),
             interval=settings.monitor_interval,
             channel=settings.alert_channel,
+            owners=ownership.owners_of,
         )
         housekeeper = Housekeeper(
             approvals,

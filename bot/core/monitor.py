@@ -13,8 +13,8 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -208,7 +208,10 @@ class Monitor:
         thresholds: MonitorThresholds,
         interval: float,
         channel: str | None,
+        owners: Callable[[str, str], Awaitable[list[str]]] | None = None,
     ) -> None:
+        """``owners``: who owns a role on a target (self-service), named in a role-at-limit alert."""
+        self._owners = owners
         self._servers = servers
         self._store = store
         self._announcer = announcer
@@ -384,6 +387,18 @@ class Monitor:
                     return
         await self.deliver(labels)
 
+    async def _with_owners(self, finding: Finding) -> Finding:
+        """A role at its limit names the role's owners, so they can free it themselves."""
+        if finding.kind is not AlertKind.ROLE_LIMIT or self._owners is None:
+            return finding
+        owners: list[str] = []
+        try:
+            for target in finding.details.get("databases") or []:
+                owners += [o for o in await self._owners(str(target), finding.subject) if o not in owners]
+        except Exception as exc:  # an alert without its owners is still the alert
+            log_failure(log, logging.WARNING, "could not find the owners of %s", finding.subject, exc=exc)
+        return replace(finding, details={**finding.details, "owners": owners[:10]}) if owners else finding
+
     async def _reconcile(
         self,
         target: str,
@@ -399,7 +414,7 @@ class Monitor:
             seen = {(f.kind, f.subject) for f in findings}
             if snapshot is not None and snapshot.fill >= self._thresholds.utilization_warn - FILL_HYSTERESIS:
                 seen.add((AlertKind.SERVER_FILL, ""))  # still close: not resolved yet
-            new = [f for f in findings if (f.kind, f.subject) not in by_key]
+            new = [await self._with_owners(f) for f in findings if (f.kind, f.subject) not in by_key]
             refresh = {by_key[(f.kind, f.subject)].id: f for f in findings if (f.kind, f.subject) in by_key}
             # While a server cannot be looked at nothing else about it can be known: its other alerts
             # stay open (a full server's fill alert speaks for itself).

@@ -95,6 +95,10 @@ class Ownership:
         self._announcer = announcer
         self.watching = watching  # serve/socket confirm codes by themselves; the console on demand
 
+    @property
+    def self_service(self) -> SelfService:
+        return self._rules.self_service
+
     # --- who owns what ------------------------------------------------------------------------
 
     def configured(self, user_id: str, target: str | None = None) -> list[OwnedRole]:
@@ -229,11 +233,11 @@ class Ownership:
         return MyRoles(command.target, states, self._rules.self_service, tuple(missing), restricted)
 
     async def free(self, command: FreeMine, identity: Identity, *, text: str, channel: str | None) -> Result:
-        if self._rules.self_service is SelfService.OFF:
-            return SelfServiceOff()
         owned = await self.owned(identity.user_id, command.target)
         if not owned:
             return NotAnOwner("free", command.target)
+        if self._rules.self_service is SelfService.OFF:
+            return SelfServiceOff()
         states, _ = await self._states(command.target, [o.role for o in owned], older_than=command.older_than)
         states = [s for s in states if not (s.role.superuser or s.role.name in self._rules.protected_roles)]
         active = sum(s.active for s in states)

@@ -48,6 +48,7 @@ from bot.model.access import AccessRole, Identity
 from bot.model.activity import Connection, RoleNotFound, ServerActivity
 from bot.model.alerts import Alert, AlertKind
 from bot.model.errors import StateUnavailableError, TargetUnavailableError, UnknownTargetError
+from bot.model.ownership import OwnedRole, SelfService
 from bot.model.problems import (
     AlertIssue,
     AlertNotActionable,
@@ -199,7 +200,19 @@ class CommandService:
                     pending = result.requests if isinstance(result, PendingRequests) else []
             with contextlib.suppress(Exception):
                 alerts = await self._alerts.open_alerts() if self._alerts is not None else []
-        return HomeView(identity.user_id, role.label, pending, alerts, self._monitoring, note)
+        owned: list[OwnedRole] = []
+        with contextlib.suppress(Exception):
+            owned = await self._ownership.owned(identity.user_id) if self._ownership is not None else []
+        self_service = self._ownership.self_service if self._ownership is not None else SelfService.OFF
+        return HomeView(
+            identity.user_id, role.label, pending, alerts, self._monitoring, note, tuple(owned), self_service
+        )
+
+    async def free_from_button(self, target: str, identity: Identity, *, channel: str | None) -> Outcome:
+        """The Free my idle connections button (``mine``, App Home): ``free`` on that target, through
+        the same checks (ownership, PGCONN_SELF_SERVICE, the rate limit) and audit."""
+        command = FreeMine(target=target)
+        return Outcome(command, await self.run_command(command, identity, text="free (button)", channel=channel))
 
     async def request_from_alert(self, alert_id: int, identity: Identity, *, channel: str | None) -> Outcome:
         """The button on an alert: the matching kill/cancel request, through the same checks and audit."""

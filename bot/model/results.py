@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from bot.model.activity import Connection, DatabaseLimit, RoleFill, RoleInfo
 from bot.model.alerts import Alert
 from bot.model.audit import AuditEntry
-from bot.model.ownership import OwnershipProblem, OwnershipResult
+from bot.model.ownership import OwnedRole, OwnershipProblem, OwnershipResult, SelfService
 from bot.model.problems import ProblemResult
 from bot.model.requests import SignalRequest
 from bot.model.servers import ServerSlots
@@ -167,6 +167,8 @@ class HomeView:
     alerts: list[Alert]
     monitoring: bool
     note: str | None = None  # the outcome of a click made on the tab itself
+    owned: tuple[OwnedRole, ...] = ()  # database roles this person owns (self-service)
+    self_service: SelfService = SelfService.OFF
 
 
 # Everything a command can answer: render has a document for each (checked by mypy: assert_never).

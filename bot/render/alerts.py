@@ -10,7 +10,7 @@ from bot.model.alerts import Alert, AlertKind, Shape
 from bot.model.durations import format_duration
 from bot.model.results import OpenAlerts
 from bot.render.document import Document, Table, Tone, db_flag, fill_bar, one_line, slash
-from bot.render.markup import moment, strip
+from bot.render.markup import mention, moment, strip
 
 _ICON = {AlertKind.ROLE_LIMIT: "🚫", AlertKind.SERVER_FILL: "📈", AlertKind.TARGET_DOWN: "🔌"}
 
@@ -123,6 +123,12 @@ def alert_document(alert: Alert) -> Document:
             flag = db_flag(alert.target)
             doc.commands_intro = "Look closer with:"
             doc.commands = [slash(f"stray {strip(alert.subject)}{flag}")]
+            owners = [str(o) for o in d.get("owners") or []]  # type: ignore[attr-defined]
+            if owners:
+                doc.lines.append(
+                    f"Owned by {', '.join(mention(o) for o in owners)}: {slash('free' + flag)} ends the role's idle "
+                    f"sessions, {slash('mine' + flag)} shows them."
+                )
         case AlertKind.SERVER_FILL if d.get("full"):
             doc.lines.append(f"The bot cannot get in either: {strip(str(d.get('reason') or ''))}")
             if d.get("client_backends") is not None:

@@ -12,12 +12,14 @@ from typing import Any
 
 from bot.model.alerts import Alert, AlertKind
 from bot.model.audit import AuditEntry
+from bot.model.ownership import SelfService
 from bot.model.requests import SignalRequest
 from bot.model.results import HomeView, Result
 from bot.render.alerts import alert_document, headline, resolved_text
 from bot.render.answers import render_failure, to_document
-from bot.render.document import Document, Tone, table_lines
+from bot.render.document import FREE_ACTION, Document, Tone, on, table_lines
 from bot.render.markup import moment, to_slack
+from bot.render.ownership import FREE_BUTTON
 from bot.render.requests import audit_line, confirm_text, request_document, status_line, what
 
 MAX_BLOCKS = 50
@@ -125,7 +127,18 @@ def document_blocks(doc: Document) -> SlackMessage:
         blocks.append(_section("\n".join(intro + [f"`{escape(command)}`" for command in doc.commands])))
     for note in doc.notes:
         blocks.append(_context(escape(note)))
-    blocks = blocks[:MAX_BLOCKS]
+    blocks = blocks[: MAX_BLOCKS - (1 if doc.buttons else 0)]
+    if doc.buttons:
+        elements = [
+            {
+                "type": "button",
+                "text": _plain(button.text, 75),
+                "action_id": button.action_id,
+                "value": button.value[:2000],
+            }
+            for button in doc.buttons[:5]
+        ]
+        blocks.append({"type": "actions", "elements": elements})
     fallback = escape(f"{doc.title}" + (f" — {doc.lines[0]}" if doc.lines else ""))
     return SlackMessage(text=_clip(fallback, MAX_FALLBACK_TEXT), blocks=blocks)
 
@@ -259,7 +272,11 @@ def _commands(*commands: str) -> str:
 
 
 _CAN_DO = {
-    "none": ["You have no access to pgconn-bot yet. Ask its administrators to add you."],
+    "none": [
+        "You have no access to pgconn-bot's views yet: ask its administrators to add you. If you own a database "
+        "role (a student's, say), `/pgconn link <role>` proves it; then `/pgconn mine` and `/pgconn free` work "
+        "for you."
+    ],
     "viewer": [
         "You are a *viewer*: you can see connections and limits.",
         _commands(
@@ -286,13 +303,37 @@ _CAN_DO = {
 }
 
 
+def _owned_blocks(home: HomeView) -> list[dict[str, Any]]:
+    """An owner's roles on the Home tab, with a Free button per target (self-service)."""
+    if not home.owned:
+        return []
+    targets = sorted({o.target for o in home.owned})
+    lines = ["*Your database roles:* " + escape(", ".join(f"{o.role}{on(o.target)}" for o in home.owned))]
+    lines.append("`/pgconn mine` shows their sessions.")
+    blocks: list[dict[str, Any]] = [{"type": "divider"}, _section("\n".join(lines))]
+    if home.self_service is not SelfService.OFF:
+        elements = [
+            {
+                "type": "button",
+                "text": _plain(FREE_BUTTON + on(target), 75),
+                "action_id": FREE_ACTION,
+                "value": target,
+            }
+            for target in targets[:5]
+        ]
+        blocks.append({"type": "actions", "elements": elements})
+    return blocks
+
+
 def home_view(home: HomeView) -> dict[str, Any]:
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": _plain("pgconn-bot", 150)},
     ]
     if home.note:
         blocks.append(_section(f":information_source: {escape(home.note)}"))
-    blocks.append(_section("\n".join(_CAN_DO.get(home.role, _CAN_DO["none"]))))
+    if not (home.role == "none" and home.owned):
+        blocks.append(_section("\n".join(_CAN_DO.get(home.role, _CAN_DO["none"]))))
+    blocks.extend(_owned_blocks(home))
     if home.role == "none":
         return {"type": "home", "blocks": blocks}
     blocks.append({"type": "divider"})

@@ -74,6 +74,19 @@ class Table:
     rows: list[list[str]]
 
 
+@dataclass(frozen=True)
+class Button:
+    """A button under an answer (Slack only: the console says what to type instead)."""
+
+    text: str
+    action_id: str
+    value: str
+
+
+# The "Free my idle connections" button of `mine` and App Home: its value is the target's name.
+FREE_ACTION = "pgconn_free"
+
+
 @dataclass
 class Document:
     title: str
@@ -83,6 +96,7 @@ class Document:
     commands_intro: str = ""  # the sentence that leads into the commands
     notes: list[str] = field(default_factory=list)  # small print
     tone: Tone = Tone.INFO
+    buttons: list[Button] = field(default_factory=list)
 
 
 def on(target: str) -> str:

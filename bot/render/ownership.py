@@ -24,8 +24,10 @@ from bot.model.ownership import (
     SelfServiceOff,
     WhoAmI,
 )
-from bot.model.requests import SignalOutcome
+from bot.model.requests import SignalOutcome, TargetOutcome
 from bot.render.document import (
+    FREE_ACTION,
+    Button,
     Document,
     Tone,
     arg,
@@ -44,6 +46,9 @@ _SOURCE = {
     LinkSource.LOGIN: "you proved a login",
     LinkSource.GRANTED: "linked by an approver",
 }
+
+
+FREE_BUTTON = "Free my idle connections"
 
 
 def _free_mode(mode: SelfService) -> str:
@@ -163,6 +168,8 @@ def my_roles_document(result: MyRoles) -> Document:
     if any(s.idle for s in result.roles) and result.self_service is not SelfService.OFF:
         doc.commands = [slash("free" + db_flag(result.target))]
         doc.commands_intro = _free_mode(result.self_service) + ":"
+    if result.self_service is not SelfService.OFF:
+        doc.buttons.append(Button(FREE_BUTTON, FREE_ACTION, result.target))
     if any(s.role.logins_disabled for s in result.roles):
         doc.notes.append("A role with CONNECTION LIMIT 0 has logins disabled: freeing sessions does not change that.")
     if result.restricted:
@@ -175,11 +182,13 @@ def my_roles_document(result: MyRoles) -> Document:
 def freed_document(result: Freed) -> Document:
     request = result.request
     outcomes = [SignalOutcome(t.pid, t.outcome, t.note, t.error) for t in request.targets if t.outcome is not None]
+    ended = sum(1 for o in outcomes if o.outcome is TargetOutcome.TERMINATED)
     lines = [outcome_summary(outcomes) + "."]
     lines += _active_left(result.active_left)
     return Document(
-        title=f"Freed: your idle sessions{on(request.target)} (request #{request.id}, audited)",
+        title=f"Freed: {plural(ended, 'idle session')} of yours ended{on(request.target)} (request #{request.id})",
         lines=lines,
+        tone=Tone.INFO if ended == len(outcomes) else Tone.WARNING,
     )
 
 

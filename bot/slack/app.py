@@ -10,6 +10,7 @@ from slack_bolt.logger.messages import warning_client_prioritized_and_token_skip
 
 from bot.core.service import CommandService
 from bot.render.blocks import ALERT_REQUEST_ACTION, APPROVE_ACTION, DENY_ACTION
+from bot.render.document import FREE_ACTION
 from bot.slack.gateway import build_web_client
 from bot.slack.inflight import InFlight, TrackedLazyListenerRunner
 from bot.slack.installation import Installation
@@ -67,5 +68,6 @@ def build_app(
     app.action(APPROVE_ACTION)(ack=actions.acknowledge, lazy=[actions.make_click_handler(service, approve=True)])
     app.action(DENY_ACTION)(ack=actions.acknowledge, lazy=[actions.make_click_handler(service, approve=False)])
     app.action(ALERT_REQUEST_ACTION)(ack=actions.acknowledge, lazy=[actions.make_alert_request_handler(service)])
+    app.action(FREE_ACTION)(ack=actions.acknowledge, lazy=[actions.make_free_handler(service)])
     app.event("app_home_opened")(ack=home.acknowledge, lazy=[home.make_home_handler(service)])
     return app

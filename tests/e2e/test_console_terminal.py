@@ -8,6 +8,7 @@ import fcntl
 import json
 import os
 import pty
+import re
 import select
 import signal
 import socket
@@ -269,6 +270,34 @@ def test_sigint_from_elsewhere_at_the_prompt_gives_a_new_prompt(terminal_env: di
         term.wait_until_reading()
         term.process.send_signal(signal.SIGINT)  # as Ctrl-C from elsewhere: same as at the prompt
         term.expect(PROMPT, timeout=5)
+        term.send("quit\r")
+        assert term.process.wait(timeout=15) == 0
+    finally:
+        term.close()
+
+
+def test_a_student_links_and_frees_in_the_console(world: PgWorld, terminal_env: dict[str, str]) -> None:
+    bob = world.role("bob", limit=2)
+    term = Terminal(
+        [sys.executable, "-m", "bot", "console", "--as", "U0STUDENT"], terminal_env | {"PGCONN_SELF_SERVICE": "auto"}
+    )
+    try:
+        term.expect(PROMPT)
+        term.send(f"link {bob}\r")
+        shown = term.expect(PROMPT)
+        found = re.search(r"pgconn-link-([2-9A-Z]{4}-[2-9A-Z]{4})", shown)
+        assert found and "Then type whoami here" in shown, shown
+        proof = world.connect(bob, found.group(0))
+        term.send("whoami\r")
+        assert f"You own: {bob} (you proved a login)" in term.expect(PROMPT)
+        proof.close()
+
+        idle = [world.pid_of(world.connect(bob, "DBeaver")) for _ in range(2)]  # 2/2: locked out
+        term.send("free\r")
+        shown = term.expect(PROMPT)
+        assert "Freed: 2 idle sessions of yours ended" in shown, shown
+        rows = world.admin.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (idle,)).fetchone()
+        assert rows == (0,)
         term.send("quit\r")
         assert term.process.wait(timeout=15) == 0
     finally:

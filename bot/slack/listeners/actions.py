@@ -73,7 +73,7 @@ async def _answer_privately(
         log.error("could not answer %s's click: %s", user, exc)
 
 
-async def _guarded(kind: str, doing: str, clicked: int | None, identity: Identity, work: Any) -> tuple[Result, str]:
+async def _guarded(kind: str, doing: str, clicked: object, identity: Identity, work: Any) -> tuple[Result, str]:
     """Run a click's work; a click on something that is not the bot's, or a failure, is answered too."""
     if clicked is None:
         return ForeignButton(kind), "invalid"
@@ -152,3 +152,38 @@ def make_alert_request_handler(service: CommandService) -> Any:
         )
 
     return handle_alert_click
+
+
+def _clicked_target(body: dict[str, Any]) -> str | None:
+    actions = body.get("actions") or [{}]
+    value = str(actions[0].get("value") or "")
+    return value if 0 < len(value) <= 64 and value.isprintable() else None
+
+
+def make_free_handler(service: CommandService) -> Any:
+    """The Free my idle connections button (``mine``, App Home): ``free`` on the target it names,
+    for whoever clicked (ownership is checked in the core, from the signed payload's user)."""
+
+    async def handle_free_click(body: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient) -> None:
+        identity = _identity(body)
+        target = _clicked_target(body)
+        where = _message_of(body)
+
+        async def free(target: str) -> Outcome:
+            return await service.free_from_button(target, identity, channel=where[0] if where else None)
+
+        result, status = await _guarded("free", "freeing your idle sessions", target, identity, free)
+        if (body.get("container") or {}).get("type") == "view":
+            await home.refresh(service, client, identity, note=" — ".join(render_text(result).splitlines()[:2]))
+        else:
+            await _answer_privately(body, respond, client, identity.user_id, result)
+        metrics.CLICKS.labels(decision="free", outcome=status).inc()
+        log.info(
+            "click on free (%s) by %s: %s",
+            target,
+            identity.user_id,
+            status,
+            extra=fields(event="click", user=identity.user_id, decision="free", outcome=status),
+        )
+
+    return handle_free_click
