@@ -182,7 +182,7 @@ class Ownership:
         if user != identity.user_id and (await self._policy.standing(identity)).role < AccessRole.APPROVER:
             return LinkRefused(command.role, LinkIssue.NEEDS_APPROVER, user, command.target)
         entry = _link_audit(AuditEvent.UNLINKED, command.target, command.role, user, LinkSource.LOGIN, identity)
-        if await self._store.unlink(user, command.target, command.role, entry):
+        if await self._store.unlink(user, command.target, command.role, entry) is not None:
             return LinkChanged(command.target, command.role, user, linked=False, by=identity.user_id)
         if any(o.role == command.role for o in self.configured(user, command.target)):
             return LinkRefused(command.role, LinkIssue.CONFIGURED, user, command.target)

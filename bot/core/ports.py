@@ -377,8 +377,9 @@ class OwnershipStore(Protocol):
         """Make the link with its audit entry; False when it existed (nothing recorded)."""
         ...
 
-    async def unlink(self, user_id: str, target: str, role: str, audit: NewAuditEntry) -> bool:
-        """Remove the link with its audit entry; False when there was none."""
+    async def unlink(self, user_id: str, target: str, role: str, audit: NewAuditEntry) -> LinkSource | None:
+        """Remove the link with its audit entry (its note saying how the link had been made);
+        None when there was none."""
         ...
 
     async def issue_code(self, code: str, user_id: str, target: str, role: str, *, max_pending: int) -> LinkCode | None:

@@ -6,12 +6,13 @@ trail has every link that exists and every one that was removed.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from bot.db.requests import RequestStore
 from bot.db.sql import state as sql
 from bot.db.state import StateStore
-from bot.model.audit import NewAuditEntry
+from bot.model.audit import LinkNote, NewAuditEntry
 from bot.model.ownership import LINK_CODE_TTL, LinkCode, LinkSource, OwnedRole
 
 
@@ -57,14 +58,17 @@ class OwnershipStore:
             await self._requests.append_audit(audit, conn)
         return True
 
-    async def unlink(self, user_id: str, target: str, role: str, audit: NewAuditEntry) -> bool:
-        """Remove the link (audited); False when there was none."""
+    async def unlink(self, user_id: str, target: str, role: str, audit: NewAuditEntry) -> LinkSource | None:
+        """Remove the link (audited, the note saying how the removed link had been made); None
+        when there was none."""
         async with self._state.transaction() as conn:
             cur = await conn.execute(sql.DELETE_LINK, _link(user_id, target, role))
-            if await cur.fetchone() is None:
-                return False
-            await self._requests.append_audit(audit, conn)
-        return True
+            row = await cur.fetchone()
+            if row is None:
+                return None
+            source = LinkSource(row["source"])
+            await self._requests.append_audit(replace(audit, note=LinkNote(user_id, source)), conn)
+        return source
 
     async def issue_code(self, code: str, user_id: str, target: str, role: str, *, max_pending: int) -> LinkCode | None:
         """Store a new code; None when the person has ``max_pending`` codes waiting already."""

@@ -35,6 +35,7 @@ from bot.render.document import (
     db_flag,
     limit_phrase,
     on,
+    one_line,
     plural,
     slash,
 )
@@ -49,6 +50,7 @@ _SOURCE = {
 
 
 FREE_BUTTON = "Free my idle connections"
+MAX_QUERIES = 10
 
 
 def _free_mode(mode: SelfService) -> str:
@@ -164,6 +166,10 @@ def my_roles_document(result: MyRoles) -> Document:
         rows += connections
     if rows:
         doc.table = connection_table(rows)
+    # Your own sessions' statements: what each is running, or ran last.
+    doc.lines += [f"{c.pid} ({c.state or '?'}): {one_line(c.query)}" for c in rows if c.query and not c.own][
+        :MAX_QUERIES
+    ]
     doc.lines += [f"No role named {name}{on(result.target)} (it is yours on paper only)." for name in result.missing]
     if any(s.idle for s in result.roles) and result.self_service is not SelfService.OFF:
         doc.commands = [slash("free" + db_flag(result.target))]
