@@ -140,7 +140,15 @@ class Approvals:
 
     # --- opening a request -------------------------------------------------------------------
 
-    async def open(self, command: RequestSignal, identity: Identity, *, text: str, channel: str | None) -> Result:
+    async def open(
+        self,
+        command: RequestSignal,
+        identity: Identity,
+        *,
+        text: str,
+        channel: str | None,
+        per_minute: int = OPENS_PER_MINUTE,
+    ) -> Result:
         """Resolve the targets now, store the request, post it for approval. Nothing is signalled.
 
         The request is approvable only once its message is posted (status ``posting`` until then),
@@ -148,8 +156,8 @@ class Approvals:
         TargetUnavailableError and StateUnavailableError (the service answers those).
         """
         openings = await self._store.openings(identity.user_id)
-        if openings.too_many(self._rules.max_open_per_requester):
-            return await self._too_many(command, identity, openings)
+        if openings.too_many(self._rules.max_open_per_requester) or openings.last_minute >= per_minute:
+            return await self._too_many(command, identity, openings, per_minute)
         resolved = await self._resolve(command)
         if not isinstance(resolved, tuple):
             await self.record_refusal(command, identity, resolved)
@@ -163,9 +171,10 @@ class Approvals:
                 self._requested(command, identity, candidates),
                 max_open=self._rules.max_open_per_requester,
                 posting=posting,
+                per_minute=per_minute,
             )
         except TooManyOpenRequests as exc:  # another of their requests was opened meanwhile
-            return await self._too_many(command, identity, exc.openings)
+            return await self._too_many(command, identity, exc.openings, per_minute)
         metrics.REQUESTS.labels(action=command.action.value, outcome="opened").inc()
         log.info("request #%d opened by %s: %s %s", request.id, identity.user_id, request.action, request.pids)
         if not posting or where is None:
@@ -203,47 +212,43 @@ class Approvals:
     async def free_now(self, command: RequestSignal, identity: Identity, *, text: str) -> Result:
         """Self-service with PGCONN_SELF_SERVICE=auto: the owner's own idle sessions, ended at once.
 
-        The same request as ``open`` makes, resolved and stored with its audit entry, then marked
-        executing by the owner (audited as self-service: no approver) and carried out with the
-        same re-check in the statement that signals (pid, backend_start, role, still idle since
-        the same moment; never a protected session). The caller has checked ownership."""
+        The same request as ``open`` makes, resolved and stored with its audit entry — stored as
+        executing, decided by the owner (audited as self-service: no approver) in the same
+        transaction, so nobody else ever sees it pending — then carried out with the same re-check
+        in the statement that signals (pid, backend_start, role, still idle since the same
+        moment; never a protected session). The caller has checked ownership."""
         openings = await self._store.openings(identity.user_id)
         if openings.too_many(self._rules.max_open_per_requester) or openings.last_minute >= FREES_PER_MINUTE:
-            refused = TooManyRequests(
-                tuple(openings.open_ids), self._rules.max_open_per_requester, openings.last_minute, FREES_PER_MINUTE
-            )
-            await self.record_refusal(command, identity, refused)
-            return refused
+            return await self._too_many(command, identity, openings, FREES_PER_MINUTE)
         resolved = await self._resolve(command)
         if not isinstance(resolved, tuple):
             await self.record_refusal(command, identity, resolved)
             return resolved
         candidates, fills = resolved
+        requested = self._requested(command, identity, candidates)
+        decided = replace(requested, event=AuditEvent.SELF_SERVICE, note=SelfServiceNote(SelfService.AUTO))
         try:
             request = await self._store.open_request(
                 self._new_request(command, identity, candidates, fills, text=text, channel=None),
-                self._requested(command, identity, candidates),
+                requested,
                 max_open=self._rules.max_open_per_requester,
                 posting=False,
+                per_minute=FREES_PER_MINUTE,
+                executing=decided,
             )
-        except TooManyOpenRequests as exc:
-            return await self._too_many(command, identity, exc.openings)
-        async with self._store.locked(request.id) as locked:
-            assert locked is not None
-            await locked.set_status(RequestStatus.EXECUTING, identity.user_id)
-            request = await locked.reload()
-            await locked.audit(
-                _audit(AuditEvent.SELF_SERVICE, request, by=identity, note=SelfServiceNote(SelfService.AUTO))
-            )
+        except TooManyOpenRequests as exc:  # another free of theirs got there first
+            return await self._too_many(command, identity, exc.openings, FREES_PER_MINUTE)
         metrics.REQUESTS.labels(action=command.action.value, outcome="self_service").inc()
         log.info("request #%d: %s freed their own idle sessions %s", request.id, identity.user_id, request.pids)
         done = await self.carry_out(request, identity)
         self._on_audit()
         return Freed(done, active_left=0)
 
-    async def _too_many(self, command: RequestSignal, identity: Identity, openings: Openings) -> Result:
+    async def _too_many(
+        self, command: RequestSignal, identity: Identity, openings: Openings, per_minute: int = OPENS_PER_MINUTE
+    ) -> Result:
         refused = TooManyRequests(
-            tuple(openings.open_ids), self._rules.max_open_per_requester, openings.last_minute, OPENS_PER_MINUTE
+            tuple(openings.open_ids), self._rules.max_open_per_requester, openings.last_minute, per_minute
         )
         await self.record_refusal(command, identity, refused)
         return refused

@@ -18,7 +18,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from bot.core.approvals import Approvals
+from bot.core.approvals import FREES_PER_MINUTE, Approvals
 from bot.core.commands import FreeMine, LinkRole, RequestSignal, ShowMine, UnlinkRole
 from bot.core.policy import Policy
 from bot.core.ports import Announcer, OwnershipStore, TargetCatalog
@@ -155,27 +155,32 @@ class Ownership:
     async def link(self, command: LinkRole, identity: Identity) -> Result:
         if command.user is not None and command.user != identity.user_id:
             return await self._grant(command, identity)
-        checked = await self._linkable(command.target, command.role)
-        if not isinstance(checked, str):
+        # The cap first: asking is free for anyone, looking a role up costs the server a query.
+        if len(await self._store.pending_codes(identity.user_id)) >= MAX_PENDING_CODES:
+            return LinkRefused(command.role, LinkIssue.TOO_MANY_CODES, target=command.target)
+        checked = await self._linkable(command.target, command.role, suggest=False)
+        if not isinstance(checked, tuple):
             return checked
+        name, oid = checked
         code = await self._store.issue_code(
-            new_code(), identity.user_id, command.target, checked, max_pending=MAX_PENDING_CODES
+            new_code(), identity.user_id, command.target, name, oid, max_pending=MAX_PENDING_CODES
         )
         if code is None:
-            return LinkRefused(checked, LinkIssue.TOO_MANY_CODES, target=command.target)
-        log.info("link code for %s as %s on %s issued", identity.user_id, checked, command.target)
+            return LinkRefused(name, LinkIssue.TOO_MANY_CODES, target=command.target)
+        log.info("link code for %s as %s on %s issued", identity.user_id, name, command.target)
         return LinkCodeIssued(code, self._catalog.connect_hint(command.target), self.watching)
 
     async def _grant(self, command: LinkRole, identity: Identity) -> Result:
         assert command.user is not None
         if (await self._policy.standing(identity)).role < AccessRole.APPROVER:
             return LinkRefused(command.role, LinkIssue.NEEDS_APPROVER, command.user, command.target)
-        checked = await self._linkable(command.target, command.role)
-        if not isinstance(checked, str):
+        checked = await self._linkable(command.target, command.role, suggest=True)
+        if not isinstance(checked, tuple):
             return checked
-        entry = _link_audit(AuditEvent.LINKED, command.target, checked, command.user, LinkSource.GRANTED, identity)
-        await self._store.link(command.user, command.target, checked, LinkSource.GRANTED, identity.user_id, entry)
-        return LinkChanged(command.target, checked, command.user, linked=True, by=identity.user_id)
+        name, oid = checked
+        entry = _link_audit(AuditEvent.LINKED, command.target, name, command.user, LinkSource.GRANTED, identity)
+        await self._store.link(command.user, command.target, name, oid, LinkSource.GRANTED, identity.user_id, entry)
+        return LinkChanged(command.target, name, command.user, linked=True, by=identity.user_id)
 
     async def unlink(self, command: UnlinkRole, identity: Identity) -> Result:
         user = command.user or identity.user_id
@@ -188,15 +193,16 @@ class Ownership:
             return LinkRefused(command.role, LinkIssue.CONFIGURED, user, command.target)
         return LinkRefused(command.role, LinkIssue.NOT_LINKED, user, command.target)
 
-    async def _linkable(self, target: str, role: str) -> str | Result:
-        """The role's name as the server has it, or why it cannot be self-service."""
+    async def _linkable(self, target: str, role: str, *, suggest: bool) -> tuple[str, int] | Result:
+        """The role as the server has it (name, oid), or why it cannot be self-service.
+        ``suggest``: name similar roles when there is none (approvers; not to anyone who asks)."""
         found = await self._catalog.role_usage(target, role)
         if isinstance(found, RoleNotFound):
-            return NoSuchRole(found.name, tuple(found.suggestions), target)
+            return NoSuchRole(found.name, tuple(found.suggestions) if suggest else (), target)
         info = found[0]
         if info.superuser or info.name in self._rules.protected_roles:
             return LinkRefused(info.name, LinkIssue.PROTECTED, target=target)
-        return info.name
+        return info.name, info.oid
 
     async def confirm_pending(self, user_id: str | None = None) -> list[LinkCode]:
         """Link everyone whose code is on a session of exactly the code's role now (a code seen on
@@ -207,14 +213,25 @@ class Ownership:
         confirmed = []
         for target in sorted({code.target for code in codes}):
             try:
-                sessions = set(await self._catalog.link_sessions(target))
+                sessions = await self._catalog.link_sessions(target)
             except (TargetUnavailableError, UnknownTargetError):
                 continue
             for code in (c for c in codes if c.target == target):
-                if (code.application_name, code.role) not in sessions:
+                # Exactly the code, on a session whose login role is the very role it was given for.
+                proof = next(
+                    (s for s in sessions if s.application == code.application_name and s.role_oid == code.role_oid),
+                    None,
+                )
+                if proof is None:
                     continue
                 entry = _link_audit(
-                    AuditEvent.LINKED, target, code.role, code.user_id, LinkSource.LOGIN, Identity(code.user_id)
+                    AuditEvent.LINKED,
+                    target,
+                    code.role,
+                    code.user_id,
+                    LinkSource.LOGIN,
+                    Identity(code.user_id),
+                    session=proof.described(),
                 )
                 if await self._store.use_code(code, entry):
                     log.info("%s proved a login as %s on %s: linked", code.user_id, code.role, target)
@@ -228,9 +245,14 @@ class Ownership:
         owned = await self.owned(identity.user_id, command.target)
         if not owned:
             return NotAnOwner("mine", command.target)
-        states, missing = await self._states(command.target, [o.role for o in owned])
+        states, missing = await self._states(command.target, owned)
+        refused = tuple(s.role.name for s in states if self._never_self_service(s))
+        states = [s for s in states if not self._never_self_service(s)]
         restricted = any(c.backend_start is None for s in states for c in s.connections)
-        return MyRoles(command.target, states, self._rules.self_service, tuple(missing), restricted)
+        return MyRoles(command.target, states, self._rules.self_service, tuple(missing), restricted, refused)
+
+    def _never_self_service(self, state: OwnedRoleState) -> bool:
+        return state.role.superuser or state.role.name in self._rules.protected_roles
 
     async def free(self, command: FreeMine, identity: Identity, *, text: str, channel: str | None) -> Result:
         owned = await self.owned(identity.user_id, command.target)
@@ -238,8 +260,8 @@ class Ownership:
             return NotAnOwner("free", command.target)
         if self._rules.self_service is SelfService.OFF:
             return SelfServiceOff()
-        states, _ = await self._states(command.target, [o.role for o in owned], older_than=command.older_than)
-        states = [s for s in states if not (s.role.superuser or s.role.name in self._rules.protected_roles)]
+        states, _ = await self._states(command.target, owned, older_than=command.older_than)
+        states = [s for s in states if not self._never_self_service(s)]
         active = sum(s.active for s in states)
         idle = [c for s in states for c in s.idle]
         if not idle:
@@ -256,25 +278,38 @@ class Ownership:
         if self._rules.self_service is SelfService.AUTO:
             result = await self._approvals.free_now(request, identity, text=text)
             return Freed(result.request, active) if isinstance(result, Freed) else result
-        return await self._approvals.open(request, identity, text=text, channel=channel)
+        return await self._approvals.open(request, identity, text=text, channel=channel, per_minute=FREES_PER_MINUTE)
 
     async def _states(
-        self, target: str, roles: Collection[str], *, older_than: timedelta | None = None
+        self, target: str, owned: Collection[OwnedRole], *, older_than: timedelta | None = None
     ) -> tuple[list[OwnedRoleState], list[str]]:
+        """Each owned role as it is now; ``missing``: no such role, or (a link) not the role that
+        was linked — one dropped and made again under its name belongs to nobody yet."""
         states, missing = [], []
-        for role in roles:
-            sessions = await self._catalog.role_sessions(target, role)
-            idle = await self._catalog.idle_sessions(target, role, older_than)
+        for item in owned:
+            sessions = await self._catalog.role_sessions(target, item.role)
+            idle = await self._catalog.idle_sessions(target, item.role, older_than)
             if isinstance(sessions, RoleNotFound) or isinstance(idle, RoleNotFound):
-                missing.append(role)
+                missing.append(item.role)
                 continue
             info, connections = sessions
+            if item.role_oid is not None and info.oid != item.role_oid:
+                log.warning("%s's link to %s on %s is to an earlier role of that name", item.by, item.role, target)
+                missing.append(item.role)
+                continue
             states.append(OwnedRoleState(info, connections, idle[1]))
         return states, missing
 
 
 def _link_audit(
-    event: AuditEvent, target: str, role: str, user: str, source: LinkSource, by: Identity
+    event: AuditEvent,
+    target: str,
+    role: str,
+    user: str,
+    source: LinkSource,
+    by: Identity,
+    *,
+    session: str | None = None,
 ) -> NewAuditEntry:
     return NewAuditEntry(
         event=event,
@@ -282,7 +317,7 @@ def _link_audit(
         role_name=role,
         actor=by.user_id,
         requester=user,
-        note=LinkNote(user, source),
+        note=LinkNote(user, source, session),
         origin=by.origin,
     )
 

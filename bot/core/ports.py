@@ -19,7 +19,7 @@ from bot.model.activity import Connection, DatabaseLimit, RoleFill, RoleInfo, Ro
 from bot.model.alerts import Alert, Clearance, Finding, Snapshot
 from bot.model.audit import AuditEntry, Delivery, NewAuditEntry, Undeliverable
 from bot.model.errors import AnnounceError
-from bot.model.ownership import ConnectHint, LinkCode, LinkSource, OwnedRole
+from bot.model.ownership import ConnectHint, LinkCode, LinkSession, LinkSource, OwnedRole
 from bot.model.requests import (
     Candidate,
     KillScope,
@@ -67,8 +67,8 @@ class TargetCatalog(Protocol):
         """Where the target's roles log in (host, port, database; never a user or password)."""
         ...
 
-    async def link_sessions(self, target: str) -> list[tuple[str, str]]:
-        """(application_name, login role) of every client session carrying a link code."""
+    async def link_sessions(self, target: str) -> list[LinkSession]:
+        """Every client session carrying a link code, with its login role."""
         ...
 
 
@@ -164,9 +164,19 @@ class RequestStore(Protocol):
     async def openings(self, requester: str) -> Openings: ...
 
     async def open_request(
-        self, new: NewRequest, audit: NewAuditEntry, *, max_open: int, posting: bool
+        self,
+        new: NewRequest,
+        audit: NewAuditEntry,
+        *,
+        max_open: int,
+        posting: bool,
+        per_minute: int | None = None,
+        executing: NewAuditEntry | None = None,
     ) -> SignalRequest:
         """Store it with its audit entry (``posting``: not approvable until ``mark_posted``).
+        ``per_minute``: a tighter cap on the requester's requests in the last minute (checked
+        under the same lock). ``executing``: self-service — stored as executing at once, decided
+        by that entry's actor, with that entry (never pending, so nobody else can decide it).
         Raises TooManyOpenRequests when the requester may not open another one now."""
 
     async def get(self, request_id: int) -> SignalRequest | None: ...
@@ -372,7 +382,7 @@ class OwnershipStore(Protocol):
     async def linked_owners(self, target: str, role: str) -> list[str]: ...
 
     async def link(
-        self, user_id: str, target: str, role: str, source: LinkSource, by: str, audit: NewAuditEntry
+        self, user_id: str, target: str, role: str, role_oid: int, source: LinkSource, by: str, audit: NewAuditEntry
     ) -> bool:
         """Make the link with its audit entry; False when it existed (nothing recorded)."""
         ...
@@ -382,7 +392,9 @@ class OwnershipStore(Protocol):
         None when there was none."""
         ...
 
-    async def issue_code(self, code: str, user_id: str, target: str, role: str, *, max_pending: int) -> LinkCode | None:
+    async def issue_code(
+        self, code: str, user_id: str, target: str, role: str, role_oid: int, *, max_pending: int
+    ) -> LinkCode | None:
         """A new pending code; None when the person has ``max_pending`` waiting already."""
         ...
 

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from bot.db.sql import targets as sql
 from bot.db.targets import Conn, TargetPools
 from bot.model.activity import Connection, DatabaseLimit, RoleFill, RoleInfo, RoleNotFound, ServerActivity
-from bot.model.ownership import LINK_PREFIX, ConnectHint
+from bot.model.ownership import LINK_PREFIX, ConnectHint, LinkSession
 from bot.model.servers import Fill
 from bot.model.text import clean, clean_name, clean_name_optional, clean_optional
 
@@ -46,12 +46,18 @@ class TargetCatalog:
         host, port, dbname = self._targets.address(target)
         return ConnectHint(host=host, port=port, dbname=dbname)
 
-    async def link_sessions(self, target: str) -> list[tuple[str, str]]:
-        """(application_name, login role) of every client session carrying a link code."""
+    async def link_sessions(self, target: str) -> list[LinkSession]:
+        """Every client session carrying a link code, with its login role."""
 
-        async def work(conn: Conn) -> list[tuple[str, str]]:
+        async def work(conn: Conn) -> list[LinkSession]:
             cur = await conn.execute(sql.LINK_SESSIONS, {"prefix": LINK_PREFIX + "%"})
-            return [(str(r["application"]), str(r["role"])) for r in await cur.fetchall() if r["role"]]
+            return [
+                LinkSession(
+                    str(r["application"]), int(r["role_oid"]), int(r["pid"]), clean_name_optional(r["client_addr"])
+                )
+                for r in await cur.fetchall()
+                if r["role_oid"] is not None
+            ]
 
         return await self._targets.run(target, work)
 
@@ -166,6 +172,7 @@ async def find_role(conn: Conn, role: str) -> RoleMatch:
             connection_limit=row["rolconnlimit"],
             superuser=row["rolsuper"],
             can_login=row["rolcanlogin"],
+            oid=int(row["oid"]),
         )
         return RoleMatch(oid=row["oid"], info=info, suggestions=[])
     return RoleMatch(oid=None, info=None, suggestions=[clean_name(row["name"]) for row in rows])

@@ -36,6 +36,7 @@ class OwnershipStore:
                 source=LinkSource(r["source"]),
                 since=r["created_at"],
                 by=r["created_by"],
+                role_oid=int(r["role_oid"]),
             )
             for r in rows
         ]
@@ -46,13 +47,13 @@ class OwnershipStore:
             return [r["user_id"] for r in await cur.fetchall()]
 
     async def link(
-        self, user_id: str, target: str, role: str, source: LinkSource, by: str, audit: NewAuditEntry
+        self, user_id: str, target: str, role: str, role_oid: int, source: LinkSource, by: str, audit: NewAuditEntry
     ) -> bool:
-        """Make the link (audited); False when it was there already (nothing recorded)."""
+        """Make the link (audited); False when it was there already, to that very role (nothing
+        recorded). A link to an earlier role of that name is replaced."""
+        params = _link(user_id, target, role) | {"role_oid": role_oid, "source": source, "created_by": by}
         async with self._state.transaction() as conn:
-            cur = await conn.execute(
-                sql.INSERT_LINK, _link(user_id, target, role) | {"source": source, "created_by": by}
-            )
+            cur = await conn.execute(sql.INSERT_LINK, params)
             if await cur.fetchone() is None:
                 return False
             await self._requests.append_audit(audit, conn)
@@ -70,7 +71,9 @@ class OwnershipStore:
             await self._requests.append_audit(replace(audit, note=LinkNote(user_id, source)), conn)
         return source
 
-    async def issue_code(self, code: str, user_id: str, target: str, role: str, *, max_pending: int) -> LinkCode | None:
+    async def issue_code(
+        self, code: str, user_id: str, target: str, role: str, role_oid: int, *, max_pending: int
+    ) -> LinkCode | None:
         """Store a new code; None when the person has ``max_pending`` codes waiting already."""
         async with self._state.transaction() as conn:
             await conn.execute(sql.LINK_CODE_GATE, {"user_id": user_id})
@@ -78,7 +81,8 @@ class OwnershipStore:
             cur = await conn.execute(sql.PENDING_LINK_CODES_OF_USER, {"user_id": user_id})
             if len(await cur.fetchall()) >= max_pending:
                 return None
-            params = _link(user_id, target, role) | {"code": code, "ttl": LINK_CODE_TTL.total_seconds()}
+            ttl = LINK_CODE_TTL.total_seconds()
+            params = _link(user_id, target, role) | {"code": code, "role_oid": role_oid, "ttl": ttl}
             cur = await conn.execute(sql.INSERT_LINK_CODE, params)
             row = await cur.fetchone()
         assert row is not None
@@ -96,12 +100,10 @@ class OwnershipStore:
         """The proof seen: the code used up and its user linked, in one transaction (once: two
         replicas seeing the same session link it once)."""
         async with self._state.transaction() as conn:
-            cur = await conn.execute(
-                sql.USE_LINK_CODE, {"code": code.code, "target": code.target, "role_name": code.role}
-            )
+            params = _link(code.user_id, code.target, code.role) | {"role_oid": code.role_oid}
+            cur = await conn.execute(sql.USE_LINK_CODE, params | {"code": code.code})
             if await cur.fetchone() is None:
                 return False
-            params = _link(code.user_id, code.target, code.role)
             cur = await conn.execute(sql.INSERT_LINK, params | {"source": LinkSource.LOGIN, "created_by": code.user_id})
             if await cur.fetchone() is not None:
                 await self._requests.append_audit(audit, conn)
@@ -119,4 +121,5 @@ def _code(row: dict[str, Any]) -> LinkCode:
         target=row["target"],
         role=row["role_name"],
         expires_at=row["expires_at"],
+        role_oid=int(row["role_oid"]),
     )

@@ -131,7 +131,14 @@ class RequestStore:
         return Openings([int(row["id"]) for row in rows if row["open"]], len(rows))
 
     async def open_request(
-        self, new: NewRequest, audit: NewAuditEntry, *, max_open: int, posting: bool
+        self,
+        new: NewRequest,
+        audit: NewAuditEntry,
+        *,
+        max_open: int,
+        posting: bool,
+        per_minute: int | None = None,
+        executing: NewAuditEntry | None = None,
     ) -> SignalRequest:
         """Store a request with its audit entry. ``posting``: not approvable until ``mark_posted``.
 
@@ -139,7 +146,8 @@ class RequestStore:
         """
         async with self._state.transaction() as conn:
             await conn.execute(sql.REQUESTER_LOCK, {"requester": new.requester})
-            if (openings := await self.openings(new.requester, conn)).too_many(max_open):
+            openings = await self.openings(new.requester, conn)
+            if openings.too_many(max_open) or (per_minute is not None and openings.last_minute >= per_minute):
                 raise TooManyOpenRequests(openings)
             cur = await conn.execute(
                 sql.INSERT_REQUEST,
@@ -187,6 +195,9 @@ class RequestStore:
                     ],
                 )
             await self.append_audit(_with_request_id(audit, request_id), conn)
+            if executing is not None:
+                await conn.execute(sql.START_SELF_SERVICE, {"id": request_id, "decided_by": _id(executing.actor)})
+                await self.append_audit(_with_request_id(executing, request_id), conn)
             loaded = await self._load(conn, request_id, lock=False)
         assert loaded is not None
         return loaded

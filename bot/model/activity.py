@@ -85,6 +85,7 @@ class RoleInfo:
     connection_limit: int  # -1 = no limit
     superuser: bool
     can_login: bool
+    oid: int = 0  # the server's identity for the role (a role dropped and made again has another)
 
     @property
     def limited(self) -> bool:

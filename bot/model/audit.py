@@ -106,6 +106,7 @@ class LinkNote:
 
     user: str
     source: LinkSource
+    session: str | None = None  # the login that proved it: "pid 4711 from 10.0.0.5"
 
 
 @dataclass(frozen=True)

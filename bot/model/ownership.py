@@ -42,6 +42,9 @@ class OwnedRole:
     source: LinkSource
     since: datetime | None = None  # links only
     by: str | None = None  # who linked it (the owner themselves for a login proof)
+    # Links only: the role as it was when linked. A role dropped and made again under the same
+    # name is another role (another student's): the link does not carry over.
+    role_oid: int | None = None
 
 
 @dataclass(frozen=True)
@@ -53,10 +56,24 @@ class LinkCode:
     target: str
     role: str
     expires_at: datetime
+    role_oid: int = 0
 
     @property
     def application_name(self) -> str:
         return LINK_PREFIX + self.code
+
+
+@dataclass(frozen=True)
+class LinkSession:
+    """A client session carrying a link code: the proof, if its login role is the code's."""
+
+    application: str
+    role_oid: int
+    pid: int
+    client: str | None
+
+    def described(self) -> str:
+        return f"pid {self.pid}" + (f" from {self.client}" if self.client else "")
 
 
 @dataclass(frozen=True)
@@ -122,8 +139,9 @@ class MyRoles:
     target: str
     roles: list[OwnedRoleState]
     self_service: SelfService
-    missing: tuple[str, ...] = ()  # owned, but no such role on this target
+    missing: tuple[str, ...] = ()  # owned, but no such role on this target (or not the one linked)
     restricted: bool = False
+    refused: tuple[str, ...] = ()  # owned, but superuser or protected: never self-service
 
 
 @dataclass(frozen=True)

@@ -170,7 +170,12 @@ def my_roles_document(result: MyRoles) -> Document:
     doc.lines += [f"{c.pid} ({c.state or '?'}): {one_line(c.query)}" for c in rows if c.query and not c.own][
         :MAX_QUERIES
     ]
-    doc.lines += [f"No role named {name}{on(result.target)} (it is yours on paper only)." for name in result.missing]
+    doc.lines += [
+        f"Role {name}{on(result.target)} is not there, or is not the role you linked (made again since): "
+        f"{slash('link ' + arg(name) + db_flag(result.target))} if it is yours."
+        for name in result.missing
+    ]
+    doc.lines += [f"Role {name} is a superuser or protected role: never self-service." for name in result.refused]
     if any(s.idle for s in result.roles) and result.self_service is not SelfService.OFF:
         doc.commands = [slash("free" + db_flag(result.target))]
         doc.commands_intro = _free_mode(result.self_service) + ":"

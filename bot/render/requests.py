@@ -371,8 +371,8 @@ def audit_note_text(note: AuditNote) -> str:
             return f"the bot stopped while executing; check the sessions with {slash('list')}"
         case Outcomes(outcomes=outcomes):
             return outcome_summary(outcomes)
-        case LinkNote(source=LinkSource.LOGIN):
-            return "proved a login as the role"
+        case LinkNote(source=LinkSource.LOGIN, session=session):
+            return "proved a login as the role" + (f" ({session})" if session else "")
         case LinkNote(source=LinkSource.GRANTED):
             return "linked by an approver"
         case LinkNote():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import threading
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
@@ -172,7 +173,8 @@ async def test_a_configured_owner_sees_only_their_roles(make_runtime: Any, world
     assert isinstance(mine, MyRoles), render_text(mine)
     assert [s.role.name for s in mine.roles] == [bob]
     assert [c.pid for c in mine.roles[0].connections] == [bob_pid]
-    assert carol not in render_text(mine) and str(carol_pid) not in render_text(mine)
+    shown = render_text(mine)
+    assert carol not in shown and not re.search(rf"\b{carol_pid}\b", shown), shown
 
     who = await ask(runtime, "whoami", OWNER)
     assert owned_roles(who) == {("default", bob, LinkSource.CONFIG)}
@@ -675,3 +677,71 @@ async def test_limit_tells_the_owner(make_runtime: Any, world: PgWorld) -> None:
     await ask(runtime, "whoami", ALICE)
     linked = await ask(runtime, f"limit {bob}", ALICE)
     assert isinstance(linked, RoleLimit) and linked.asked_by_owner
+
+
+# --- found by an attacker's review ---------------------------------------------------------------
+
+
+async def test_a_link_does_not_carry_over_to_a_role_made_again_under_its_name(
+    make_runtime: Any, world: PgWorld, fresh_state_dsn: str
+) -> None:
+    bob = world.role("bob")
+    runtime = await make_runtime(self_service="auto")
+    world.connect(bob, await issue_code(runtime, bob, OWNER))
+    assert await runtime.link_watcher.run_once()
+    # Next term: the role is dropped and made again for someone else, who leaves a session idle.
+    for conn in list(world.connections):
+        conn.close()
+    world.admin.execute(f'DROP ROLE "{bob}"')
+    world.admin.execute(f'CREATE ROLE "{bob}" LOGIN')
+    newcomer = world.pid_of(world.connect(bob, "DBeaver"))
+
+    mine = await ask(runtime, "mine", OWNER)
+    assert isinstance(mine, MyRoles) and not mine.roles and mine.missing == (bob,), render_text(mine)
+    assert "not the role you linked" in render_text(mine)
+    freed = await ask(runtime, "free", OWNER)
+    assert not isinstance(freed, Freed), render_text(freed)
+    assert alive(world, newcomer)
+
+    # Linking again (a new login proof) makes it theirs.
+    world.connect(bob, await issue_code(runtime, bob, OWNER))
+    assert await runtime.link_watcher.run_once()
+    assert [s.role.name for s in (await ask(runtime, "mine", OWNER)).roles] == [bob]
+
+
+async def test_concurrent_frees_are_capped_too(make_runtime: Any, world: PgWorld, fresh_state_dsn: str) -> None:
+    bob = world.role("bob", limit=None)
+    runtime = await make_runtime({"U0OWN": [bob]}, self_service="auto")
+    for _ in range(8):
+        world.connect(bob, "DBeaver")
+    answers = await asyncio.gather(*(ask(runtime, "free", OWNER) for _ in range(8)))
+    assert any(isinstance(a, Freed) for a in answers), [render_text(a) for a in answers]
+    # However many got past the first look at the count, the store let at most the cap through.
+    (opened,) = state_rows(fresh_state_dsn, "SELECT count(*) FROM pgconn.request WHERE requester = 'U0OWN'")
+    assert 1 <= opened[0] <= FREES_PER_MINUTE, [type(a).__name__ for a in answers]
+
+
+async def test_approve_mode_free_is_capped_per_minute(make_runtime: Any, world: PgWorld) -> None:
+    bob = world.role("bob", limit=None)
+    runtime = await make_runtime({"U0OWN": [bob]})
+    world.connect(bob, "DBeaver")
+    answers = [await ask(runtime, "free", OWNER) for _ in range(FREES_PER_MINUTE + 1)]
+    assert [type(a).__name__ for a in answers[:FREES_PER_MINUTE]] == ["RequestOpened"] * FREES_PER_MINUTE
+    assert isinstance(answers[-1], TooManyRequests) and answers[-1].per_minute == FREES_PER_MINUTE
+
+
+async def test_mine_leaves_out_protected_roles_and_the_proof_is_recorded(
+    make_runtime: Any, world: PgWorld, fresh_state_dsn: str
+) -> None:
+    bob, ops = world.role("bob"), world.role("ops")
+    secret = world.connect(ops, "ops-tool")
+    secret.execute("SELECT 'do not show this'")
+    runtime = await make_runtime({"U0OWN": [bob, ops]}, protected_roles=ops)
+    mine = await ask(runtime, "mine", OWNER)
+    assert isinstance(mine, MyRoles) and [s.role.name for s in mine.roles] == [bob] and mine.refused == (ops,)
+    assert "do not show this" not in render_text(mine) and "never self-service" in render_text(mine)
+
+    proof = world.connect(bob, await issue_code(runtime, bob, OTHER))
+    assert await runtime.link_watcher.run_once()
+    rows = state_rows(fresh_state_dsn, "SELECT detail FROM pgconn.audit WHERE event = 'linked'")
+    assert rows and f"pid {world.pid_of(proof)}" in json.dumps(rows[-1][0]), rows

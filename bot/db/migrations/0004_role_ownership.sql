@@ -4,6 +4,7 @@ CREATE TABLE pgconn.role_link (
     user_id    text NOT NULL,
     target     text NOT NULL,
     role_name  text NOT NULL,
+    role_oid   bigint NOT NULL,  -- the role as linked: one made again under the name is another
     source     text NOT NULL CHECK (source IN ('login', 'granted')),
     created_at timestamptz NOT NULL DEFAULT now(),
     created_by text NOT NULL,
@@ -16,6 +17,7 @@ CREATE TABLE pgconn.link_code (
     user_id    text NOT NULL,
     target     text NOT NULL,
     role_name  text NOT NULL,
+    role_oid   bigint NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now(),
     expires_at timestamptz NOT NULL,
     used_at    timestamptz

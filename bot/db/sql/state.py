@@ -193,6 +193,13 @@ ON CONFLICT DO NOTHING
 """
 
 
+# Self-service: the owner decides at once, in the transaction that stored the request.
+START_SELF_SERVICE = """
+UPDATE pgconn.request SET status = 'executing', decided_by = %(decided_by)s, decided_at = now()
+ WHERE id = %(id)s AND status = 'pending'
+"""
+
+
 # The conditional ``status = 'pending'`` is what makes a decision happen at most once.
 DECIDE = """
 UPDATE pgconn.request
@@ -711,7 +718,7 @@ SELECT (SELECT max(version) FROM pgconn.schema_version) AS version,
 # --- self-service: role links and one-time codes ------------------------------------------------
 
 LINKS_OF_USER = """
-SELECT target, role_name, source, created_at, created_by
+SELECT target, role_name, role_oid, source, created_at, created_by
   FROM pgconn.role_link WHERE user_id = %(user_id)s
  ORDER BY target, role_name
 """
@@ -726,9 +733,12 @@ SELECT user_id FROM pgconn.role_link
 
 # A link, once per person, role and target (a second proof or grant changes nothing).
 INSERT_LINK = """
-INSERT INTO pgconn.role_link (user_id, target, role_name, source, created_by)
-VALUES (%(user_id)s, %(target)s, %(role_name)s, %(source)s, %(created_by)s)
-ON CONFLICT (user_id, target, role_name) DO NOTHING
+INSERT INTO pgconn.role_link (user_id, target, role_name, role_oid, source, created_by)
+VALUES (%(user_id)s, %(target)s, %(role_name)s, %(role_oid)s, %(source)s, %(created_by)s)
+ON CONFLICT (user_id, target, role_name) DO UPDATE
+   SET role_oid = EXCLUDED.role_oid, source = EXCLUDED.source, created_by = EXCLUDED.created_by,
+       created_at = now()
+ WHERE pgconn.role_link.role_oid IS DISTINCT FROM EXCLUDED.role_oid
 RETURNING user_id
 """
 
@@ -754,7 +764,7 @@ DELETE FROM pgconn.link_code
 
 
 PENDING_LINK_CODES_OF_USER = """
-SELECT code, user_id, target, role_name, expires_at
+SELECT code, user_id, target, role_name, role_oid, expires_at
   FROM pgconn.link_code
  WHERE user_id = %(user_id)s AND used_at IS NULL AND expires_at > now()
  ORDER BY created_at
@@ -762,7 +772,7 @@ SELECT code, user_id, target, role_name, expires_at
 
 
 PENDING_LINK_CODES = """
-SELECT code, user_id, target, role_name, expires_at
+SELECT code, user_id, target, role_name, role_oid, expires_at
   FROM pgconn.link_code
  WHERE used_at IS NULL AND expires_at > now()
  ORDER BY created_at
@@ -771,9 +781,9 @@ SELECT code, user_id, target, role_name, expires_at
 
 
 INSERT_LINK_CODE = """
-INSERT INTO pgconn.link_code (code, user_id, target, role_name, expires_at)
-VALUES (%(code)s, %(user_id)s, %(target)s, %(role_name)s, now() + make_interval(secs => %(ttl)s))
-RETURNING code, user_id, target, role_name, expires_at
+INSERT INTO pgconn.link_code (code, user_id, target, role_name, role_oid, expires_at)
+VALUES (%(code)s, %(user_id)s, %(target)s, %(role_name)s, %(role_oid)s, now() + make_interval(secs => %(ttl)s))
+RETURNING code, user_id, target, role_name, role_oid, expires_at
 """
 
 
@@ -781,6 +791,6 @@ RETURNING code, user_id, target, role_name, expires_at
 USE_LINK_CODE = """
 UPDATE pgconn.link_code SET used_at = now()
  WHERE code = %(code)s AND used_at IS NULL AND expires_at > now()
-   AND target = %(target)s AND role_name = %(role_name)s
-RETURNING code, user_id, target, role_name, expires_at
+   AND target = %(target)s AND role_name = %(role_name)s AND role_oid = %(role_oid)s
+RETURNING code, user_id, target, role_name, role_oid, expires_at
 """

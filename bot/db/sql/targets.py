@@ -410,9 +410,10 @@ ROLE_IS_SUPERUSER = "SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolnam
 
 
 # Login proofs under way: client sessions whose application_name carries a link code. The role
-# is the session's login role (usename), not one it may have switched to.
+# is the session's login role (usesysid), not one it may have switched to (SET ROLE).
 LINK_SESSIONS = f"""
-SELECT a.application_name AS application, a.usename::text AS role
+SELECT a.application_name AS application, a.usesysid::bigint AS role_oid, a.pid,
+       host(a.client_addr) AS client_addr
   FROM pg_catalog.pg_stat_activity a
  WHERE {_CLIENT_BACKEND.format(alias="a")}
    AND a.application_name LIKE %(prefix)s
