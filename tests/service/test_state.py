@@ -15,12 +15,15 @@ from bot.core.monitor import leader_lease
 from bot.db.alerts import AlertStore
 from bot.db.requests import RequestStore
 from bot.db.sql import state as bot_sql
+from bot.db.sql.state import STATE_MIGRATIONS
 from bot.db.state import StateStore
 from bot.model.audit import NewAuditEntry, Outcomes
 from bot.model.requests import AuditEvent, SignalOutcome, TargetOutcome
 from tests.conftest import PgWorld
 
 SECRET_SQL = "  update accounts set password = 'hunter2'"
+
+LATEST = STATE_MIGRATIONS[-1][0]
 
 
 async def _migrated(dsn: str, upto: int | None = None, monkeypatch: pytest.MonkeyPatch | None = None) -> list[int]:
@@ -60,7 +63,7 @@ async def test_a_version_2_database_with_data_migrates_and_keeps_it(
                        'critical:bob is over its connection limit on default', '1.1')"""
         )
 
-    assert await _migrated(fresh_state_dsn) == [3]
+    assert await _migrated(fresh_state_dsn) == list(range(3, LATEST + 1))
     with psycopg.connect(fresh_state_dsn) as conn:
         assert conn.execute("SELECT status FROM pgconn.request").fetchone() == ("pending",)
         assert conn.execute("SELECT lane, parked_at FROM pgconn.audit_outbox").fetchone() == (0, None)
@@ -93,7 +96,7 @@ async def test_locks_anyone_can_take_never_stall_the_bot(fresh_state_dsn: str, w
     for key in ("1507393541", "1507393542", "1507393543", "1507393544, pg_catalog.hashtext('U0REQ')"):
         locker.execute(f"SELECT pg_catalog.pg_advisory_lock({key})")  # type: ignore[arg-type]
 
-    assert await _migrated(fresh_state_dsn) == [1, 2, 3]
+    assert await _migrated(fresh_state_dsn) == list(range(1, LATEST + 1))
     store = StateStore(fresh_state_dsn)
     await store.open()
     try:
