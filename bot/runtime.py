@@ -111,6 +111,7 @@ class Runtime:
             ),
             announcer=announcer or NoAnnouncer(),
             bot_roles=lambda: targets.logins | state.logins | configured_logins(settings),
+            inline_escalation=announcer is None,  # the console: nothing runs between its commands
         )
         ownership = Ownership(
             store=OwnershipStore(state, store),
@@ -241,6 +242,7 @@ class Runtime:
         """Stop the background work (the monitor hands its lease over at once), flush the audit
         outbox once, say goodbye (this replica's leases free at once) and close the pools."""
         await stop_task(self._migrating, 1.0)
+        await self.approvals.stop()  # a ladder's second step signalling may finish, then be flushed
         if self.background:
             # The monitor's stop releases the leader lock at once, so another replica can take over.
             await asyncio.gather(

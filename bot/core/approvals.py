@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import assert_never
+from typing import Any, assert_never
 
 from bot import metrics
 from bot.core.commands import RequestSignal
@@ -30,6 +30,7 @@ from bot.core.judge import (
     Refuse,
     Verdict,
     counted_approvals,
+    escalation_outcome,
     judge,
     outcome_of,
     protection_of,
@@ -81,6 +82,7 @@ from bot.model.requests import (
     SignalAction,
     SignalOutcome,
     SignalRequest,
+    TargetOutcome,
 )
 from bot.model.results import AuditTrail, Decided, PendingRequests, RequestOpened, Result
 
@@ -93,6 +95,8 @@ UNPOSTED_AFTER_SECONDS = 300.0  # a request still "posting" this long was left b
 SYNC_LEASE_SECONDS = 30.0
 SLACK_UPDATE_SECONDS = 20.0
 PUBLISH_ROUNDS = 3
+ESCALATION_POLL_SECONDS = 0.5  # how often the ladder looks whether the cancelled queries ended
+STOP_SIGNALLING_SECONDS = 6.0  # a second step under way when the bot stops: its terminate waits 5 s
 # How often an owner may free their own sessions in a minute (it is cheap to ask again).
 FREES_PER_MINUTE = 3
 GONE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed"})
@@ -121,7 +125,11 @@ class Approvals:
         announcer: Announcer,
         on_audit: Callable[[], None] = lambda: None,
         bot_roles: Callable[[], Collection[str]] = frozenset,
+        inline_escalation: bool = False,
     ) -> None:
+        """``inline_escalation``: the ladder's grace time is waited for in the approval itself
+        (the console: nothing runs between its commands); otherwise in a task of its own, and
+        the housekeeper takes over what a stopped process left (``escalate``)."""
         self._signaller = signaller
         self._store = store
         self._policy = policy
@@ -130,6 +138,9 @@ class Approvals:
         self._on_audit = on_audit
         # The bot's own login roles (targets' and state database's): never signalled.
         self._bot_roles = bot_roles
+        self._inline_escalation = inline_escalation
+        self._escalations: set[asyncio.Task[Any]] = set()
+        self._signalling: set[asyncio.Task[Any]] = set()  # past the wait: let them finish on stop
 
     @property
     def state_ready(self) -> bool:
@@ -366,6 +377,7 @@ class Approvals:
             origin_channel=channel,
             targets=[c.as_target() for c in candidates],
             fills=fills,
+            escalate_after=command.escalate_after,
         )
 
     def _requested(self, command: RequestSignal, identity: Identity, candidates: list[Candidate]) -> NewAuditEntry:
@@ -482,7 +494,10 @@ class Approvals:
         """Signal an approved (executing) request's targets and record what became of each.
 
         Every target gets an outcome, whatever fails; the request as recorded (or, if the record
-        failed, as it happened: the housekeeper reports it as interrupted later)."""
+        failed, as it happened: the housekeeper reports it as interrupted later). A ladder
+        (``cancel --escalate``) returns after its cancel step, escalating."""
+        if request.escalate_after is not None and request.action is SignalAction.CANCEL:
+            return await self._cancel_step(request, by)
         started = time.perf_counter()
         attempts = await self._signaller.signal_backends(
             request.target,
@@ -509,6 +524,107 @@ class Approvals:
                 log, logging.ERROR, "request #%d executed (%s) but could not be recorded", request.id, summary, exc=exc
             )
             return _with_outcomes(request, outcomes)
+
+    # --- the ladder: cancel, wait, terminate what still runs the same query --------------------
+
+    async def _cancel_step(self, request: SignalRequest, by: Identity) -> SignalRequest:
+        attempts = await self._signaller.signal_backends(
+            request.target,
+            action=SignalAction.CANCEL,
+            scope=request.scope,
+            targets=request.targets,
+            protection=self._protection(),
+            wait_seconds=EXECUTION_WAIT_SECONDS,
+        )
+        outcomes = [outcome_of(attempt, SignalAction.CANCEL) for attempt in attempts]
+        note = Outcomes(tuple(outcomes))
+        log.info("request #%d: cancel step %s", request.id, ", ".join(f"{o.pid} {o.outcome}" for o in outcomes))
+        try:
+            waiting = await self._store.begin_escalation(
+                request.id, outcomes, _audit(AuditEvent.ESCALATING, request, by=by, note=note)
+            )
+        except Exception as exc:  # cancelled, not recorded: reported as interrupted later
+            log_failure(log, logging.ERROR, "request #%d: the cancel step could not be recorded", request.id, exc=exc)
+            return _with_outcomes(request, outcomes)
+        if waiting is None:
+            return await self._store.get(request.id) or request
+        self._on_audit()
+        if self._inline_escalation:
+            await self._wait_then_escalate(waiting)
+            return await self._store.get(request.id) or waiting
+        task = asyncio.create_task(self._wait_then_escalate(waiting), name=f"pgconn-escalate-{request.id}")
+        self._escalations.add(task)
+        task.add_done_callback(self._escalations.discard)
+        return waiting
+
+    async def _wait_then_escalate(self, request: SignalRequest) -> None:
+        """Wait out the grace time (less, when every cancelled query has ended), then escalate.
+        If this process stops meanwhile, the housekeeper of whichever replica runs next does."""
+        assert request.escalate_at is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, (request.escalate_at - request.now).total_seconds())
+        cancelled = [t for t in request.targets if t.outcome is TargetOutcome.CANCELLED]
+        try:
+            while cancelled and loop.time() < deadline:
+                try:
+                    if not await self._signaller.still_on_query(request.target, cancelled):
+                        break
+                except Exception as exc:  # cannot look: wait the whole grace time instead
+                    log_failure(log, logging.WARNING, "request #%d: cannot watch the cancelled", request.id, exc=exc)
+                await asyncio.sleep(min(ESCALATION_POLL_SECONDS, max(0.0, deadline - loop.time())))
+            if (task := asyncio.current_task()) is not None:
+                self._signalling.add(task)
+            await self.escalate(request.id)
+        except asyncio.CancelledError:
+            raise  # stopping: left escalating, for the housekeeper
+        except Exception as exc:
+            log_failure(log, logging.ERROR, "request #%d: escalation failed", request.id, exc=exc)
+
+    async def escalate(self, request_id: int) -> SignalRequest | None:
+        """The ladder's second step, once across replicas: terminate the cancelled targets that
+        still run the query they ran when requested (re-checked in the statement); the others
+        stay connected. None when another process has it (or had it)."""
+        request = await self._store.claim_escalation(request_id)
+        if request is None:
+            return None
+        cancelled = [t for t in request.targets if t.outcome is TargetOutcome.CANCELLED]
+        attempts = []
+        if cancelled:
+            attempts = await self._signaller.signal_backends(
+                request.target,
+                action=SignalAction.TERMINATE,
+                scope=KillScope.PIDS,
+                targets=cancelled,
+                protection=self._protection(),
+                wait_seconds=EXECUTION_WAIT_SECONDS,
+                same_query=True,
+            )
+        second = {attempt.pid: escalation_outcome(attempt) for attempt in attempts}
+        outcomes = [
+            second.get(t.pid) or SignalOutcome(t.pid, t.outcome or TargetOutcome.FAILED, t.note, t.error)
+            for t in request.targets
+        ]
+        log.info("request #%d escalated: %s", request.id, ", ".join(f"{o.pid} {o.outcome}" for o in outcomes))
+        entry = _audit(AuditEvent.EXECUTED, request, actor=request.decided_by, note=Outcomes(tuple(outcomes)))
+        try:
+            finished = await self._store.finish(request.id, outcomes, entry)
+        except Exception as exc:
+            log_failure(log, logging.ERROR, "request #%d escalated but could not be recorded", request.id, exc=exc)
+            return _with_outcomes(request, outcomes)
+        self._on_audit()
+        await self.publish(request.id)
+        return finished
+
+    async def stop(self) -> None:
+        """Stop waiting for grace times (the requests stay escalating; any replica takes them up
+        when due); a second step already signalling is let finish, briefly."""
+        tasks = list(self._escalations)
+        for task in tasks:
+            if task not in self._signalling:
+                task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=STOP_SIGNALLING_SECONDS)
+        self._signalling.clear()
 
     # --- showing ------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from bot.core.grammar import Args, Invalid
 from bot.model.access import AccessRole
-from bot.model.requests import KillScope, SignalAction
+from bot.model.requests import MAX_ESCALATION, MIN_ESCALATION, KillScope, SignalAction
 from bot.model.results import HelpEntry, HelpResult
 from bot.model.servers import DEFAULT_TARGET
 from bot.model.text import shorten
@@ -74,6 +74,8 @@ class RequestSignal(Command):
     # query (long query: query_start).
     expected_starts: tuple[tuple[int, datetime], ...] = ()
     expected_marks: tuple[tuple[int, datetime], ...] = ()
+    # cancel … --escalate 30s: after the grace time, terminate what still runs the same query.
+    escalate_after: timedelta | None = None
 
 
 @dataclass(frozen=True)
@@ -186,7 +188,12 @@ def _kill(args: Args) -> Command:
 
 def _cancel(args: Args) -> Command:
     target, reason = args.target(), args.reason()
-    return RequestSignal(action=SignalAction.CANCEL, pids=args.pids(), reason=reason, target=target)
+    escalate = args.duration("escalate")
+    if escalate is not None and not MIN_ESCALATION <= escalate <= MAX_ESCALATION:
+        raise Invalid("--escalate takes a grace time from 1s to 10m (for example 30s)")
+    return RequestSignal(
+        action=SignalAction.CANCEL, pids=args.pids(), reason=reason, target=target, escalate_after=escalate
+    )
 
 
 def _requests(args: Args) -> Command:
@@ -314,8 +321,9 @@ SPECS: tuple[CommandSpec, ...] = (
     ),
     CommandSpec(
         "cancel",
-        '/pgconn cancel <pid> [<pid>…] [--db TARGET] [--reason "…"]',
-        "ask to cancel running queries (the sessions stay); an approver has to approve it",
+        '/pgconn cancel <pid> [<pid>…] [--escalate 30s] [--db TARGET] [--reason "…"]',
+        "ask to cancel running queries (the sessions stay; with --escalate, a query still running after "
+        "the grace time is terminated); an approver has to approve it",
         _cancel,
         RequestSignal,
         selects=lambda c: isinstance(c, RequestSignal) and c.action is SignalAction.CANCEL,

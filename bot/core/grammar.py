@@ -20,7 +20,7 @@ MAX_ROLE_BYTES = 63  # NAMEDATALEN - 1
 MAX_REASON_LENGTH = 500
 MAX_PID = 2**31 - 1
 MAX_TARGET_LENGTH = 63
-OPTIONS_WITH_VALUE = frozenset({"db", "idle", "older", "reason"})
+OPTIONS_WITH_VALUE = frozenset({"db", "idle", "older", "reason", "escalate"})
 INT = re.compile(r"^[0-9]{1,10}$")
 
 

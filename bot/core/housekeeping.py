@@ -111,6 +111,9 @@ class Housekeeper:
         )
         for request in closed:
             log.info("request #%d %s", request.id, request.status)
+        # Ladders whose grace time is over and whose process is gone (or never waited): once each.
+        for request_id in await self._store.due_escalations(INTERRUPTED_AFTER_SECONDS):
+            await self._approvals.escalate(request_id)
         ids = {request.id for request in closed} | set(await self._store.unsynced_messages())
         for request_id in sorted(ids):
             await self._approvals.publish(request_id)

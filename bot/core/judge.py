@@ -160,6 +160,19 @@ def counted_approvals(request: SignalRequest, still_approvers: Collection[str]) 
 # --- what signalling one target came to ----------------------------------------------------
 
 
+def escalation_outcome(attempt: SignalAttempt) -> SignalOutcome:
+    """The ladder's second step for a target that was cancelled: terminated because it still ran
+    the same query, or left connected because the cancel worked (or it went away)."""
+    pid = attempt.pid
+    match attempt.verdict:
+        case SignalVerdict.CHANGED | SignalVerdict.GONE:
+            return SignalOutcome(pid, TargetOutcome.CANCELLED)
+        case SignalVerdict.SIGNALLED | SignalVerdict.NOT_SIGNALLED | SignalVerdict.TIMED_OUT if attempt.ended:
+            return SignalOutcome(pid, TargetOutcome.ESCALATED)
+        case _:
+            return outcome_of(attempt, SignalAction.TERMINATE)
+
+
 def outcome_of(attempt: SignalAttempt, action: SignalAction) -> SignalOutcome:
     """The outcome of one approved target, from what the signalling statement found."""
     pid, error = attempt.pid, attempt.error

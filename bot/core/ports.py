@@ -85,6 +85,10 @@ class Signaller(Protocol):
     ) -> tuple[RoleInfo, list[Candidate]] | RoleNotFound:
         """The role's sessions (``idle_for``: idle at least that long); none for a superuser."""
 
+    async def still_on_query(self, target: str, targets: Sequence[RequestTarget]) -> set[int]:
+        """The targets still running the query they ran when requested."""
+        ...
+
     async def signal_backends(
         self,
         target: str,
@@ -94,8 +98,10 @@ class Signaller(Protocol):
         targets: Sequence[RequestTarget],
         protection: Protection,
         wait_seconds: float,
+        same_query: bool = False,
     ) -> list[SignalAttempt]:
-        """Signal each target only if it is still the approved session (checked in the statement)."""
+        """Signal each target only if it is still the approved session (checked in the statement);
+        ``same_query``: and still runs the query it ran when requested (a cancel always checks)."""
 
 
 class MonitoredServers(Protocol):
@@ -197,6 +203,18 @@ class RequestStore(Protocol):
     async def finish(
         self, request_id: int, outcomes: Sequence[SignalOutcome], audit: NewAuditEntry
     ) -> SignalRequest: ...
+
+    async def begin_escalation(
+        self, request_id: int, outcomes: Sequence[SignalOutcome], audit: NewAuditEntry
+    ) -> SignalRequest | None:
+        """The ladder's cancel step recorded; the request waits ('escalating') until escalate_at."""
+        ...
+
+    async def claim_escalation(self, request_id: int) -> SignalRequest | None:
+        """The ladder's second step, for this process alone; None when another has it."""
+        ...
+
+    async def due_escalations(self, late_after: float) -> list[int]: ...
 
     async def close_overdue(
         self,

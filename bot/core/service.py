@@ -62,7 +62,7 @@ from bot.model.problems import (
     TargetUnreachable,
     UnknownTarget,
 )
-from bot.model.requests import KillScope, SignalAction, SignalRequest
+from bot.model.requests import DEFAULT_ESCALATION, KillScope, SignalAction, SignalRequest
 from bot.model.results import (
     HomeView,
     LimitsOverview,
@@ -417,6 +417,8 @@ def command_for_alert(alert: Alert, reason: str) -> RequestSignal | None:
             target=alert.target,
             expected_starts=_moment(pid, alert.details.get("backend_start")),
             expected_marks=_moment(pid, alert.details.get("query_start" if cancel else "xact_start")),
+            # A long query: the ladder — cancel it, and terminate it if it still runs after the grace time.
+            escalate_after=DEFAULT_ESCALATION if cancel else None,
         )
     return None
 

@@ -166,6 +166,7 @@ class RequestStore:
                     "fills": Jsonb([{"role": f.role, "used": f.used, "limit": f.limit} for f in new.fills]),
                     "required_approvals": new.required_approvals,
                     "origin_channel": new.origin_channel,
+                    "escalate_after": new.escalate_after,
                 },
             )
             row = await cur.fetchone()
@@ -243,26 +244,40 @@ class RequestStore:
 
     async def finish(self, request_id: int, outcomes: Sequence[SignalOutcome], audit: NewAuditEntry) -> SignalRequest:
         async with self._state.transaction() as conn:
-            async with conn.cursor() as cur:
-                await cur.executemany(
-                    sql.RECORD_OUTCOME,
-                    [
-                        {
-                            "request_id": request_id,
-                            "pid": o.pid,
-                            "outcome": o.outcome,
-                            "detail": o.note,
-                            "error": clean_optional(o.error, TEXT_LIMIT),
-                        }
-                        for o in outcomes
-                    ],
-                )
+            await self._record_outcomes(conn, request_id, outcomes)
             cur = await conn.execute(sql.FINISH, {"id": request_id})
             if cur.rowcount == 1:
                 await self.append_audit(audit, conn)
             loaded = await self._load(conn, request_id, lock=False)
         assert loaded is not None
         return loaded
+
+    async def begin_escalation(
+        self, request_id: int, outcomes: Sequence[SignalOutcome], audit: NewAuditEntry
+    ) -> SignalRequest | None:
+        """The ladder's cancel step recorded (its outcomes and audit entry); the request waits,
+        'escalating', until its escalate_at. None when it was not executing any more."""
+        async with self._state.transaction() as conn:
+            await self._record_outcomes(conn, request_id, outcomes)
+            cur = await conn.execute(sql.BEGIN_ESCALATION, {"id": request_id})
+            if cur.rowcount != 1:
+                return None
+            await self.append_audit(audit, conn)
+            return await self._load(conn, request_id, lock=False)
+
+    async def claim_escalation(self, request_id: int) -> SignalRequest | None:
+        """The second step, for this process alone (executing again); None when another has it
+        or it is no longer escalating."""
+        async with self._state.transaction() as conn:
+            cur = await conn.execute(sql.CLAIM_ESCALATION, {"id": request_id})
+            if cur.rowcount != 1:
+                return None
+            return await self._load(conn, request_id, lock=False)
+
+    async def due_escalations(self, late_after: float) -> list[int]:
+        async with self._state.connection() as conn:
+            cur = await conn.execute(sql.DUE_ESCALATIONS, {"after": late_after})
+            return [int(row["id"]) for row in await cur.fetchall()]
 
     async def close_overdue(
         self,
@@ -513,6 +528,22 @@ class RequestStore:
 
     # --- loading -----------------------------------------------------------------------------
 
+    async def _record_outcomes(self, conn: Conn, request_id: int, outcomes: Sequence[SignalOutcome]) -> None:
+        async with conn.cursor() as cur:
+            await cur.executemany(
+                sql.RECORD_OUTCOME,
+                [
+                    {
+                        "request_id": request_id,
+                        "pid": o.pid,
+                        "outcome": o.outcome,
+                        "detail": o.note,
+                        "error": clean_optional(o.error, TEXT_LIMIT),
+                    }
+                    for o in outcomes
+                ],
+            )
+
     async def _load(self, conn: Conn, request_id: int, *, lock: bool) -> SignalRequest | None:
         cur = await conn.execute(sql.LOCK_REQUEST if lock else sql.SELECT_REQUEST, {"id": request_id})
         row = await cur.fetchone()
@@ -549,6 +580,8 @@ class RequestStore:
                 RoleFill(clean_name_optional(f["role"]) or "?", int(f["used"]), int(f["limit"]))
                 for f in row["fills"] or []
             ),
+            escalate_after=row["escalate_after"],
+            escalate_at=row["escalate_at"],
         )
 
 

@@ -78,6 +78,14 @@ class Signaller:
 
         return await self._targets.run(target, work)
 
+    async def still_on_query(self, target: str, targets: Sequence[RequestTarget]) -> set[int]:
+        """The targets still running the query they ran when requested (the ladder's wait)."""
+
+        async def work(conn: Conn) -> set[int]:
+            return await _on_same_query(conn, targets)
+
+        return await self._targets.run(target, work)
+
     async def signal_backends(
         self,
         target: str,
@@ -87,17 +95,29 @@ class Signaller:
         targets: Sequence[RequestTarget],
         protection: Protection,
         wait_seconds: float,
+        same_query: bool = False,
     ) -> list[SignalAttempt]:
         """Signal each target only if it is still the session that was approved; an attempt for
-        each, in order. Terminations are waited for (``wait_seconds`` in all): with
-        ``pg_terminate_backend(pid, timeout)`` on 14+, then a poll of what is left (which is all
-        of the waiting on 13). Signals are never sent twice: no retry on another connection."""
+        each, in order. ``same_query``: a terminate only while it runs the very query it ran when
+        requested (the ladder's second step; a cancel always checks that). Terminations are
+        waited for (``wait_seconds`` in all): with ``pg_terminate_backend(pid, timeout)`` on 14+,
+        then a poll of what is left (which is all of the waiting on 13). Signals are never sent
+        twice: no retry on another connection."""
         progress: dict[int, SignalAttempt] = {}
         in_flight: list[int] = []
 
         async def work(conn: Conn) -> list[SignalAttempt]:
             return await _signal(
-                conn, action, scope, targets, protection, wait_seconds, self._targets.timeout, progress, in_flight
+                conn,
+                action,
+                scope,
+                targets,
+                protection,
+                wait_seconds,
+                self._targets.timeout,
+                progress,
+                in_flight,
+                same_query=same_query or action == SignalAction.CANCEL,
             )
 
         budget = self._targets.timeout * 2 + wait_seconds + 0.2 * len(targets)
@@ -193,6 +213,8 @@ async def _signal(
     statement_seconds: float,
     done: dict[int, SignalAttempt],
     in_flight: list[int],
+    *,
+    same_query: bool,
 ) -> list[SignalAttempt]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_seconds
@@ -213,7 +235,7 @@ async def _signal(
                     "bot_app": sql.BOT_APPLICATION_NAME,
                     "wait_ms": wait_ms,
                     "idle_since": target.state_change if scope == KillScope.IDLE else None,
-                    "query_start": target.query_start if action == SignalAction.CANCEL else None,
+                    "query_start": target.query_start if same_query else None,
                 },
             )
             row = await cur.fetchone()
@@ -245,6 +267,16 @@ async def _signal(
                 attempt = done[target.pid]
                 done[target.pid] = SignalAttempt(attempt.pid, attempt.verdict, ended=True, error=attempt.error)
     return [done[t.pid] for t in targets]
+
+
+async def _on_same_query(conn: Conn, targets: Sequence[RequestTarget]) -> set[int]:
+    params = {
+        "pids": [t.pid for t in targets],
+        "starts": [t.backend_start for t in targets],
+        "query_starts": [t.query_start for t in targets],
+    }
+    cur = await conn.execute(sql.STILL_ON_QUERY, params)
+    return {row["pid"] for row in await cur.fetchall()}
 
 
 async def _wait_until_gone(conn: Conn, targets: Sequence[RequestTarget], deadline: float) -> set[int]:

@@ -25,6 +25,7 @@ class RequestStatus(enum.StrEnum):
     POSTING = "posting"  # stored, being posted for approval: nobody can approve it yet
     PENDING = "pending"
     EXECUTING = "executing"
+    ESCALATING = "escalating"  # cancelled; waiting for the grace time before terminating what still runs
     EXECUTED = "executed"
     DENIED = "denied"
     EXPIRED = "expired"
@@ -48,6 +49,7 @@ class TargetOutcome(enum.StrEnum):
 
     TERMINATED = "terminated"
     CANCELLED = "cancelled"
+    ESCALATED = "escalated"  # cancelled, still running the same query after the grace time: terminated
     GONE = "gone"
     REPLACED = "replaced"
     PROTECTED = "protected"
@@ -70,6 +72,7 @@ class AuditEvent(enum.StrEnum):
     EXPIRED = "expired"
     WITHDRAWN = "withdrawn"
     INTERRUPTED = "interrupted"
+    ESCALATING = "escalating"  # a ladder's cancel step done; terminating what still runs after the grace time
     SELF_SERVICE = "self_service"  # an owner freed their own role's idle sessions (auto): no approver
     LINKED = "linked"  # someone now owns a role (a login proof, or an approver's link)
     UNLINKED = "unlinked"
@@ -128,6 +131,8 @@ class SignalRequest:
     message_ts: str | None = None
     targets: tuple[RequestTarget, ...] = ()
     fills: tuple[RoleFill, ...] = ()
+    escalate_after: timedelta | None = None  # cancel, then terminate what still runs the same query
+    escalate_at: datetime | None = None  # while escalating: when the second step is due
 
     @property
     def pending(self) -> bool:
@@ -158,9 +163,14 @@ class NewRequest:
     origin_channel: str | None
     targets: Sequence[RequestTarget]
     fills: Sequence[RoleFill]
+    escalate_after: timedelta | None = None
 
 
 MAX_PIDS_PER_REQUEST = 50
+# The ladder's grace time between cancel and terminate (`cancel … --escalate 30s`).
+MIN_ESCALATION = timedelta(seconds=1)
+MAX_ESCALATION = timedelta(minutes=10)
+DEFAULT_ESCALATION = timedelta(seconds=30)
 
 # Requests one person may open in a minute, whatever becomes of them (one that cannot be posted is
 # withdrawn at once, so the cap on open ones alone would not bound what reaches the audit).

@@ -12,8 +12,9 @@ from typing import Any
 
 from bot.model.alerts import Alert, AlertKind
 from bot.model.audit import AuditEntry
+from bot.model.durations import format_duration
 from bot.model.ownership import SelfService
-from bot.model.requests import SignalRequest
+from bot.model.requests import DEFAULT_ESCALATION, SignalRequest
 from bot.model.results import HomeView, Result
 from bot.render.alerts import alert_document, headline, resolved_text
 from bot.render.answers import render_failure, to_document
@@ -228,7 +229,7 @@ ALERT_REQUEST_ACTION = "pgconn_alert_request"
 _ALERT_BUTTON = {
     AlertKind.ROLE_LIMIT: "Request cleanup",
     AlertKind.IDLE_IN_TRANSACTION: "Request termination",
-    AlertKind.LONG_QUERY: "Request cancel",
+    AlertKind.LONG_QUERY: f"Request cancel (then terminate after {format_duration(DEFAULT_ESCALATION)})",
 }
 
 

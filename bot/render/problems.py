@@ -203,7 +203,7 @@ def _already_decided(request: SignalRequest) -> str:
     who = f" by {mention(request.decided_by)}" if request.decided_by else ""
     when = f" at {moment(request.decided_at)}" if request.decided_at else ""
     match request.status:
-        case RequestStatus.EXECUTING | RequestStatus.EXECUTED | RequestStatus.INTERRUPTED:
+        case RequestStatus.EXECUTING | RequestStatus.ESCALATING | RequestStatus.EXECUTED | RequestStatus.INTERRUPTED:
             return f"Request #{request.id} was already approved{who}{when}."
         case RequestStatus.DENIED:
             return f"Request #{request.id} was already denied{who}{when}."

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC
+from datetime import UTC, timedelta
 from typing import assert_never
 
 from bot.model.activity import RoleFill
@@ -45,6 +45,7 @@ MAX_PIDS_IN_LINE = 12
 OUTCOME_LABELS = {
     TargetOutcome.TERMINATED: "terminated",
     TargetOutcome.CANCELLED: "cancelled",
+    TargetOutcome.ESCALATED: "cancelled, then terminated",
     TargetOutcome.GONE: "already gone",
     TargetOutcome.REPLACED: "replaced by another session, not signalled",
     TargetOutcome.PROTECTED: "protected now, not signalled",
@@ -88,7 +89,12 @@ def what(request: SignalRequest) -> str:
     where = on(request.target)
     if request.action == "cancel":
         noun = "the running query of " + ("pid" if n == 1 else f"{n} sessions: pids")
-        return f"cancel {noun} {_pid_list(request.pids)} ({roles}){where}"
+        ladder = (
+            f", then terminate any still running that query after {format_duration(request.escalate_after)}"
+            if request.escalate_after is not None
+            else ""
+        )
+        return f"cancel {noun} {_pid_list(request.pids)} ({roles}){where}{ladder}"
     if request.scope == "user":
         return f"terminate all {plural(n, 'session')} of {roles}{where} (pids {_pid_list(request.pids)})"
     if request.scope == "idle" and request.role_name is None:  # chosen by pid, from an alert
@@ -144,6 +150,13 @@ def status_line(request: SignalRequest) -> str:
             return "Being posted for approval — nothing can be approved or signalled yet."
         case RequestStatus.EXECUTING:
             return f"Approved by {_approvers(request)} {_at(request)} — executing…"
+        case RequestStatus.ESCALATING:
+            left = max(timedelta(0), (request.escalate_at or request.now) - request.now)
+            return (
+                f"Approved by {_approvers(request)} {_at(request)} — {done}; escalating in "
+                f"{format_duration(left) if left.total_seconds() >= 1 else 'a moment'}: a query still "
+                "running then is terminated."
+            )
         case RequestStatus.EXECUTED:
             return f"Approved by {_approvers(request)} {_at(request)} — done: {done}."
         case RequestStatus.DENIED:
@@ -167,6 +180,8 @@ def _outcome_counts(request: SignalRequest) -> dict[str, int]:
     counts: dict[str, int] = {}
     for t in request.targets:
         label = OUTCOME_LABELS[t.outcome] if t.outcome is not None else "not run"
+        if t.outcome is TargetOutcome.ESCALATED and request.escalate_after is not None:
+            label += f" after {format_duration(request.escalate_after)}"
         counts[label] = counts.get(label, 0) + 1
     return counts
 

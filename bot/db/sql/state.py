@@ -128,16 +128,16 @@ STATE_RECORD_VERSION = "INSERT INTO pgconn.schema_version (version) VALUES (%(ve
 _REQUEST_COLUMNS = """
 r.id, r.created_at, r.expires_at, r.requester, r.requester_name, r.action, r.scope, r.target, r.role_name,
 r.older_than, r.reason, r.command_text, r.fills, r.required_approvals, r.status, r.decided_by, r.decided_at,
-r.finished_at, r.origin_channel, r.channel, r.message_ts, now() AS now
+r.finished_at, r.origin_channel, r.channel, r.message_ts, r.escalate_after, r.escalate_at, now() AS now
 """
 
 
 INSERT_REQUEST = """
 INSERT INTO pgconn.request (expires_at, requester, requester_name, action, scope, target, role_name, older_than,
-                            reason, command_text, fills, required_approvals, origin_channel, status)
+                            reason, command_text, fills, required_approvals, origin_channel, status, escalate_after)
 VALUES (now() + make_interval(secs => %(ttl)s), %(requester)s, %(requester_name)s, %(action)s, %(scope)s,
         %(target)s, %(role_name)s, %(older_than)s, %(reason)s, %(command_text)s, %(fills)s,
-        %(required_approvals)s, %(origin_channel)s, %(status)s)
+        %(required_approvals)s, %(origin_channel)s, %(status)s, %(escalate_after)s)
 RETURNING id
 """
 
@@ -281,8 +281,35 @@ RETURNING id
 # not repeated blindly); it is reported instead.
 INTERRUPT_STALE = """
 UPDATE pgconn.request SET status = 'interrupted', finished_at = now()
- WHERE status = 'executing' AND decided_at < now() - make_interval(secs => %(after)s)
+ WHERE (status = 'executing' AND coalesce(escalate_at, decided_at) < now() - make_interval(secs => %(after)s))
+    OR (status = 'escalating' AND escalate_at < now() - make_interval(secs => %(after)s))
 RETURNING id
+"""
+
+
+# The ladder: the cancel step's outcomes are recorded (RECORD_OUTCOME) and the request waits.
+BEGIN_ESCALATION = """
+UPDATE pgconn.request SET status = 'escalating', escalate_at = now() + escalate_after
+ WHERE id = %(id)s AND status = 'executing' AND escalate_after IS NOT NULL
+RETURNING id
+"""
+
+
+# Whoever sets it back to executing carries out the second step: once, whichever replica.
+CLAIM_ESCALATION = """
+UPDATE pgconn.request SET status = 'executing'
+ WHERE id = %(id)s AND status = 'escalating'
+RETURNING id
+"""
+
+
+# Escalations due now (not those so late that INTERRUPT_STALE reports them instead).
+DUE_ESCALATIONS = """
+SELECT id FROM pgconn.request
+ WHERE status = 'escalating' AND escalate_at <= now()
+   AND escalate_at >= now() - make_interval(secs => %(after)s)
+ ORDER BY escalate_at
+ LIMIT 20
 """
 
 

@@ -322,6 +322,17 @@ TERMINATE = _SIGNAL.format(signal="pg_catalog.pg_terminate_backend(checked.pid)"
 CANCEL = _SIGNAL.format(signal="pg_catalog.pg_cancel_backend(checked.pid)")
 
 
+# Sessions still running the query they ran when requested: what the ladder waits for.
+STILL_ON_QUERY = """
+SELECT a.pid
+  FROM unnest(%(pids)s::int[], %(starts)s::timestamptz[], %(query_starts)s::timestamptz[])
+       AS t(pid, backend_start, query_start)
+  JOIN pg_catalog.pg_stat_activity a
+    ON a.pid = t.pid AND a.backend_start = t.backend_start AND a.query_start = t.query_start
+ WHERE a.state = 'active'
+"""
+
+
 # Sessions (pid + backend_start) that still exist: what a terminate is still waiting for.
 STILL_RUNNING = """
 SELECT a.pid
