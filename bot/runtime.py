@@ -50,6 +50,28 @@ def configured_logins(settings: Settings) -> set[str]:
     return users
 
 
+def _is_state_database(settings: Settings, targets: TargetPools, target: str, database: str) -> bool:
+    """Whether ``database`` on ``target``'s server is where the bot keeps its state."""
+    try:
+        state = conninfo_to_dict(settings.state_dsn())
+    except Exception:
+        return False
+    host, port, _ = targets.address(target)
+    state_db = state.get("dbname") or state.get("user")
+    same_server = (state.get("host") or None) == host and str(state.get("port") or "5432") == (port or "5432")
+    return same_server and state_db == database
+
+
+async def _drained(targets: TargetPools, approvals: Approvals, target: str) -> bool:
+    """Whether ``target``'s own database is drained (through any target on its server)."""
+    host, port, database = targets.address(target)
+    for drain in await approvals.drains_in_force():
+        other_host, other_port, _ = targets.address(drain.target)
+        if drain.database == database and (other_host, other_port) == (host, port):
+            return True
+    return False
+
+
 @dataclass
 class Runtime:
     """Everything one process runs, wired from settings: pools, stores, policy, approvals, the
@@ -112,6 +134,7 @@ class Runtime:
             announcer=announcer or NoAnnouncer(),
             bot_roles=lambda: targets.logins | state.logins | configured_logins(settings),
             inline_escalation=announcer is None,  # the console: nothing runs between its commands
+            state_database=lambda target, database: _is_state_database(settings, targets, target, database),
         )
         ownership = Ownership(
             store=OwnershipStore(state, store),
@@ -144,6 +167,7 @@ class Runtime:
             interval=settings.monitor_interval,
             channel=settings.alert_channel,
             owners=ownership.owners_of,
+            drained=lambda target: _drained(targets, approvals, target),
         )
         housekeeper = Housekeeper(
             approvals,

@@ -38,7 +38,7 @@ from bot.core.judge import (
 )
 from bot.core.policy import Policy
 from bot.core.ports import Announcer, LockedRequest, RequestStore, Signaller
-from bot.errors import log_failure
+from bot.errors import first_line, log_failure
 from bot.model.access import AccessRole, Identity
 from bot.model.activity import RoleFill, RoleNotFound
 from bot.model.audit import (
@@ -47,6 +47,7 @@ from bot.model.audit import (
     ClickRefusal,
     Closed,
     Closure,
+    DrainEnded,
     NewAuditEntry,
     Outcomes,
     PostFailed,
@@ -55,6 +56,7 @@ from bot.model.audit import (
     RequestRefusal,
     SelfServiceNote,
 )
+from bot.model.drains import Drain, DrainIssue, DrainRefused, Undrained, UndrainFailed
 from bot.model.errors import AnnounceError, TooManyOpenRequests
 from bot.model.ownership import Freed, SelfService
 from bot.model.problems import (
@@ -77,6 +79,7 @@ from bot.model.requests import (
     KillScope,
     NewRequest,
     Openings,
+    OutcomeNote,
     Protection,
     RequestStatus,
     SignalAction,
@@ -126,6 +129,7 @@ class Approvals:
         on_audit: Callable[[], None] = lambda: None,
         bot_roles: Callable[[], Collection[str]] = frozenset,
         inline_escalation: bool = False,
+        state_database: Callable[[str, str], bool] = lambda target, database: False,
     ) -> None:
         """``inline_escalation``: the ladder's grace time is waited for in the approval itself
         (the console: nothing runs between its commands); otherwise in a task of its own, and
@@ -139,6 +143,8 @@ class Approvals:
         # The bot's own login roles (targets' and state database's): never signalled.
         self._bot_roles = bot_roles
         self._inline_escalation = inline_escalation
+        # Whether ``database`` on ``target``'s server is the bot's own state database (never drained).
+        self._state_database = state_database
         self._escalations: set[asyncio.Task[Any]] = set()
         self._signalling: set[asyncio.Task[Any]] = set()  # past the wait: let them finish on stop
 
@@ -306,6 +312,8 @@ class Approvals:
 
     async def _resolve(self, command: RequestSignal) -> tuple[list[Candidate], list[RoleFill]] | RequestRefusal:
         """The sessions the request would signal, as they are now, or why there are none to ask for."""
+        if command.scope is KillScope.DATABASE:
+            return await self._resolve_drain(command)
         protection = self._protection()
         protected = self._rules.protected_roles
         if command.pids:  # kill <pids>, cancel <pids>, and an alert's pid (scope idle: still idle)
@@ -352,6 +360,37 @@ class Approvals:
                 fills[c.role] = RoleFill(c.role, c.role_used, c.role_limit if c.role_limit is not None else -1)
         return chosen, list(fills.values())
 
+    async def _resolve_drain(self, command: RequestSignal) -> tuple[list[Candidate], list[RoleFill]] | RequestRefusal:
+        """A database that may be drained, and its client sessions now (protected ones included:
+        the approval message names them as spared)."""
+        assert command.database is not None
+        database, target = command.database, command.target
+        check = await self._signaller.drain_check(target, database)
+        issue: DrainIssue | None = None
+        others: tuple[str, ...] = ()
+        if not check.exists:
+            issue, others = DrainIssue.NO_SUCH_DATABASE, check.suggestions
+        elif check.template:
+            issue = DrainIssue.TEMPLATE
+        elif self._state_database(target, database):
+            issue = DrainIssue.STATE_DATABASE
+        elif check.own:
+            issue = DrainIssue.OWN_DATABASE
+        elif not check.allows_connections or any(
+            d.database == database for d in await self._store.drains_in_force(target)
+        ):
+            issue = DrainIssue.ALREADY_DRAINED
+        elif not check.superuser and not check.installed:
+            issue = DrainIssue.NOT_SET_UP
+        elif not check.superuser and database not in check.drainable:
+            issue, others = DrainIssue.NOT_LISTED, check.drainable
+        if issue is not None:
+            return DrainRefused(database, issue, target, others)
+        found = await self._signaller.candidates_of_database(target, database, self._protection())
+        if any(c.backend_start is None for c in found):
+            return DetailsHidden()
+        return found, []
+
     def _new_request(
         self,
         command: RequestSignal,
@@ -378,6 +417,8 @@ class Approvals:
             targets=[c.as_target() for c in candidates],
             fills=fills,
             escalate_after=command.escalate_after,
+            database_name=command.database,
+            drain_for=command.drain_for,
         )
 
     def _requested(self, command: RequestSignal, identity: Identity, candidates: list[Candidate]) -> NewAuditEntry:
@@ -498,6 +539,8 @@ class Approvals:
         (``cancel --escalate``) returns after its cancel step, escalating."""
         if request.escalate_after is not None and request.action is SignalAction.CANCEL:
             return await self._cancel_step(request, by)
+        if request.scope is KillScope.DATABASE:
+            return await self._drain(request, by)
         started = time.perf_counter()
         attempts = await self._signaller.signal_backends(
             request.target,
@@ -524,6 +567,95 @@ class Approvals:
                 log, logging.ERROR, "request #%d executed (%s) but could not be recorded", request.id, summary, exc=exc
             )
             return _with_outcomes(request, outcomes)
+
+    # --- drain: refuse new connections, then end the database's sessions -------------------------
+
+    async def _drain(self, request: SignalRequest, by: Identity) -> SignalRequest:
+        """ALLOW_CONNECTIONS false first (and the drain recorded, so it is undrained in time even if
+        this process dies now), then every client session on the database — those that came since
+        the request too — terminated with the usual re-check; protected ones are spared."""
+        assert request.database_name is not None and request.drain_for is not None
+        started = time.perf_counter()
+        database = request.database_name
+        error = await self._signaller.set_allow_connections(request.target, database, False)
+        targets = request.targets
+        if error is None:
+            try:
+                await self._store.record_drain(request.target, database, request.id, request.drain_for)
+                found = await self._signaller.candidates_of_database(request.target, database, self._protection())
+                known = {t.pid for t in targets}
+                new = [c.as_target() for c in found if c.pid not in known and c.backend_start is not None]
+                if new:
+                    targets = (await self._store.add_targets(request.id, new)).targets
+            except Exception as exc:  # the drain stands (and ends in time); its sessions are not ended
+                error = first_line(exc)
+                log_failure(log, logging.ERROR, "request #%d: drain of %s half done", request.id, database, exc=exc)
+        if error is None:
+            attempts = await self._signaller.signal_backends(
+                request.target,
+                action=SignalAction.TERMINATE,
+                scope=KillScope.PIDS,
+                targets=targets,
+                protection=self._protection(),
+                wait_seconds=EXECUTION_WAIT_SECONDS,
+            )
+            outcomes = [outcome_of(attempt, SignalAction.TERMINATE) for attempt in attempts]
+        else:
+            outcomes = [SignalOutcome(t.pid, TargetOutcome.FAILED, OutcomeNote.NOT_SIGNALLED, error) for t in targets]
+        seconds = round(time.perf_counter() - started, 2)
+        log.info("request #%d: drained %s in %.2fs (%s)", request.id, database, seconds, error or "ok")
+        note = Outcomes(tuple(outcomes), seconds=seconds)
+        try:
+            return await self._store.finish(
+                request.id, outcomes, _audit(AuditEvent.EXECUTED, request, by=by, note=note)
+            )
+        except Exception as exc:
+            log_failure(log, logging.ERROR, "request #%d drained but could not be recorded", request.id, exc=exc)
+            return _with_outcomes(request, outcomes)
+
+    async def undrain(self, target: str, database: str, by: Identity | None) -> Result:
+        """The database accepts connections again: ``by`` someone (at once), or its time was up."""
+        drain = next((d for d in await self._store.drains_in_force(target) if d.database == database), None)
+        if drain is None:
+            return DrainRefused(database, DrainIssue.NOT_DRAINED, target)
+        error = await self._signaller.set_allow_connections(target, database, True)
+        if error is not None:
+            return UndrainFailed(target, database, error)
+        entry = NewAuditEntry(
+            event=AuditEvent.UNDRAINED,
+            request_id=drain.request_id,
+            target=target,
+            actor=by.user_id if by is not None else None,
+            note=DrainEnded(database, early=by is not None),
+            origin=by.origin if by is not None else None,
+        )
+        ended = await self._store.end_drain(drain.id, by.user_id if by is not None else None, entry)
+        if ended is None:  # another replica (or person) did it a moment ago
+            return DrainRefused(database, DrainIssue.NOT_DRAINED, target)
+        self._on_audit()
+        log.info("%s on %s undrained (%s)", database, target, by.user_id if by is not None else "its time was up")
+        return Undrained(target, database, by.user_id if by is not None else None, ended)
+
+    async def undrain_due(self) -> None:
+        """Drains whose time is up, by whichever replica runs the housekeeping; the channel the
+        request was decided in is told. One that cannot be undrained now is tried next round."""
+        for drain in await self._store.due_undrains():
+            result = await self.undrain(drain.target, drain.database, None)
+            if isinstance(result, UndrainFailed):
+                log.warning("could not undrain %s on %s: %s", drain.database, drain.target, result.reason)
+                continue
+            if not isinstance(result, Undrained) or not self.announcer.can_post:
+                continue
+            request = await self._store.get(drain.request_id) if drain.request_id is not None else None
+            where = (request.channel if request is not None else None) or self._rules.approval_channel
+            if where:
+                try:
+                    await self.announcer.post_notice(where, result)
+                except Exception as exc:
+                    log_failure(log, logging.WARNING, "could not tell %s about the undrain", where, exc=exc)
+
+    async def drains_in_force(self, target: str | None = None) -> list[Drain]:
+        return await self._store.drains_in_force(target) if self._store.ready else []
 
     # --- the ladder: cancel, wait, terminate what still runs the same query --------------------
 

@@ -14,7 +14,15 @@ from datetime import datetime, timedelta
 
 from bot.core.grammar import Args, Invalid
 from bot.model.access import AccessRole
-from bot.model.requests import MAX_ESCALATION, MIN_ESCALATION, KillScope, SignalAction
+from bot.model.requests import (
+    DEFAULT_DRAIN,
+    MAX_DRAIN,
+    MAX_ESCALATION,
+    MIN_DRAIN,
+    MIN_ESCALATION,
+    KillScope,
+    SignalAction,
+)
 from bot.model.results import HelpEntry, HelpResult
 from bot.model.servers import DEFAULT_TARGET
 from bot.model.text import shorten
@@ -76,6 +84,8 @@ class RequestSignal(Command):
     expected_marks: tuple[tuple[int, datetime], ...] = ()
     # cancel … --escalate 30s: after the grace time, terminate what still runs the same query.
     escalate_after: timedelta | None = None
+    database: str | None = None  # drain <database> (scope DATABASE)
+    drain_for: timedelta | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +109,11 @@ class Decide(Command):
 
     request_id: int = 0
     approve: bool = True
+
+
+@dataclass(frozen=True)
+class Undrain(Command):
+    database: str = ""
 
 
 @dataclass(frozen=True)
@@ -194,6 +209,20 @@ def _cancel(args: Args) -> Command:
     return RequestSignal(
         action=SignalAction.CANCEL, pids=args.pids(), reason=reason, target=target, escalate_after=escalate
     )
+
+
+def _drain(args: Args) -> Command:
+    target, reason = args.target(), args.reason()
+    database = args.database()
+    drain_for = args.duration("for") or DEFAULT_DRAIN
+    if not MIN_DRAIN <= drain_for <= MAX_DRAIN:
+        raise Invalid("--for is from 1m to 24h (a forgotten drain must not become an outage); the default is 1h")
+    return RequestSignal(scope=KillScope.DATABASE, database=database, drain_for=drain_for, reason=reason, target=target)
+
+
+def _undrain(args: Args) -> Command:
+    target = args.target()
+    return Undrain(database=args.database(), target=target)
 
 
 def _requests(args: Args) -> Command:
@@ -313,7 +342,9 @@ SPECS: tuple[CommandSpec, ...] = (
         "ask to end sessions; an approver has to approve it",
         _kill,
         RequestSignal,
-        selects=lambda c: isinstance(c, RequestSignal) and c.action is SignalAction.TERMINATE,
+        selects=lambda c: (
+            isinstance(c, RequestSignal) and c.action is SignalAction.TERMINATE and c.scope is not KillScope.DATABASE
+        ),
         role=AccessRole.REQUESTER,
         aliases=("terminate",),
         example='/pgconn kill idle bob --older 30m --reason "locked out before the exam"',
@@ -327,6 +358,27 @@ SPECS: tuple[CommandSpec, ...] = (
         _cancel,
         RequestSignal,
         selects=lambda c: isinstance(c, RequestSignal) and c.action is SignalAction.CANCEL,
+        role=AccessRole.REQUESTER,
+        needs_state=True,
+    ),
+    CommandSpec(
+        "drain",
+        '/pgconn drain <database> [--for 1h] [--db TARGET] [--reason "…"]',
+        "ask to empty a database for maintenance: new connections refused, its sessions ended; "
+        "undrained by itself after --for (1h; at most 24h); an approver has to approve it",
+        _drain,
+        RequestSignal,
+        selects=lambda c: isinstance(c, RequestSignal) and c.scope is KillScope.DATABASE,
+        role=AccessRole.REQUESTER,
+        example='/pgconn drain coursework --for 30m --reason "restore from backup"',
+        needs_state=True,
+    ),
+    CommandSpec(
+        "undrain",
+        "/pgconn undrain <database> [--db TARGET]",
+        "a drained database accepts connections again, at once",
+        _undrain,
+        Undrain,
         role=AccessRole.REQUESTER,
         needs_state=True,
     ),

@@ -20,7 +20,7 @@ MAX_ROLE_BYTES = 63  # NAMEDATALEN - 1
 MAX_REASON_LENGTH = 500
 MAX_PID = 2**31 - 1
 MAX_TARGET_LENGTH = 63
-OPTIONS_WITH_VALUE = frozenset({"db", "idle", "older", "reason", "escalate"})
+OPTIONS_WITH_VALUE = frozenset({"db", "idle", "older", "reason", "escalate", "for"})
 INT = re.compile(r"^[0-9]{1,10}$")
 
 
@@ -111,6 +111,17 @@ class Args:
         if not INT.match(word) or not low <= int(word) <= high:
             raise Invalid(f"{what} must be a whole number from {low} to {high}")
         return int(word)
+
+    def database(self) -> str:
+        """The next word, as a database name (the same rules as a role name)."""
+        if not self.positional:
+            raise Invalid(f"{self.subcommand} needs a database name")
+        word = self.positional.pop(0)
+        if word.startswith("-"):
+            raise Invalid(f"expected a database name, got the option {shorten(word, 20)}")
+        if not is_clean(word) or len(word.encode()) > MAX_ROLE_BYTES:
+            raise Invalid("a database name is at most 63 bytes, without line breaks or control characters")
+        return word
 
     def user(self) -> str | None:
         """The next word as a Slack user, if there is one: a mention as Slack sends it

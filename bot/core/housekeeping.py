@@ -111,6 +111,8 @@ class Housekeeper:
         )
         for request in closed:
             log.info("request #%d %s", request.id, request.status)
+        # Drains whose time is up (a forgotten drain must not become an outage).
+        await self._approvals.undrain_due()
         # Ladders whose grace time is over and whose process is gone (or never waited): once each.
         for request_id in await self._store.due_escalations(INTERRUPTED_AFTER_SECONDS):
             await self._approvals.escalate(request_id)

@@ -209,9 +209,12 @@ class Monitor:
         interval: float,
         channel: str | None,
         owners: Callable[[str, str], Awaitable[list[str]]] | None = None,
+        drained: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
-        """``owners``: who owns a role on a target (self-service), named in a role-at-limit alert."""
+        """``owners``: who owns a role on a target (self-service), named in a role-at-limit alert.
+        ``drained``: whether a target's own database is drained now (then it is not "down")."""
         self._owners = owners
+        self._drained = drained
         self._servers = servers
         self._store = store
         self._announcer = announcer
@@ -355,7 +358,9 @@ class Monitor:
                 self._failures.pop(member, None)
                 continue
             self._failures[member] = failures = self._failures.get(member, 0) + 1
-            if failures >= DOWN_AFTER_FAILURES:
+            if failures >= DOWN_AFTER_FAILURES and await self._is_drained(member):
+                log.info("%s cannot be reached: its database is drained, so it is not down", member)
+            elif failures >= DOWN_AFTER_FAILURES:
                 findings.setdefault(member, []).append(
                     Finding(
                         kind=AlertKind.TARGET_DOWN,
@@ -386,6 +391,15 @@ class Monitor:
                 ):
                     return
         await self.deliver(labels)
+
+    async def _is_drained(self, target: str) -> bool:
+        if self._drained is None:
+            return False
+        try:
+            return await self._drained(target)
+        except Exception as exc:  # cannot tell: it is down, as far as anyone can see
+            log_failure(log, logging.WARNING, "could not tell whether %s is drained", target, exc=exc)
+            return False
 
     async def _with_owners(self, finding: Finding) -> Finding:
         """A role at its limit names the role's owners, so they can free it themselves."""

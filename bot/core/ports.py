@@ -18,6 +18,7 @@ from typing import Protocol
 from bot.model.activity import Connection, DatabaseLimit, RoleFill, RoleInfo, RoleNotFound, ServerActivity
 from bot.model.alerts import Alert, Clearance, Finding, Snapshot
 from bot.model.audit import AuditEntry, Delivery, NewAuditEntry, Undeliverable
+from bot.model.drains import Drain, DrainCheck, Undrained
 from bot.model.errors import AnnounceError
 from bot.model.ownership import ConnectHint, LinkCode, LinkSession, LinkSource, OwnedRole
 from bot.model.requests import (
@@ -84,6 +85,16 @@ class Signaller(Protocol):
         self, target: str, role: str, idle_for: timedelta | None, protection: Protection
     ) -> tuple[RoleInfo, list[Candidate]] | RoleNotFound:
         """The role's sessions (``idle_for``: idle at least that long); none for a superuser."""
+
+    async def candidates_of_database(self, target: str, database: str, protection: Protection) -> list[Candidate]:
+        """Every client session on ``database`` (protected ones too: they are spared, reported)."""
+        ...
+
+    async def drain_check(self, target: str, database: str) -> DrainCheck: ...
+
+    async def set_allow_connections(self, target: str, database: str, allow: bool) -> str | None:
+        """ALLOW_CONNECTIONS of ``database``; None when done, else the server's reason."""
+        ...
 
     async def still_on_query(self, target: str, targets: Sequence[RequestTarget]) -> set[int]:
         """The targets still running the query they ran when requested."""
@@ -203,6 +214,20 @@ class RequestStore(Protocol):
     async def finish(
         self, request_id: int, outcomes: Sequence[SignalOutcome], audit: NewAuditEntry
     ) -> SignalRequest: ...
+
+    async def add_targets(self, request_id: int, targets: Sequence[RequestTarget]) -> SignalRequest: ...
+
+    async def record_drain(self, target: str, database: str, request_id: int, drain_for: timedelta) -> Drain | None:
+        """The drain in force from now; None when one was in force already."""
+        ...
+
+    async def drains_in_force(self, target: str | None = None) -> list[Drain]: ...
+
+    async def due_undrains(self) -> list[Drain]: ...
+
+    async def end_drain(self, drain_id: int, by: str | None, audit: NewAuditEntry) -> Drain | None:
+        """Marked undrained with its audit entry, once; None when another process did."""
+        ...
 
     async def begin_escalation(
         self, request_id: int, outcomes: Sequence[SignalOutcome], audit: NewAuditEntry
@@ -350,6 +375,9 @@ class Announcer(AlertAnnouncer, Protocol):
     async def tell_linked(self, code: LinkCode) -> None:
         """Tell ``code``'s user (a direct message) that their login proof was seen and they own the role."""
 
+    async def post_notice(self, channel: str, result: Undrained) -> None:
+        """Say something that happened by itself (a drain whose time was up) in a channel."""
+
 
 class GroupDirectory(Protocol):
     async def members(self, group_id: str) -> frozenset[str]:
@@ -362,6 +390,9 @@ class NoAnnouncer:
     can_post = False
 
     async def tell_linked(self, code: LinkCode) -> None:
+        return None
+
+    async def post_notice(self, channel: str, result: Undrained) -> None:
         return None
 
     async def post_request(self, request: SignalRequest, channel: str) -> str:

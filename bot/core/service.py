@@ -36,6 +36,7 @@ from bot.core.commands import (
     ShowMine,
     ShowStatus,
     ShowWhoAmI,
+    Undrain,
     UnlinkRole,
     help_for,
     spec_of,
@@ -163,6 +164,7 @@ class CommandService:
             ListRequests: self._pending,
             ShowAudit: self._audit,
             ListAlerts: self._open_alerts,
+            Undrain: self._undrain,
             ShowWhoAmI: self._whoami,
             LinkRole: self._link,
             UnlinkRole: self._unlink,
@@ -314,6 +316,9 @@ class CommandService:
 
     async def _status(self, command: ShowStatus, context: _Context) -> Result:
         status = self._summarise(command.target, await self._catalog.activity(command.target))
+        if self._approvals is not None and self._approvals.state_ready:
+            with contextlib.suppress(StateUnavailableError):
+                status = replace(status, drains=tuple(await self._approvals.drains_in_force(command.target)))
         if status.observed_at is not None:
             fill = Fill(status.client_backends, status.usable_slots, status.max_connections, status.observed_at)
             self._catalog.remember_fill(command.target, fill)
@@ -336,6 +341,10 @@ class CommandService:
     async def _audit(self, command: ShowAudit, context: _Context) -> Result:
         assert self._approvals is not None  # needs_state
         return await self._approvals.audit_trail(command.count)
+
+    async def _undrain(self, command: Undrain, context: _Context) -> Result:
+        assert self._approvals is not None  # needs_state
+        return await self._approvals.undrain(command.target, command.database, context.identity)
 
     async def _whoami(self, command: ShowWhoAmI, context: _Context) -> Result:
         return await self._owners().whoami(context.identity, console=context.identity.origin is not None)

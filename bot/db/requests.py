@@ -12,6 +12,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -30,6 +31,7 @@ from bot.model.audit import (
     note_from_json,
     note_to_json,
 )
+from bot.model.drains import Drain
 from bot.model.errors import TooManyOpenRequests
 from bot.model.requests import (
     Approval,
@@ -167,6 +169,8 @@ class RequestStore:
                     "required_approvals": new.required_approvals,
                     "origin_channel": new.origin_channel,
                     "escalate_after": new.escalate_after,
+                    "database_name": clean_name_optional(new.database_name),
+                    "drain_for": new.drain_for,
                 },
             )
             row = await cur.fetchone()
@@ -278,6 +282,45 @@ class RequestStore:
         async with self._state.connection() as conn:
             cur = await conn.execute(sql.DUE_ESCALATIONS, {"after": late_after})
             return [int(row["id"]) for row in await cur.fetchall()]
+
+    # --- drains --------------------------------------------------------------------------------
+
+    async def add_targets(self, request_id: int, targets: Sequence[RequestTarget]) -> SignalRequest:
+        """A drain's sessions that appeared after its request (each re-checked like the others)."""
+        async with self._state.transaction() as conn:
+            async with conn.cursor() as cur:
+                await cur.executemany(sql.INSERT_TARGET_IF_NEW, [_target_params(request_id, t) for t in targets])
+            loaded = await self._load(conn, request_id, lock=False)
+        assert loaded is not None
+        return loaded
+
+    async def record_drain(self, target: str, database: str, request_id: int, drain_for: timedelta) -> Drain | None:
+        """The drain in force from now (None: one was in force already)."""
+        params = {"target": target, "database": database, "request_id": request_id, "drain_for": drain_for}
+        async with self._state.connection() as conn:
+            cur = await conn.execute(sql.RECORD_DRAIN, params)
+            row = await cur.fetchone()
+        return _drain(row) if row else None
+
+    async def drains_in_force(self, target: str | None = None) -> list[Drain]:
+        async with self._state.connection() as conn:
+            cur = await conn.execute(sql.DRAINS_IN_FORCE, {"target": target})
+            return [_drain(row) for row in await cur.fetchall()]
+
+    async def due_undrains(self) -> list[Drain]:
+        async with self._state.connection() as conn:
+            cur = await conn.execute(sql.DUE_UNDRAINS)
+            return [_drain(row) for row in await cur.fetchall()]
+
+    async def end_drain(self, drain_id: int, by: str | None, audit: NewAuditEntry) -> Drain | None:
+        """Mark it undrained (with its audit entry), once; None when another process did."""
+        async with self._state.transaction() as conn:
+            cur = await conn.execute(sql.END_DRAIN, {"id": drain_id, "by": _id(by)})
+            row = await cur.fetchone()
+            if row is None:
+                return None
+            await self.append_audit(audit, conn)
+        return _drain(row)
 
     async def close_overdue(
         self,
@@ -582,7 +625,40 @@ class RequestStore:
             ),
             escalate_after=row["escalate_after"],
             escalate_at=row["escalate_at"],
+            database_name=row["database_name"],
+            drain_for=row["drain_for"],
         )
+
+
+def _target_params(request_id: int, t: RequestTarget) -> dict[str, Any]:
+    return {
+        "request_id": request_id,
+        "pid": t.pid,
+        "backend_start": t.backend_start,
+        "role_oid": t.role_oid,
+        "role_name": t.role,
+        "database": t.database,
+        "application": t.application,
+        "client": t.client,
+        "state": t.state,
+        "state_change": t.state_change,
+        "xact_start": t.xact_start,
+        "query_start": t.query_start,
+        "observed_at": t.observed_at,
+        "blocks": list(t.blocks),
+    }
+
+
+def _drain(row: dict[str, Any]) -> Drain:
+    return Drain(
+        id=int(row["id"]),
+        target=row["target"],
+        database=row["database"],
+        request_id=row["request_id"],
+        drained_at=row["drained_at"],
+        until=row["until"],
+        now=row["now"],
+    )
 
 
 def _with_request_id(entry: NewAuditEntry, request_id: int) -> NewAuditEntry:

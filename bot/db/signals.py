@@ -12,12 +12,14 @@ from datetime import timedelta
 from typing import Any
 
 import psycopg
+from psycopg import sql as pgsql
 
 from bot.db.catalog import find_role
 from bot.db.sql import targets as sql
 from bot.db.targets import Conn, TargetPools
 from bot.errors import first_line
 from bot.model.activity import RoleInfo, RoleNotFound
+from bot.model.drains import DrainCheck
 from bot.model.errors import TargetUnavailableError, UnknownTargetError
 from bot.model.requests import (
     Candidate,
@@ -28,7 +30,7 @@ from bot.model.requests import (
     SignalAttempt,
     SignalVerdict,
 )
-from bot.model.text import clean, clean_name_optional
+from bot.model.text import clean, clean_name, clean_name_optional
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,63 @@ class Signaller:
             return {c.pid: c for c in await _candidates(conn, protection=protection, pids=pids)}
 
         return await self._targets.run(target, work)
+
+    async def candidates_of_database(self, target: str, database: str, protection: Protection) -> list[Candidate]:
+        """Every client session on ``database`` (protected ones too: they are reported, spared)."""
+
+        async def work(conn: Conn) -> list[Candidate]:
+            return await _candidates(conn, protection=protection, database=database)
+
+        return await self._targets.run(target, work)
+
+    async def drain_check(self, target: str, database: str) -> DrainCheck:
+        async def work(conn: Conn) -> DrainCheck:
+            cur = await conn.execute(sql.DRAIN_CHECK, {"database": database})
+            row = await cur.fetchone()
+            assert row is not None
+            drainable: tuple[str, ...] = ()
+            if row["installed"]:
+                cur = await conn.execute(sql.DRAINABLE)
+                listed = await cur.fetchone()
+                drainable = tuple(str(d) for d in (listed["databases"] if listed else None) or [])
+            return DrainCheck(
+                exists=bool(row["exists"]),
+                template=bool(row["template"]),
+                allows_connections=bool(row["allows_connections"]),
+                own=bool(row["own"]),
+                installed=bool(row["installed"]),
+                drainable=drainable,
+                superuser=bool(row["superuser"]),
+                suggestions=tuple(clean_name(s) for s in row["suggestions"] or []),
+            )
+
+        return await self._targets.run(target, work)
+
+    async def set_allow_connections(self, target: str, database: str, allow: bool) -> str | None:
+        """``ALLOW_CONNECTIONS`` of ``database`` (through pgconn_drain's function, or directly for
+        a superuser bot); None when done, else the server's reason."""
+
+        async def work(conn: Conn) -> str | None:
+            try:
+                cur = await conn.execute(sql.DRAIN_SETUP)
+                setup = await cur.fetchone()
+                if setup is not None and setup["may_execute"]:
+                    await conn.execute(sql.SET_ALLOW_CONNECTIONS, {"database": database, "allow": allow})
+                else:
+                    statement = pgsql.SQL(sql.ALTER_ALLOW_CONNECTIONS).format(
+                        database=pgsql.Identifier(database), allow=pgsql.SQL("true" if allow else "false")
+                    )
+                    await conn.execute(statement)
+            except psycopg.Error as exc:
+                if conn.closed or conn.broken:
+                    raise
+                return server_error(exc)
+            return None
+
+        try:
+            return await self._targets.run(target, work, retry=False)
+        except (TargetUnavailableError, UnknownTargetError) as exc:
+            return exc.reason if isinstance(exc, TargetUnavailableError) else "the target is no longer configured"
 
     async def candidates_of_role(
         self, target: str, role: str, idle_for: timedelta | None, protection: Protection
@@ -155,6 +214,7 @@ async def _candidates(
     pids: Sequence[int] | None = None,
     role_oid: int | None = None,
     idle_for: timedelta | None = None,
+    database: str | None = None,
 ) -> list[Candidate]:
     cur = await conn.execute(
         sql.SIGNAL_CANDIDATES,
@@ -163,6 +223,7 @@ async def _candidates(
             "pids": list(pids) if pids is not None else None,
             "role_oid": role_oid,
             "idle_for": idle_for,
+            "database": database,
             **_protection_params(protection),
         },
     )

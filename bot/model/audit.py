@@ -13,6 +13,7 @@ from typing import Any
 
 from bot.model import codec
 from bot.model.access import AccessRole, Standing
+from bot.model.drains import DrainIssue, DrainRefused
 from bot.model.ownership import LinkSource, SelfService
 from bot.model.problems import (
     DecisionIssue,
@@ -30,7 +31,9 @@ from bot.model.problems import (
 from bot.model.requests import AuditEvent, OutcomeNote, SignalAction, SignalOutcome, TargetOutcome
 
 # What a request can be refused with, as recorded.
-RequestRefusal = NotAllowed | NoSuchRole | PidsRefused | RoleRefused | NothingToDo | DetailsHidden | TooManyRequests
+RequestRefusal = (
+    NotAllowed | NoSuchRole | PidsRefused | RoleRefused | NothingToDo | DetailsHidden | TooManyRequests | DrainRefused
+)
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,15 @@ class Outcomes:
     """executed: what became of each target."""
 
     outcomes: tuple[SignalOutcome, ...]
+    seconds: float | None = None  # how long it took (a drain)
+
+
+@dataclass(frozen=True)
+class DrainEnded:
+    """undrained: the database accepts connections again; ``early``: by someone's undrain."""
+
+    database: str
+    early: bool
 
 
 @dataclass(frozen=True)
@@ -127,6 +139,7 @@ AuditNote = (
     | Outcomes
     | LinkNote
     | SelfServiceNote
+    | DrainEnded
 )
 
 # Every type an audit note may contain (nothing else can be built from what is stored).
@@ -160,6 +173,9 @@ NOTE_TYPES: tuple[type, ...] = (
     LinkSource,
     SelfServiceNote,
     SelfService,
+    DrainEnded,
+    DrainRefused,
+    DrainIssue,
 )
 
 
@@ -229,6 +245,7 @@ _NOTES = (
     Outcomes,
     LinkNote,
     SelfServiceNote,
+    DrainEnded,
 )
 
 

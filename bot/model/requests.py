@@ -19,6 +19,7 @@ class KillScope(enum.StrEnum):
     PIDS = "pids"
     USER = "user"
     IDLE = "idle"
+    DATABASE = "database"  # drain: refuse new connections to a database, then end its sessions
 
 
 class RequestStatus(enum.StrEnum):
@@ -73,6 +74,7 @@ class AuditEvent(enum.StrEnum):
     WITHDRAWN = "withdrawn"
     INTERRUPTED = "interrupted"
     ESCALATING = "escalating"  # a ladder's cancel step done; terminating what still runs after the grace time
+    UNDRAINED = "undrained"  # a drained database accepts connections again (early, or its time was up)
     SELF_SERVICE = "self_service"  # an owner freed their own role's idle sessions (auto): no approver
     LINKED = "linked"  # someone now owns a role (a login proof, or an approver's link)
     UNLINKED = "unlinked"
@@ -133,6 +135,8 @@ class SignalRequest:
     fills: tuple[RoleFill, ...] = ()
     escalate_after: timedelta | None = None  # cancel, then terminate what still runs the same query
     escalate_at: datetime | None = None  # while escalating: when the second step is due
+    database_name: str | None = None  # drain: the database
+    drain_for: timedelta | None = None  # drain: undrained this long after it was drained
 
     @property
     def pending(self) -> bool:
@@ -164,9 +168,15 @@ class NewRequest:
     targets: Sequence[RequestTarget]
     fills: Sequence[RoleFill]
     escalate_after: timedelta | None = None
+    database_name: str | None = None
+    drain_for: timedelta | None = None
 
 
 MAX_PIDS_PER_REQUEST = 50
+# `drain <database> --for 1h`: a forgotten drain must not become an outage.
+DEFAULT_DRAIN = timedelta(hours=1)
+MAX_DRAIN = timedelta(hours=24)
+MIN_DRAIN = timedelta(minutes=1)
 # The ladder's grace time between cancel and terminate (`cancel … --escalate 30s`).
 MIN_ESCALATION = timedelta(seconds=1)
 MAX_ESCALATION = timedelta(minutes=10)

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from bot.model.activity import Connection, DatabaseLimit, RoleFill, RoleInfo
 from bot.model.alerts import Alert
 from bot.model.audit import AuditEntry
+from bot.model.drains import Drain, DrainProblem, DrainResult
 from bot.model.ownership import OwnedRole, OwnershipProblem, OwnershipResult, SelfService
 from bot.model.problems import ProblemResult
 from bot.model.requests import SignalRequest
@@ -104,6 +105,7 @@ class ServerStatus(ServerSlots):
     restricted: bool = False
     observed_at: datetime | None = None
     own_connections: int = 0  # of ``client_backends``, the bot's own (counted, never signalled)
+    drains: tuple[Drain, ...] = ()  # databases drained now (refusing new connections), until when
 
     @property
     def health(self) -> Health:
@@ -185,6 +187,8 @@ Result = (
     | AuditTrail
     | OpenAlerts
     | OwnershipResult
+    | DrainResult
     | ProblemResult
     | OwnershipProblem
+    | DrainProblem
 )

@@ -6,6 +6,7 @@ import logging
 import uuid
 from typing import assert_never
 
+from bot.model.drains import DrainRefused, Undrained, UndrainFailed
 from bot.model.ownership import (
     Freed,
     LinkChanged,
@@ -51,7 +52,7 @@ from bot.model.results import (
     ServerStatus,
     StrayConnections,
 )
-from bot.render import alerts, ownership, problems, reads, requests
+from bot.render import alerts, drains, ownership, problems, reads, requests
 from bot.render.document import Document, Tone
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,10 @@ def to_document(result: Result) -> Document:
             return ownership.freed_document(result)
         case NothingToFree():
             return ownership.nothing_to_free_document(result)
+        case Undrained():
+            return drains.undrained_document(result)
+        case DrainRefused() | UndrainFailed():
+            return drains.drain_problem_document(result)
         case NotAnOwner() | SelfServiceOff() | LinkRefused():
             return Document(title=ownership.ownership_problem_text(result), tone=Tone.WARNING)
         case (

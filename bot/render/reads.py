@@ -32,6 +32,7 @@ from bot.render.document import (
     plural,
     slash,
 )
+from bot.render.drains import drain_lines
 
 
 def help_result_document(result: HelpResult) -> Document:
@@ -182,19 +183,20 @@ def server_status_document(result: ServerStatus) -> Document:
             f"critical at {round(result.critical_at * 100)}%)",
             f"max_connections {result.max_connections}, {reserved} · PostgreSQL {result.server_version}",
             "states: " + (" · ".join(f"{s} {n}" for s, n in result.by_state.items()) or "none"),
+            *drain_lines(result.drains),
         ],
         tone={"HEALTHY": Tone.INFO, "WARNING": Tone.WARNING}.get(result.health, Tone.PROBLEM),
     )
     active = result.longest_active
     if active:
         doc.lines.append(
-            f"longest active query: pid {active.pid} ({active.role}) running {format_duration(active.query_age)}"
+            f"longest active query: pid {active.pid} ({active.role or '?'}) running {format_duration(active.query_age)}"
             f": {one_line(active.query)}"
         )
     idle_tx = result.longest_idle_in_transaction
     if idle_tx:
         doc.lines.append(
-            f"longest idle in transaction: pid {idle_tx.pid} ({idle_tx.role}), transaction open "
+            f"longest idle in transaction: pid {idle_tx.pid} ({idle_tx.role or '?'}), transaction open "
             f"{format_duration(idle_tx.transaction_age)}, idle {format_duration(idle_tx.idle_for)}"
         )
     if own := result.own_connections:

@@ -14,6 +14,7 @@ from bot.model.audit import (
     ClickRefusal,
     Closed,
     Closure,
+    DrainEnded,
     LinkNote,
     Outcomes,
     PostFailed,
@@ -22,6 +23,7 @@ from bot.model.audit import (
     RefusalsSummarised,
     SelfServiceNote,
 )
+from bot.model.drains import DrainRefused
 from bot.model.durations import format_duration
 from bot.model.ownership import LinkSource
 from bot.model.problems import DecisionIssue, NotAllowed, TooManyRequests
@@ -37,6 +39,7 @@ from bot.model.requests import (
 from bot.model.results import AuditTrail, Decided, PendingRequests, RequestOpened
 from bot.model.servers import DEFAULT_TARGET
 from bot.render.document import Document, Table, Tone, on, on_console, one_line, plural, slash
+from bot.render.drains import drain_refused_text, what_drain
 from bot.render.markup import channel, mention, moment, strip
 from bot.render.problems import problem_text
 
@@ -87,6 +90,8 @@ def what(request: SignalRequest) -> str:
     roles = ", ".join(strip(r) for r in request.roles) or strip(request.role_name or "?")
     n = len(request.targets)
     where = on(request.target)
+    if request.scope == "database":
+        return what_drain(request)
     if request.action == "cancel":
         noun = "the running query of " + ("pid" if n == 1 else f"{n} sessions: pids")
         ladder = (
@@ -364,7 +369,7 @@ def audit_note_text(note: AuditNote) -> str:
                 return f"{plural(too_many.last_minute, 'request')} in the last minute"
             return f"{plural(len(too_many.open_ids), 'request')} already open (at most {too_many.limit})"
         case Refusal(problem=problem):
-            return problem_text(problem)
+            return drain_refused_text(problem) if isinstance(problem, DrainRefused) else problem_text(problem)
         case ClickRefusal(approve=approve, issue=DecisionIssue.OWN_REQUEST):
             return f"{'approve' if approve else 'deny'}: own request"
         case ClickRefusal(approve=approve):
@@ -384,14 +389,18 @@ def audit_note_text(note: AuditNote) -> str:
             return "the bot stopped before posting it for approval; nothing was done"
         case Closed():
             return f"the bot stopped while executing; check the sessions with {slash('list')}"
-        case Outcomes(outcomes=outcomes):
-            return outcome_summary(outcomes)
+        case Outcomes(outcomes=outcomes, seconds=seconds):
+            return outcome_summary(outcomes) + (f" (in {seconds:.1f} s)" if seconds is not None else "")
         case LinkNote(source=LinkSource.LOGIN, session=session):
             return "proved a login as the role" + (f" ({session})" if session else "")
         case LinkNote(source=LinkSource.GRANTED):
             return "linked by an approver"
         case LinkNote():
             return "configured"
+        case DrainEnded(database=database, early=True):
+            return f"{strip(database)} accepts connections again"
+        case DrainEnded(database=database):
+            return f"{strip(database)} accepts connections again: its drain time was up"
         case SelfServiceNote():
             return "self-service: the owner's own idle sessions, no approver needed"
         case _:

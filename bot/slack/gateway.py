@@ -19,6 +19,7 @@ from bot import metrics
 from bot.errors import first_line
 from bot.model.alerts import Alert
 from bot.model.audit import AuditEntry
+from bot.model.drains import Undrained
 from bot.model.errors import AnnounceError
 from bot.model.ownership import LinkCode, LinkConfirmed
 from bot.model.requests import SignalRequest
@@ -228,6 +229,10 @@ class SlackAnnouncer:
         message = render_blocks(LinkConfirmed(code))
         async with asyncio.timeout(TELL_REQUESTER_SECONDS):
             await self._client.chat_postMessage(channel=code.user_id, text=message.text, blocks=message.blocks)
+
+    async def post_notice(self, channel: str, result: Undrained) -> None:
+        message = render_blocks(result)
+        await _checked(self._client.chat_postMessage(channel=channel, text=message.text, blocks=message.blocks))
 
     async def post_audit(self, entry: AuditEntry, channel: str, request_message: str | None) -> str | None:
         try:

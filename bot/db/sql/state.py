@@ -128,16 +128,19 @@ STATE_RECORD_VERSION = "INSERT INTO pgconn.schema_version (version) VALUES (%(ve
 _REQUEST_COLUMNS = """
 r.id, r.created_at, r.expires_at, r.requester, r.requester_name, r.action, r.scope, r.target, r.role_name,
 r.older_than, r.reason, r.command_text, r.fills, r.required_approvals, r.status, r.decided_by, r.decided_at,
-r.finished_at, r.origin_channel, r.channel, r.message_ts, r.escalate_after, r.escalate_at, now() AS now
+r.finished_at, r.origin_channel, r.channel, r.message_ts, r.escalate_after, r.escalate_at, r.database_name,
+r.drain_for, now() AS now
 """
 
 
 INSERT_REQUEST = """
 INSERT INTO pgconn.request (expires_at, requester, requester_name, action, scope, target, role_name, older_than,
-                            reason, command_text, fills, required_approvals, origin_channel, status, escalate_after)
+                            reason, command_text, fills, required_approvals, origin_channel, status, escalate_after,
+                            database_name, drain_for)
 VALUES (now() + make_interval(secs => %(ttl)s), %(requester)s, %(requester_name)s, %(action)s, %(scope)s,
         %(target)s, %(role_name)s, %(older_than)s, %(reason)s, %(command_text)s, %(fills)s,
-        %(required_approvals)s, %(origin_channel)s, %(status)s, %(escalate_after)s)
+        %(required_approvals)s, %(origin_channel)s, %(status)s, %(escalate_after)s, %(database_name)s,
+        %(drain_for)s)
 RETURNING id
 """
 
@@ -170,6 +173,9 @@ INSERT INTO pgconn.request_target (request_id, pid, backend_start, role_oid, rol
 VALUES (%(request_id)s, %(pid)s, %(backend_start)s, %(role_oid)s, %(role_name)s, %(database)s, %(application)s,
         %(client)s, %(state)s, %(state_change)s, %(xact_start)s, %(query_start)s, %(observed_at)s, %(blocks)s)
 """
+
+
+INSERT_TARGET_IF_NEW = INSERT_TARGET.rstrip() + "\nON CONFLICT (request_id, pid) DO NOTHING\n"
 
 
 SELECT_REQUEST = f"SELECT {_REQUEST_COLUMNS} FROM pgconn.request r WHERE r.id = %(id)s"
@@ -820,4 +826,38 @@ UPDATE pgconn.link_code SET used_at = now()
  WHERE code = %(code)s AND used_at IS NULL AND expires_at > now()
    AND target = %(target)s AND role_name = %(role_name)s AND role_oid = %(role_oid)s
 RETURNING code, user_id, target, role_name, role_oid, expires_at
+"""
+
+
+# --- drains ----------------------------------------------------------------------------------
+
+_DRAIN_COLUMNS = "id, target, database, request_id, drained_at, until, now() AS now"
+
+# Recorded before its sessions are signalled: a drain in force is never forgotten (undrained by
+# whichever replica when its time is up, even if this one dies now).
+RECORD_DRAIN = f"""
+INSERT INTO pgconn.drain (target, database, request_id, until)
+VALUES (%(target)s, %(database)s, %(request_id)s, now() + %(drain_for)s::interval)
+ON CONFLICT (target, database) WHERE undrained_at IS NULL DO NOTHING
+RETURNING {_DRAIN_COLUMNS}
+"""
+
+DRAINS_IN_FORCE = f"""
+SELECT {_DRAIN_COLUMNS} FROM pgconn.drain
+ WHERE undrained_at IS NULL AND (%(target)s::text IS NULL OR target = %(target)s::text)
+ ORDER BY until
+"""
+
+DUE_UNDRAINS = f"""
+SELECT {_DRAIN_COLUMNS} FROM pgconn.drain
+ WHERE undrained_at IS NULL AND until <= now()
+ ORDER BY until
+ LIMIT 20
+"""
+
+# Claimed by one process only: the first to mark it undrained (after the server said so).
+END_DRAIN = f"""
+UPDATE pgconn.drain SET undrained_at = now(), undrained_by = %(by)s
+ WHERE id = %(id)s AND undrained_at IS NULL
+RETURNING {_DRAIN_COLUMNS}
 """

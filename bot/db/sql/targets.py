@@ -270,6 +270,7 @@ SELECT a.pid,
   FROM pg_catalog.pg_stat_activity a
   LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.usesysid
  WHERE (%(pids)s::int[] IS NULL OR a.pid = ANY(%(pids)s::int[]))
+   AND (%(database)s::text IS NULL OR (a.datname = %(database)s::text AND {_CLIENT_BACKEND.format(alias="a")}))
    AND (%(role_oid)s::oid IS NULL
         OR (a.usesysid = %(role_oid)s::oid AND {_CLIENT_BACKEND.format(alias="a")}
             AND NOT (a.pid = pg_catalog.pg_backend_pid()
@@ -429,3 +430,44 @@ SELECT a.application_name AS application, a.usesysid::bigint AS role_oid, a.pid,
  WHERE {_CLIENT_BACKEND.format(alias="a")}
    AND a.application_name LIKE %(prefix)s
 """
+
+
+# --- drain: refusing new connections to a database, through the function setup-sql --drain makes
+
+# The least-privilege way (``pgconn-bot setup-sql --drain DB…``, run once by a superuser in the
+# database the target connects to): a SECURITY DEFINER function, owned by that superuser, that
+# can only toggle ``datallowconn`` of the databases it lists; EXECUTE granted to the bot's role.
+DRAIN_FUNCTION = "pgconn_drain.set_allow_connections(name, boolean)"
+
+DRAIN_SETUP = f"""
+SELECT pg_catalog.to_regprocedure('{DRAIN_FUNCTION}') IS NOT NULL AS installed,
+       coalesce(pg_catalog.has_function_privilege(
+           pg_catalog.to_regprocedure('{DRAIN_FUNCTION}'), 'EXECUTE'), false) AS may_execute,
+       coalesce(pg_catalog.has_function_privilege(
+           pg_catalog.to_regprocedure('pgconn_drain.drainable()'), 'EXECUTE'), false) AS may_list
+"""
+
+# The databases the function may drain (call only when DRAIN_SETUP says may_list).
+DRAINABLE = "SELECT pgconn_drain.drainable() AS databases"
+
+SET_ALLOW_CONNECTIONS = "SELECT pgconn_drain.set_allow_connections(%(database)s, %(allow)s)"
+
+
+# What the server says about draining a database, before a request is made.
+DRAIN_CHECK = f"""
+SELECT d.datname IS NOT NULL AS exists, coalesce(d.datistemplate, false) AS template,
+       coalesce(d.datallowconn, true) AS allows_connections,
+       %(database)s::text = pg_catalog.current_database() AS own,
+       coalesce(pg_catalog.has_function_privilege(
+           pg_catalog.to_regprocedure('{DRAIN_FUNCTION}'), 'EXECUTE'), false) AS installed,
+       (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user) AS superuser,
+       ARRAY(SELECT x.datname::text FROM pg_catalog.pg_database x
+              WHERE NOT x.datistemplate AND x.datname <> %(database)s::text
+                AND pg_catalog.lower(x.datname) LIKE pg_catalog.lower(pg_catalog.left(%(database)s::text, 3)) || '%%'
+              ORDER BY x.datname LIMIT 3) AS suggestions
+  FROM (SELECT 1) one
+  LEFT JOIN pg_catalog.pg_database d ON d.datname = %(database)s::text
+"""
+
+# A superuser bot (not recommended) changes it itself.
+ALTER_ALLOW_CONNECTIONS = "ALTER DATABASE {database} WITH ALLOW_CONNECTIONS {allow}"
