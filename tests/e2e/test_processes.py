@@ -268,7 +268,9 @@ async def test_socket_process_connects_answers_and_stops_on_sigterm(
     assert code == 0
 
 
-async def test_socket_with_a_refused_app_token_stops_with_one_line(fake_slack: FakeSlack, pg_dsn: str) -> None:
+async def test_socket_with_a_refused_app_token_stops_with_one_line(
+    fake_slack: FakeSlack, pg_dsn: str, state_dsn: str
+) -> None:
     from aiohttp import web
 
     fake_slack.overrides["apps.connections.open"] = lambda _: web.json_response({"ok": False, "error": "invalid_auth"})
@@ -278,7 +280,7 @@ async def test_socket_with_a_refused_app_token_stops_with_one_line(fake_slack: F
         SLACK_APP_TOKEN="xapp-1-revoked",
         SLACK_API_URL=fake_slack.api_url,
         PGCONN_DATABASE_URL=pg_dsn,
-        PGCONN_STATE_URL=pg_dsn,
+        PGCONN_STATE_URL=state_dsn,
         PGCONN_MONITOR_INTERVAL="0",
     )
     process = await asyncio.create_subprocess_exec(
