@@ -16,6 +16,7 @@ from bot.config import ConfigError, Settings, load_settings, require
 from bot.errors import first_line
 from bot.logs import LOG_FIELDS
 from bot.redact import RedactingFilter, redact
+from bot.setup_sql import add_drain_argument
 
 log = logging.getLogger("bot")
 
@@ -146,6 +147,7 @@ def _parser() -> argparse.ArgumentParser:
         "--targets", type=int, default=None, help="targets on the server (default: as configured now, else 1)"
     )
     setup.add_argument("--replicas", type=int, default=1, help="replicas of the bot that will run (default 1)")
+    add_drain_argument(setup)
     console = sub.add_parser(
         "console",
         help="the same commands in a terminal, no Slack needed",

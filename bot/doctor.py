@@ -137,6 +137,7 @@ async def _check_target(name: str, dsn: str, dsns: list[str], report: Report, bu
                 f"target {name}: {row['login']} is a superuser; it works, but run the bot with a least-privilege "
                 "role (pgconn-bot setup-sql)"
             )
+            report.ok(f"target {name}: drain possible (superuser)")
             return
         if row["sees_all"]:
             report.ok(f"target {name}: can see other sessions' details (pg_read_all_stats / pg_monitor)")
@@ -153,6 +154,7 @@ async def _check_target(name: str, dsn: str, dsns: list[str], report: Report, bu
         full = await cur.fetchone()
         assert full is not None
         _report_when_full(name, row["login"], full, budget, report)
+        await _report_drain(name, row["login"], conn, report)
     finally:
         await conn.close()
 
@@ -185,6 +187,45 @@ def _report_when_full(name: str, login: str, full: dict[str, Any], budget: Budge
             f"GRANT pg_use_reserved_connections TO {login} and set reserved_connections = {budget.when_full} "
             "(pgconn-bot setup-sql)"
         )
+
+
+async def _report_drain(name: str, login: str, conn: psycopg.AsyncConnection[Any], report: Report) -> None:
+    """Whether ``/pgconn drain`` can work on this target: setup-sql --drain's function is in the
+    database the target connects to, and the bot's role may execute it. Drain is optional, so its
+    absence is a warning."""
+    cur = await conn.execute(target_sql.DRAIN_SETUP)
+    setup = await cur.fetchone()
+    assert setup is not None
+    database = conn.info.dbname
+    if not setup["installed"]:
+        report.warn(
+            f"target {name}: drain is not set up in database {database} (optional: pgconn-bot setup-sql "
+            "--drain DB…, its SQL run there by an administrator)"
+        )
+        return
+    missing = [
+        function
+        for function, may in (
+            (target_sql.DRAIN_FUNCTION, setup["may_execute"]),
+            ("pgconn_drain.drainable()", setup["may_list"]),
+        )
+        if not may
+    ]
+    if missing:
+        report.fail(
+            f"target {name}: the bot's role may not execute {', '.join(f.split('(')[0] for f in missing)}: "
+            + "; ".join(f"GRANT EXECUTE ON FUNCTION {f} TO {login}" for f in missing)
+        )
+        return
+    try:
+        cur = await conn.execute(target_sql.DRAINABLE)
+        listed = await cur.fetchone()
+    except psycopg.errors.InsufficientPrivilege as exc:
+        report.fail(f"target {name}: {first_line(exc)}: GRANT USAGE ON SCHEMA pgconn_drain TO {login}")
+        return
+    assert listed is not None
+    databases = ", ".join(listed["databases"] or ()) or "none (it lists no database)"
+    report.ok(f"target {name}: drain possible for databases {databases}")
 
 
 async def _check_state(settings: Settings, dsns: list[str], report: Report) -> None:

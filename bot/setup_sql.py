@@ -8,6 +8,11 @@ It refuses, offline, role names PostgreSQL reserves (``pg_…``, ``public``, ``n
 bootstrap superuser). When PGCONN_DATABASE_URL is set and the server answers within 2 seconds, it
 also refuses a role that exists there and is a superuser (``pg_roles.rolsuper``). Each refusal is
 one line on stderr and exit status 2, with nothing on stdout.
+
+``--drain DB[,DB…]`` adds, opt-in, what ``/pgconn drain`` needs (see ``_drain_section``): a schema
+``pgconn_drain`` owned by whoever runs the SQL (a superuser) with a SECURITY DEFINER function that
+can only switch ``ALLOW_CONNECTIONS`` of the databases listed, executable by the bot's role alone.
+It refuses template databases, malformed names and the bot's state database.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import argparse
 import re
 import sys
 import textwrap
+from collections.abc import Iterable, Sequence
 
 import psycopg
 
@@ -45,12 +51,33 @@ def _checked_role(name: str) -> str:
     return name
 
 
-def _checked_database(name: str) -> str:
+def _checked_database(name: str, what: str = "state database") -> str:
     if not _NAME.match(name):
-        raise ValueError(f"state database name {name!r}: use lower-case letters, digits and _ (at most 63)")
-    if name.startswith("pg_") or name in _TEMPLATES:
-        raise ValueError(f"state database name {name!r} is reserved by PostgreSQL")
+        raise ValueError(f"{what} name {name!r}: use lower-case letters, digits and _ (at most 63)")
+    if name in _TEMPLATES:
+        raise ValueError(f"{what} name {name!r} is a template database, reserved by PostgreSQL")
+    if name.startswith("pg_"):
+        raise ValueError(f"{what} name {name!r} is reserved by PostgreSQL")
     return name
+
+
+def drain_databases(values: Iterable[str]) -> list[str]:
+    """The databases of ``--drain`` (repeated, or comma-separated), in order, each once."""
+    names = [name.strip() for value in values for name in value.split(",")]
+    return list(dict.fromkeys(names))
+
+
+def _checked_drain(names: Sequence[str], state_db: str, named: bool) -> list[str]:
+    """``names`` checked like the state database's name, and never the state database itself
+    (``state_db``: the one ``--state-database`` named, else postgres, where the SQL says it goes)."""
+    for name in names:
+        _checked_database(name, "drain database")
+        if name == state_db:
+            where = "--state-database" if named else "this SQL, without --state-database, puts it there"
+            raise ValueError(
+                f"drain database {name!r} holds the bot's state ({where}); the bot's own state must never be drained"
+            )
+    return list(names)
 
 
 def _comment(text: str) -> str:
@@ -62,14 +89,82 @@ def _count(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
-def setup_sql(role: str = "pgconn_bot", state_database: str | None = None, budget: Budget | None = None) -> str:
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+DRAIN_HELP = "also let the bot drain these databases (/pgconn drain), through a function only the bot may call"
+
+
+def add_drain_argument(parser: argparse.ArgumentParser) -> None:
+    """``--drain DB[,DB…]`` on setup-sql's parser (repeatable; ``main`` splits the commas)."""
+    parser.add_argument("--drain", action="append", default=[], metavar="DB[,DB…]", help=DRAIN_HELP)
+
+
+def _drain_section(role: str, databases: Sequence[str]) -> str:
+    """What ``/pgconn drain`` needs: a function that can only switch ALLOW_CONNECTIONS of
+    ``databases``, running as its owner (the superuser running this), executable by ``role`` only.
+    The SQL the bot runs against it is in ``bot/db/sql/targets.py`` (DRAIN_SETUP, DRAINABLE, …)."""
+    quoted = f'"{role}"'
+    listed = "ARRAY[" + ", ".join(_literal(name) for name in databases) + "]::pg_catalog.name[]"
+    function = target_sql.DRAIN_FUNCTION  # pgconn_drain.set_allow_connections(name, boolean)
+    intro = _comment(
+        f"Draining (/pgconn drain): the bot may refuse new connections to {', '.join(databases)}, and allow "
+        "them again. ALTER DATABASE needs the database's owner or a superuser, and the bot is neither: it "
+        "may only call this function, which runs as its owner (you, the superuser running this) and does "
+        "nothing but switch ALLOW_CONNECTIONS of the databases it lists."
+    )
+    where = _comment(
+        "The function must be in the database the bot connects to (each target's database; by default "
+        "also the one its state is in). If targets connect to several databases on this server, run this "
+        'part, from "Draining" to "end of draining", in each of them (psql -U postgres -d DB -f PART). '
+        "PostgreSQL never lets a session disallow connections to its own database, so the database the "
+        "function is in is never drained through it. To change the list: DROP SCHEMA pgconn_drain CASCADE; "
+        "then run this part again with the new --drain."
+    )
+    return f"""{intro}{where}CREATE SCHEMA pgconn_drain;  -- yours: nobody else may own or replace what is in it
+REVOKE CREATE ON SCHEMA pgconn_drain FROM PUBLIC;  -- the default for a new schema, made explicit
+CREATE FUNCTION pgconn_drain.set_allow_connections(db name, allow boolean) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $pgconn$
+BEGIN
+    IF db IS NULL OR allow IS NULL OR db <> ALL ({listed}) THEN
+        RAISE EXCEPTION 'pgconn_drain: database % is not one this function may drain', db
+            USING ERRCODE = 'insufficient_privilege', HINT = 'pgconn-bot setup-sql --drain lists them';
+    END IF;
+    -- format's %s of a boolean gives t/f, which ALTER DATABASE refuses: spelled out
+    EXECUTE pg_catalog.format('ALTER DATABASE %I WITH ALLOW_CONNECTIONS %s', db,
+                              CASE WHEN allow THEN 'true' ELSE 'false' END);
+END
+$pgconn$;
+-- The databases it may drain, for the bot to tell (and `pgconn-bot check` to show).
+CREATE FUNCTION pgconn_drain.drainable() RETURNS name[] LANGUAGE sql STABLE
+    AS $pgconn$ SELECT {listed} $pgconn$;
+REVOKE ALL ON FUNCTION {function} FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgconn_drain.drainable() FROM PUBLIC;
+GRANT USAGE ON SCHEMA pgconn_drain TO {quoted};
+GRANT EXECUTE ON FUNCTION {function} TO {quoted};
+GRANT EXECUTE ON FUNCTION pgconn_drain.drainable() TO {quoted};
+-- (end of draining)
+
+"""
+
+
+def setup_sql(
+    role: str = "pgconn_bot",
+    state_database: str | None = None,
+    budget: Budget | None = None,
+    drain: Sequence[str] = (),
+) -> str:
     """The SQL, with comments. ``state_database``: a database of its own for the bot's state
     (created here), else the database the SQL is run in. ``budget``: what the bot will open
-    (targets, pool sizes, replicas); one target by default. Raises ValueError for a bad name."""
+    (targets, pool sizes, replicas); one target by default. ``drain``: databases the bot may
+    drain (``--drain``), an opt-in section; none by default. Raises ValueError for a bad name."""
     role = _checked_role(role)
     budget = budget or Budget(targets=1, pool=4, state_pool=4)
     if state_database is not None:
         state_database = _checked_database(state_database)
+    drain = _checked_drain(drain, state_database or _USUAL_SUPERUSER, named=state_database is not None)
     # Identifiers are always double-quoted, so even a keyword such as "select" is a valid name.
     quoted = f'"{role}"'
     replicas = _count(budget.replicas, "replica") + (" opens" if budget.replicas == 1 else " open")
@@ -127,7 +222,7 @@ END $pgconn$;
 
 {state}-- (Or, instead of that GRANT, in that database: CREATE SCHEMA pgconn AUTHORIZATION {quoted};)
 
--- {after}
+{_drain_section(role, drain) if drain else ""}-- {after}
 --   PGCONN_DATABASE_URL=postgresql://{role}@db.example.org:5432/postgres
 --   PGCONN_STATE_URL=postgresql://{role}@db.example.org:5432/{state_db}
 --   pgconn-bot check
@@ -170,7 +265,8 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError:
         settings = None
     try:
-        text = setup_sql(args.role, args.state_database, _budget(args, settings))
+        drain = drain_databases(getattr(args, "drain", None) or [])  # bot/cli.py: add_drain_argument
+        text = setup_sql(args.role, args.state_database, _budget(args, settings), drain)
         dsn = settings.database_url.get_secret_value().strip() if settings else ""
         if dsn:
             refuse_a_superuser(args.role, dsn)

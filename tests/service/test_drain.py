@@ -17,6 +17,7 @@ from bot.model.requests import AuditEvent, RequestStatus, TargetOutcome
 from bot.model.results import Decided, RequestOpened, ServerStatus
 from bot.render.text import render_text
 from bot.runtime import Runtime
+from bot.setup_sql import setup_sql
 from tests.conftest import PgWorld
 
 REQUESTER, APPROVER = Identity("U0REQ"), Identity("U0APP")
@@ -174,7 +175,7 @@ async def test_the_least_privilege_function(world: PgWorld, runtimes: Any) -> No
     assert f"setup-sql --drain {work}" in render_text(refused)
 
     with psycopg.connect(world.dsn_for(None, home), autocommit=True) as admin:  # as the superuser, once
-        admin.execute(_drain_function([work], bot))
+        admin.execute(_drain_function([work], bot).encode())
     try:
         refused = await ask(runtime, f"drain {other}", REQUESTER)
         assert isinstance(refused, DrainRefused) and refused.issue is DrainIssue.NOT_LISTED
@@ -188,25 +189,9 @@ async def test_the_least_privilege_function(world: PgWorld, runtimes: Any) -> No
         world.admin.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(sql.Identifier(work)))
 
 
-def _drain_function(databases: list[str], bot: str) -> sql.Composed:
-    """What setup-sql --drain makes (the contract in bot/db/sql/targets.py: DRAIN_FUNCTION)."""
-    listed = sql.SQL(", ").join(sql.Literal(d) for d in databases)
-    return sql.SQL(
-        """
-CREATE SCHEMA pgconn_drain;
-CREATE FUNCTION pgconn_drain.drainable() RETURNS name[] LANGUAGE sql STABLE
-    AS $$ SELECT ARRAY[{listed}]::name[] $$;
-CREATE FUNCTION pgconn_drain.set_allow_connections(db name, allow boolean) RETURNS void
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    IF NOT db = ANY (pgconn_drain.drainable()) THEN
-        RAISE EXCEPTION 'pgconn-bot may not drain database %', db;
-    END IF;
-    EXECUTE pg_catalog.format('ALTER DATABASE %I WITH ALLOW_CONNECTIONS %s', db,
-                              CASE WHEN allow THEN 'true' ELSE 'false' END);
-END $$;
-REVOKE ALL ON FUNCTION pgconn_drain.drainable(), pgconn_drain.set_allow_connections(name, boolean) FROM PUBLIC;
-GRANT USAGE ON SCHEMA pgconn_drain TO {bot};
-GRANT EXECUTE ON FUNCTION pgconn_drain.drainable(), pgconn_drain.set_allow_connections(name, boolean) TO {bot};
-"""
-    ).format(listed=listed, bot=sql.Identifier(bot))
+def _drain_function(databases: list[str], bot: str) -> str:
+    """Exactly what `pgconn-bot setup-sql --drain` prints for it: its drain section, run alone."""
+    script = setup_sql(bot, drain=databases)
+    begin = script.index("-- Draining")
+    end = script.index("-- (end of draining)")
+    return script[begin:end]
