@@ -79,3 +79,34 @@ async def test_undrain_at_once_and_refusals_over_http(world: PgWorld, start_appr
         answer = message_text(await bot.ask(text, user_id=REQUESTER))
         assert words in answer, (text, answer)
     assert "requester role" in message_text(await bot.ask(f"drain {work}", user_id="U0VIEWER"))
+
+
+def test_drain_in_the_console_with_the_least_privilege_role(world: PgWorld, fresh_state_dsn: str) -> None:
+    from psycopg import sql
+
+    from tests.e2e.test_processes import bot_env, run_console
+    from tests.service.test_drain import _drain_function
+
+    bot = world.role("bot", limit=None)
+    world.admin.execute(sql.SQL("GRANT pg_monitor, pg_signal_backend TO {}").format(sql.Identifier(bot)))
+    home, work = world.database("home"), world.database("work")
+    student = world.role("student", limit=None)
+    pid = world.pid_of(world.connect(student, "DBeaver", database=work))
+    with psycopg.connect(world.dsn_for(None, home), autocommit=True) as admin:
+        admin.execute(_drain_function([work], bot).encode())
+    env = bot_env(
+        PGCONN_DATABASE_URL=world.dsn_for(bot, home),
+        PGCONN_STATE_URL=fresh_state_dsn,
+        PGCONN_REQUESTERS="U0REQ",
+        PGCONN_APPROVERS="U0APP",
+    )
+    try:
+        done = run_console(f"as U0REQ\ndrain {work} --for 10m\nas U0APP\napprove 1\nstatus\nundrain {work}\n", env)
+        assert done.returncode == 0, done.stderr
+        out = done.stdout
+        assert f"Request #1 created: drain database {work}" in out, out
+        assert "done: 1 terminated" in out and f"DRAINED: {work} refuses new connections" in out, out
+        assert f"{work} accepts connections again (undrained by @U0APP)" in out, out
+        assert not alive(world, [pid]) and allows_connections(world, work)
+    finally:
+        world.admin.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(sql.Identifier(work)))
