@@ -711,6 +711,9 @@ class Approvals:
             raise  # stopping: left escalating, for the housekeeper
         except Exception as exc:
             log_failure(log, logging.ERROR, "request #%d: escalation failed", request.id, exc=exc)
+        finally:
+            if (task := asyncio.current_task()) is not None:
+                self._signalling.discard(task)
 
     async def escalate(self, request_id: int) -> SignalRequest | None:
         """The ladder's second step, once across replicas: terminate the cancelled targets that

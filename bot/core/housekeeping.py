@@ -194,5 +194,8 @@ class Housekeeper:
                 due = None
             timeout = self._interval if due is None else min(self._interval, max(0.05, due))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+                # Not wait_for: on Python 3.11 a cancel arriving as wake() is set can be swallowed,
+                # and the housekeeper would outlive its stop.
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
             self._wake.clear()

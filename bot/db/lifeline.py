@@ -64,7 +64,8 @@ class _Pace:
     async def wait(self, delay: float) -> None:
         freed = self.freed
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(freed.wait(), timeout=delay)
+            async with asyncio.timeout(delay):  # not wait_for: on 3.11 it can swallow a cancel
+                await freed.wait()
 
     def got_in(self) -> None:
         self.freed.set()
@@ -174,7 +175,8 @@ class Lifeline:
                 self._settled.set()
             self._lost.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._lost.wait(), timeout=IDLE_CHECK_SECONDS)
+                async with asyncio.timeout(IDLE_CHECK_SECONDS):  # not wait_for: see ``wait``
+                    await self._lost.wait()
             if not self._lost.is_set() and not self._use.locked():
                 await self._check_idle()
 
@@ -198,7 +200,8 @@ class Lifeline:
     async def wait_settled(self, within: float) -> None:
         """Until it is connected or an attempt to connect has failed (or ``within`` seconds pass)."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._settled.wait(), timeout=max(0.0, within))
+            async with asyncio.timeout(max(0.0, within)):
+                await self._settled.wait()
 
     async def acquire(self) -> Conn:
         """Wait until the lifeline is free (callers bound the wait with a timeout); the caller must

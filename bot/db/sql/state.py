@@ -302,8 +302,9 @@ RETURNING id
 
 
 # Whoever sets it back to executing carries out the second step: once, whichever replica.
+# escalate_at becomes when the step started, which is what INTERRUPT_STALE measures from.
 CLAIM_ESCALATION = """
-UPDATE pgconn.request SET status = 'executing'
+UPDATE pgconn.request SET status = 'executing', escalate_at = now()
  WHERE id = %(id)s AND status = 'escalating'
 RETURNING id
 """
