@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, assert_never
@@ -85,6 +85,7 @@ from bot.model.requests import (
     SignalAction,
     SignalOutcome,
     SignalRequest,
+    SparedSession,
     TargetOutcome,
 )
 from bot.model.results import AuditTrail, Decided, PendingRequests, RequestOpened, Result
@@ -183,8 +184,9 @@ class Approvals:
         where = self._rules.approval_channel or channel
         posting = self.announcer.can_post and where is not None
         try:
+            spared = await self._spared(command.target, command.database) if command.database else []
             request = await self._store.open_request(
-                self._new_request(command, identity, candidates, fills, text=text, channel=channel),
+                self._new_request(command, identity, candidates, fills, text=text, channel=channel, spared=spared),
                 self._requested(command, identity, candidates),
                 max_open=self._rules.max_open_per_requester,
                 posting=posting,
@@ -389,7 +391,16 @@ class Approvals:
         found = await self._signaller.candidates_of_database(target, database, self._protection())
         if any(c.backend_start is None for c in found):
             return DetailsHidden()
-        return found, []
+        return [c for c in found if protection_of(c, self._rules.protected_roles) is None], []
+
+    async def _spared(self, target: str, database: str) -> list[SparedSession]:
+        """A drain's sessions that it leaves alone, and why (shown to the approver)."""
+        found = await self._signaller.candidates_of_database(target, database, self._protection())
+        return [
+            SparedSession(c.pid, c.role, refusal.why)
+            for c in found
+            if (refusal := protection_of(c, self._rules.protected_roles)) is not None
+        ]
 
     def _new_request(
         self,
@@ -400,6 +411,7 @@ class Approvals:
         *,
         text: str,
         channel: str | None,
+        spared: Sequence[SparedSession] = (),
     ) -> NewRequest:
         return NewRequest(
             action=command.action,
@@ -419,6 +431,7 @@ class Approvals:
             escalate_after=command.escalate_after,
             database_name=command.database,
             drain_for=command.drain_for,
+            spared=spared,
         )
 
     def _requested(self, command: RequestSignal, identity: Identity, candidates: list[Candidate]) -> NewAuditEntry:
@@ -584,7 +597,13 @@ class Approvals:
                 await self._store.record_drain(request.target, database, request.id, request.drain_for)
                 found = await self._signaller.candidates_of_database(request.target, database, self._protection())
                 known = {t.pid for t in targets}
-                new = [c.as_target() for c in found if c.pid not in known and c.backend_start is not None]
+                new = [
+                    c.as_target()
+                    for c in found
+                    if c.pid not in known
+                    and c.backend_start is not None
+                    and protection_of(c, self._rules.protected_roles) is None
+                ]
                 if new:
                     targets = (await self._store.add_targets(request.id, new)).targets
             except Exception as exc:  # the drain stands (and ends in time); its sessions are not ended

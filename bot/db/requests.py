@@ -45,9 +45,10 @@ from bot.model.requests import (
     SignalAction,
     SignalOutcome,
     SignalRequest,
+    SparedSession,
     TargetOutcome,
 )
-from bot.model.text import clean, clean_name_optional, clean_optional
+from bot.model.text import clean, clean_name, clean_name_optional, clean_optional
 
 # An entry parked as undeliverable to the audit channel is tried again this often (in case the
 # channel was fixed: the bot invited, the channel unarchived), and at once when the channel changes.
@@ -171,6 +172,9 @@ class RequestStore:
                     "escalate_after": new.escalate_after,
                     "database_name": clean_name_optional(new.database_name),
                     "drain_for": new.drain_for,
+                    "spared": Jsonb(
+                        [{"pid": s.pid, "role": clean_name_optional(s.role), "why": s.why} for s in new.spared]
+                    ),
                 },
             )
             row = await cur.fetchone()
@@ -627,6 +631,11 @@ class RequestStore:
             escalate_at=row["escalate_at"],
             database_name=row["database_name"],
             drain_for=row["drain_for"],
+            spared=tuple(
+                SparedSession(int(s["pid"]), clean_name_optional(s.get("role")), clean_name(str(s["why"])))
+                for s in row["spared"] or []
+                if isinstance(s, dict) and "pid" in s and "why" in s
+            ),
         )
 
 

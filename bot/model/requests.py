@@ -109,6 +109,16 @@ class Approval:
 
 
 @dataclass(frozen=True)
+class SparedSession:
+    """A session a drain leaves alone (superuser, protected, the bot's own, not a client), and why
+    (an ``Unsignallable`` value)."""
+
+    pid: int
+    role: str | None
+    why: str
+
+
+@dataclass(frozen=True)
 class SignalRequest:
     id: int
     action: SignalAction
@@ -137,6 +147,7 @@ class SignalRequest:
     escalate_at: datetime | None = None  # while escalating: when the second step is due
     database_name: str | None = None  # drain: the database
     drain_for: timedelta | None = None  # drain: undrained this long after it was drained
+    spared: tuple[SparedSession, ...] = ()  # drain: its protected sessions, when requested
 
     @property
     def pending(self) -> bool:
@@ -170,6 +181,7 @@ class NewRequest:
     escalate_after: timedelta | None = None
     database_name: str | None = None
     drain_for: timedelta | None = None
+    spared: Sequence[SparedSession] = ()
 
 
 MAX_PIDS_PER_REQUEST = 50

@@ -8,7 +8,8 @@ from typing import assert_never
 
 from bot.model.drains import Drain, DrainIssue, DrainRefused, Undrained, UndrainFailed
 from bot.model.durations import format_duration
-from bot.model.requests import SignalRequest
+from bot.model.problems import Unsignallable
+from bot.model.requests import SignalRequest, SparedSession
 from bot.render.document import Document, Tone, db_flag, on, plural, slash
 from bot.render.markup import mention, moment, strip
 
@@ -89,10 +90,38 @@ def what_drain(request: SignalRequest) -> str:
         detail = " (" + ", ".join(f"{role} {count}" for role, count in by_role.most_common(5))
         detail += "; " + ", ".join(f"{app} {count}" for app, count in apps.most_common(5)) + ")"
     until = f"undrained after {format_duration(request.drain_for)}" if request.drain_for else ""
+    spared = ""
+    if request.spared:
+        shown = ", ".join(_spared(s) for s in request.spared[:5])
+        more = f" and {len(request.spared) - 5} more" if len(request.spared) > 5 else ""
+        spared = f"; spared: {shown}{more}"
     return (
         f"drain database {strip(request.database_name)}{on(request.target)}: refuse new connections, then "
-        f"terminate its {sessions} now{detail} and any that come before it is done; {until}"
+        f"terminate its {sessions} now{detail} and any that come before it is done{spared}; {until}"
     )
+
+
+_SPARED = {
+    Unsignallable.OWN: "the bot's own",
+    Unsignallable.NOT_CLIENT: "not a client session",
+    Unsignallable.SUPERUSER: "a superuser",
+    Unsignallable.SUPERUSER_MEMBER: "a member of a superuser role",
+    Unsignallable.PROTECTED_ROLE: "a protected role",
+    Unsignallable.PROTECTED_MEMBER: "a member of a protected role",
+}
+
+
+def _spared(session: SparedSession) -> str:
+    known = {member.value: member for member in Unsignallable}
+    why = _SPARED.get(known[session.why], "protected") if session.why in known else "protected"
+    return f"pid {session.pid} ({strip(session.role or '?')}: {why})"
+
+
+def drain_took(request: SignalRequest) -> str:
+    """How long the drain took, once done (from its approval to its outcomes)."""
+    if request.finished_at is None or request.decided_at is None:
+        return ""
+    return f" in {max(0.0, (request.finished_at - request.decided_at).total_seconds()):.1f} s"
 
 
 def drain_problem_document(problem: DrainRefused | UndrainFailed) -> Document:

@@ -39,7 +39,7 @@ from bot.model.requests import (
 from bot.model.results import AuditTrail, Decided, PendingRequests, RequestOpened
 from bot.model.servers import DEFAULT_TARGET
 from bot.render.document import Document, Table, Tone, on, on_console, one_line, plural, slash
-from bot.render.drains import drain_refused_text, what_drain
+from bot.render.drains import drain_refused_text, drain_took, what_drain
 from bot.render.markup import channel, mention, moment, strip
 from bot.render.problems import problem_text
 
@@ -163,7 +163,8 @@ def status_line(request: SignalRequest) -> str:
                 "running then is terminated."
             )
         case RequestStatus.EXECUTED:
-            return f"Approved by {_approvers(request)} {_at(request)} — done: {done}."
+            took = drain_took(request) if request.scope == "database" else ""
+            return f"Approved by {_approvers(request)} {_at(request)} — done{took}: {done or 'no sessions to end'}."
         case RequestStatus.DENIED:
             return f"Denied by {mention(request.decided_by)} {_at(request)} — nothing was signalled."
         case RequestStatus.INTERRUPTED:

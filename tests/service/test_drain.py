@@ -195,3 +195,22 @@ def _drain_function(databases: list[str], bot: str) -> str:
     begin = script.index("-- Draining")
     end = script.index("-- (end of draining)")
     return script[begin:end]
+
+
+async def test_protected_sessions_are_named_and_spared(world: PgWorld, runtimes: Any) -> None:
+    admin_role = world.role("dba", limit=None, superuser=True)
+    student = world.role("student", limit=None)
+    work = world.database("work")
+    spared = world.pid_of(world.connect(admin_role, "maintenance", database=work))
+    ended = world.pid_of(world.connect(student, "DBeaver", database=work))
+    runtime = await runtimes()
+    opened = await ask(runtime, f"drain {work}", REQUESTER)
+    assert isinstance(opened, RequestOpened), render_text(opened)
+    assert [t.pid for t in opened.request.targets] == [ended]
+    shown = render_text(opened)
+    assert f"spared: pid {spared} ({admin_role}: a superuser)" in shown, shown
+    decided = await ask(runtime, f"approve {opened.request.id}", APPROVER)
+    assert isinstance(decided, Decided)
+    assert alive(world, [spared, ended]) == {spared}
+    assert "done in " in render_text(decided), render_text(decided)
+    world.admin.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(sql.Identifier(work)))

@@ -2,7 +2,8 @@
 -- to the database (through the pgconn_drain function setup-sql --drain makes) and terminates its
 -- client sessions; undrained after drain_for by whichever replica's housekeeper, or by `undrain`.
 ALTER TABLE pgconn.request ADD COLUMN database_name text,
-    ADD COLUMN drain_for interval;
+    ADD COLUMN drain_for interval,
+    ADD COLUMN spared jsonb NOT NULL DEFAULT '[]';  -- protected sessions a drain leaves alone
 ALTER TABLE pgconn.request DROP CONSTRAINT request_scope_check;
 ALTER TABLE pgconn.request ADD CONSTRAINT request_scope_check CHECK (scope IN ('pids', 'user', 'idle', 'database'));
 

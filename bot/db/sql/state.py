@@ -129,18 +129,18 @@ _REQUEST_COLUMNS = """
 r.id, r.created_at, r.expires_at, r.requester, r.requester_name, r.action, r.scope, r.target, r.role_name,
 r.older_than, r.reason, r.command_text, r.fills, r.required_approvals, r.status, r.decided_by, r.decided_at,
 r.finished_at, r.origin_channel, r.channel, r.message_ts, r.escalate_after, r.escalate_at, r.database_name,
-r.drain_for, now() AS now
+r.drain_for, r.spared, now() AS now
 """
 
 
 INSERT_REQUEST = """
 INSERT INTO pgconn.request (expires_at, requester, requester_name, action, scope, target, role_name, older_than,
                             reason, command_text, fills, required_approvals, origin_channel, status, escalate_after,
-                            database_name, drain_for)
+                            database_name, drain_for, spared)
 VALUES (now() + make_interval(secs => %(ttl)s), %(requester)s, %(requester_name)s, %(action)s, %(scope)s,
         %(target)s, %(role_name)s, %(older_than)s, %(reason)s, %(command_text)s, %(fills)s,
         %(required_approvals)s, %(origin_channel)s, %(status)s, %(escalate_after)s, %(database_name)s,
-        %(drain_for)s)
+        %(drain_for)s, %(spared)s)
 RETURNING id
 """
 
