@@ -4,6 +4,7 @@ once by `undrain`, the refusals, and the least-privilege function setup-sql make
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -214,3 +215,32 @@ async def test_protected_sessions_are_named_and_spared(world: PgWorld, runtimes:
     assert alive(world, [spared, ended]) == {spared}
     assert "done in " in render_text(decided), render_text(decided)
     world.admin.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(sql.Identifier(work)))
+
+
+async def test_a_target_whose_database_is_drained_is_not_called_down(
+    world: PgWorld, runtimes: Any, fresh_state_dsn: str
+) -> None:
+    import json
+
+    work = world.database("work")
+    runtime = await runtimes(
+        targets=json.dumps({"work": world.dsn_for(None, work)}), alert_channel="C0ALERTS", monitor_interval=3600
+    )
+    await drain(runtime, f"drain {work}")
+    # The bot's own connections to it were spared; once they are lost, it cannot get back in.
+    world.admin.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND application_name = 'pgconn-bot'",
+        (work,),
+    )
+    lifeline = runtime.targets.lifeline("work")
+    for _ in range(300):  # the lifeline notices within its idle check, and cannot get back in
+        if lifeline.error and "not currently accepting connections" in lifeline.error:
+            break
+        await asyncio.sleep(0.1)
+    assert lifeline.error and "not currently accepting connections" in lifeline.error, lifeline.error
+    for _ in range(4):
+        await runtime.monitor.run_cycle()
+    with psycopg.connect(fresh_state_dsn) as conn:
+        kinds = [row[0] for row in conn.execute("SELECT kind FROM pgconn.alert WHERE target = 'work'")]
+    assert "target_down" not in kinds, kinds
+    assert isinstance(await ask(runtime, f"undrain {work}", REQUESTER), Undrained)
