@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import timedelta
+from datetime import time, timedelta
 from typing import Annotated, Any, Literal
 
 from psycopg.conninfo import conninfo_to_dict
@@ -127,6 +127,8 @@ class Settings(BaseSettings):
         default_factory=dict, validation_alias="PGCONN_ROLE_OWNERS"
     )
     self_service: Literal["off", "approve", "auto"] = Field("approve", validation_alias="PGCONN_SELF_SERVICE")
+    digest_channel: str | None = Field(None, validation_alias="PGCONN_DIGEST_CHANNEL")
+    digest_time: time = Field(time(8, 0), validation_alias="PGCONN_DIGEST_TIME")
 
     @field_validator("slack_bot_token", "slack_app_token", "slack_signing_secret", mode="before")
     @classmethod
@@ -227,7 +229,17 @@ class Settings(BaseSettings):
                 )
         return value
 
-    @field_validator("approval_channel", "audit_channel", "alert_channel", mode="before")
+    @field_validator("digest_time", mode="before")
+    @classmethod
+    def _digest_time(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            match = re.fullmatch(r"\s*([01]?\d|2[0-3]):([0-5]\d)\s*", value)
+            if match is None:
+                raise ValueError(f"{value!r} is not a time of day as HH:MM (UTC), for example 08:00")
+            return time(int(match.group(1)), int(match.group(2)))
+        return value
+
+    @field_validator("approval_channel", "audit_channel", "alert_channel", "digest_channel", mode="before")
     @classmethod
     def _channel(cls, value: Any) -> Any:
         if value is None or (isinstance(value, str) and not value.strip()):

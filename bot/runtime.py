@@ -11,6 +11,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from bot.config import Settings
 from bot.core.approvals import ApprovalRules, Approvals
+from bot.core.digest import DailyDigest
 from bot.core.housekeeping import HOUSEKEEPING_SECONDS, Housekeeper
 from bot.core.monitor import Monitor, MonitorThresholds
 from bot.core.ownership import LinkWatcher, Ownership, OwnershipRules
@@ -20,6 +21,7 @@ from bot.core.service import CommandService, Thresholds
 from bot.core.tasks import stop_task
 from bot.db.alerts import AlertStore
 from bot.db.catalog import TargetCatalog
+from bot.db.digest import DigestStore
 from bot.db.monitoring import ServerWatch
 from bot.db.ownership import OwnershipStore
 from bot.db.requests import RequestStore
@@ -169,9 +171,16 @@ class Runtime:
             owners=ownership.owners_of,
             drained=lambda target: _drained(targets, approvals, target),
         )
+        digest = DailyDigest(
+            DigestStore(state, store.replica),
+            announcer or NoAnnouncer(),
+            channel=settings.digest_channel,
+            at=settings.digest_time,
+        )
         housekeeper = Housekeeper(
             approvals,
             store,
+            digest=digest,
             interval=housekeeping_seconds,
             retention_seconds=settings.state_retention.total_seconds(),
         )

@@ -12,6 +12,7 @@ import logging
 import uuid
 
 from bot.core.approvals import INTERRUPTED_AFTER_SECONDS, UNPOSTED_AFTER_SECONDS, Approvals, audit_for_closed
+from bot.core.digest import DailyDigest
 from bot.core.ports import RequestStore
 from bot.core.tasks import stop_task
 from bot.errors import first_line, log_failure
@@ -49,7 +50,9 @@ class Housekeeper:
         *,
         interval: float = HOUSEKEEPING_SECONDS,
         retention_seconds: float = DEFAULT_RETENTION_SECONDS,
+        digest: DailyDigest | None = None,
     ) -> None:
+        self._digest = digest
         self._approvals = approvals
         self._store = store
         self._interval = interval
@@ -113,6 +116,8 @@ class Housekeeper:
             log.info("request #%d %s", request.id, request.status)
         # Drains whose time is up (a forgotten drain must not become an outage).
         await self._approvals.undrain_due()
+        if self._digest is not None:
+            await self._digest.run_once()
         # Ladders whose grace time is over and whose process is gone (or never waited): once each.
         for request_id in await self._store.due_escalations(INTERRUPTED_AFTER_SECONDS):
             await self._approvals.escalate(request_id)

@@ -12,12 +12,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from typing import Protocol
 
 from bot.model.activity import Connection, DatabaseLimit, RoleFill, RoleInfo, RoleNotFound, ServerActivity
 from bot.model.alerts import Alert, Clearance, Finding, Snapshot
 from bot.model.audit import AuditEntry, Delivery, NewAuditEntry, Undeliverable
+from bot.model.digest import Digest
 from bot.model.drains import Drain, DrainCheck, Undrained
 from bot.model.errors import AnnounceError
 from bot.model.ownership import ConnectHint, LinkCode, LinkSession, LinkSource, OwnedRole
@@ -378,6 +379,9 @@ class Announcer(AlertAnnouncer, Protocol):
     async def post_notice(self, channel: str, result: Undrained) -> None:
         """Say something that happened by itself (a drain whose time was up) in a channel."""
 
+    async def post_digest(self, channel: str, digest: Digest) -> str:
+        """Post the daily digest; returns its ts."""
+
 
 class GroupDirectory(Protocol):
     async def members(self, group_id: str) -> frozenset[str]:
@@ -394,6 +398,9 @@ class NoAnnouncer:
 
     async def post_notice(self, channel: str, result: Undrained) -> None:
         return None
+
+    async def post_digest(self, channel: str, digest: Digest) -> str:
+        return ""
 
     async def post_request(self, request: SignalRequest, channel: str) -> str:
         raise AnnounceError("no Slack in this mode")
@@ -452,3 +459,22 @@ class OwnershipStore(Protocol):
     async def use_code(self, code: LinkCode, audit: NewAuditEntry) -> bool:
         """The code used up and its user linked, at most once; False when it was not valid any more."""
         ...
+
+
+class DigestStore(Protocol):
+    """The daily digest's claim (one replica posts each day) and its numbers (the state database)."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    async def posted(self, day: date) -> bool: ...
+
+    async def claim(self, day: date) -> bool:
+        """The day's digest is this replica's to post; False when another has it or it is posted."""
+        ...
+
+    async def mark_posted(self, day: date, channel: str, ts: str | None) -> None: ...
+
+    async def release(self, day: date) -> None: ...
+
+    async def gather(self, day: date, since: datetime, until: datetime) -> Digest: ...

@@ -12,12 +12,14 @@ from typing import Any
 
 from bot.model.alerts import Alert, AlertKind
 from bot.model.audit import AuditEntry
+from bot.model.digest import Digest
 from bot.model.durations import format_duration
 from bot.model.ownership import SelfService
 from bot.model.requests import DEFAULT_ESCALATION, SignalRequest
 from bot.model.results import HomeView, Result
 from bot.render.alerts import alert_document, headline, resolved_text
 from bot.render.answers import render_failure, to_document
+from bot.render.digest import digest_document
 from bot.render.document import FREE_ACTION, Document, Tone, on, table_lines
 from bot.render.markup import moment, to_slack
 from bot.render.ownership import FREE_BUTTON
@@ -360,3 +362,8 @@ def home_view(home: HomeView) -> dict[str, Any]:
         lines = [escape(f"{a.severity}: {headline(a)} · since {moment(a.opened_at)}") for a in home.alerts]
         blocks.extend(_text_sections([f"*Open alerts: {len(home.alerts)}*", *lines[:MAX_HOME_ALERTS]]))
     return {"type": "home", "blocks": blocks[:100]}
+
+
+def digest_message(digest: Digest) -> SlackMessage:
+    """The daily digest, laid out like any answer (escaped, within Slack's limits)."""
+    return document_blocks(digest_document(digest))

@@ -19,6 +19,7 @@ from bot import metrics
 from bot.errors import first_line
 from bot.model.alerts import Alert
 from bot.model.audit import AuditEntry
+from bot.model.digest import Digest
 from bot.model.drains import Undrained
 from bot.model.errors import AnnounceError
 from bot.model.ownership import LinkCode, LinkConfirmed
@@ -27,6 +28,7 @@ from bot.render.blocks import (
     SlackMessage,
     alert_message,
     audit_message,
+    digest_message,
     render_blocks,
     request_message,
     resolved_reply,
@@ -229,6 +231,13 @@ class SlackAnnouncer:
         message = render_blocks(LinkConfirmed(code))
         async with asyncio.timeout(TELL_REQUESTER_SECONDS):
             await self._client.chat_postMessage(channel=code.user_id, text=message.text, blocks=message.blocks)
+
+    async def post_digest(self, channel: str, digest: Digest) -> str:
+        message = digest_message(digest)
+        response = await _checked(
+            self._client.chat_postMessage(channel=channel, text=message.text, blocks=message.blocks)
+        )
+        return str(response.get("ts") or "")
 
     async def post_notice(self, channel: str, result: Undrained) -> None:
         message = render_blocks(result)

@@ -159,3 +159,20 @@ def test_each_mode_help_names_what_it_needs(
     shown = capsys.readouterr().out
     assert all(variable in shown for variable in variables), shown
     assert mode in ("check", "drop-state") or "pgconn-bot check" in shown
+
+
+def test_digest_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import time
+
+    monkeypatch.setenv("PGCONN_DIGEST_CHANNEL", "C0DIGEST")
+    monkeypatch.setenv("PGCONN_DIGEST_TIME", "7:30")
+    s = load_settings()
+    assert (s.digest_channel, s.digest_time) == ("C0DIGEST", time(7, 30))
+    for bad in ("25:00", "8", "eight", "08:60"):
+        monkeypatch.setenv("PGCONN_DIGEST_TIME", bad)
+        with pytest.raises(ConfigError, match="PGCONN_DIGEST_TIME"):
+            load_settings()
+    monkeypatch.setenv("PGCONN_DIGEST_TIME", "08:00")
+    monkeypatch.setenv("PGCONN_DIGEST_CHANNEL", "#digest")
+    with pytest.raises(ConfigError, match="PGCONN_DIGEST_CHANNEL"):
+        load_settings()

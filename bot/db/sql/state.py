@@ -862,3 +862,70 @@ UPDATE pgconn.drain SET undrained_at = now(), undrained_by = %(by)s
  WHERE id = %(id)s AND undrained_at IS NULL
 RETURNING {_DRAIN_COLUMNS}
 """
+
+
+# --- the daily digest --------------------------------------------------------------------------
+
+# The day's digest for this replica alone: a new day, or a claim that lapsed (its replica died
+# before posting). Posted days are never claimed again.
+CLAIM_DIGEST = """
+INSERT INTO pgconn.digest AS d (day, claimed_by) VALUES (%(day)s, %(me)s)
+ON CONFLICT (day) DO UPDATE SET claimed_by = EXCLUDED.claimed_by, claimed_at = now()
+ WHERE d.posted_at IS NULL AND d.claimed_at < now() - interval '10 minutes'
+RETURNING day
+"""
+
+DIGEST_POSTED = """
+UPDATE pgconn.digest SET posted_at = now(), channel = %(channel)s, message_ts = %(ts)s
+ WHERE day = %(day)s AND claimed_by = %(me)s
+"""
+
+RELEASE_DIGEST = "DELETE FROM pgconn.digest WHERE day = %(day)s AND claimed_by = %(me)s AND posted_at IS NULL"
+
+DIGEST_DONE = "SELECT posted_at IS NOT NULL AS posted FROM pgconn.digest WHERE day = %(day)s"
+
+# Roles at their limit in the window: how often, for how long (clipped to the window), and the
+# applications of the sessions the alerts saw.
+DIGEST_ROLES = """
+SELECT a.target, a.subject AS role, count(*) AS times,
+       sum(LEAST(coalesce(a.resolved_at, %(until)s), %(until)s) - GREATEST(a.opened_at, %(since)s)) AS duration,
+       (SELECT coalesce(jsonb_agg(x), '[]') FROM (
+            SELECT s ->> 'application' AS application, count(*) AS n
+              FROM pgconn.alert b, jsonb_array_elements(coalesce(b.details -> 'sessions', '[]')) s
+             WHERE b.kind = 'role_limit' AND b.target = a.target AND b.subject = a.subject
+               AND b.opened_at < %(until)s AND coalesce(b.resolved_at, %(until)s) > %(since)s
+             GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 3) x) AS applications
+  FROM pgconn.alert a
+ WHERE a.kind = 'role_limit' AND a.opened_at < %(until)s AND coalesce(a.resolved_at, %(until)s) > %(since)s
+ GROUP BY a.target, a.subject
+ ORDER BY count(*) DESC, a.subject
+ LIMIT 20
+"""
+
+DIGEST_REQUESTS = """
+SELECT status, count(*) AS n FROM pgconn.request
+ WHERE created_at >= %(since)s AND created_at < %(until)s
+ GROUP BY status
+"""
+
+DIGEST_SESSIONS_ENDED = """
+SELECT count(*) AS n FROM pgconn.request_target t JOIN pgconn.request r ON r.id = t.request_id
+ WHERE t.outcome IN ('terminated', 'escalated') AND r.finished_at >= %(since)s AND r.finished_at < %(until)s
+"""
+
+DIGEST_ALERTS = """
+SELECT kind, count(*) AS n,
+       max(coalesce(resolved_at, %(until)s) - opened_at) AS longest
+  FROM pgconn.alert
+ WHERE opened_at >= %(since)s AND opened_at < %(until)s
+ GROUP BY kind ORDER BY count(*) DESC, kind
+"""
+
+# The server's peak fill as the fill alerts recorded it (history, when kept, is more precise).
+DIGEST_PEAK_FILL = """
+SELECT (details ->> 'fill')::float8 AS fill, last_seen_at AS at
+  FROM pgconn.alert
+ WHERE kind = 'server_fill' AND details ? 'fill'
+   AND opened_at < %(until)s AND coalesce(resolved_at, %(until)s) > %(since)s
+ ORDER BY 1 DESC LIMIT 1
+"""
