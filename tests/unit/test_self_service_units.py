@@ -205,3 +205,19 @@ def test_mine_carries_the_free_button_unless_self_service_is_off() -> None:
 )
 def test_refusals_say_why(problem: object, words: str) -> None:
     assert words in render_text(problem)  # type: ignore[arg-type]
+
+
+def test_app_home_shows_an_owner_their_roles_and_the_free_button() -> None:
+    from bot.model.results import HomeView
+    from bot.render.blocks import home_view
+
+    owned = (OwnedRole("default", "bob", LinkSource.LOGIN), OwnedRole("reporting", "bob_ro", LinkSource.CONFIG))
+    view = home_view(HomeView("U0STU", "none", [], [], True, owned=owned, self_service=SelfService.AUTO))
+    shown = json.dumps(view)
+    assert "You have no access" not in shown and "bob_ro on reporting" in shown
+    buttons = [e for b in view["blocks"] if b["type"] == "actions" for e in b["elements"]]
+    assert {(b["action_id"], b["value"]) for b in buttons} == {(FREE_ACTION, "default"), (FREE_ACTION, "reporting")}
+    off = home_view(HomeView("U0STU", "none", [], [], True, owned=owned, self_service=SelfService.OFF))
+    assert not [b for b in off["blocks"] if b["type"] == "actions"]
+    nobody = json.dumps(home_view(HomeView("U0X", "none", [], [], True)))
+    assert "/pgconn link <role>" in nobody
