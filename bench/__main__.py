@@ -44,7 +44,7 @@ from bench.harness import (
     rss_mib,
     timed,
 )
-from bench.monitor_bench import monitor_scenario
+from bench.monitor_bench import HISTORY_DAYS, mib, monitor_scenario
 from tests.support.fake_slack import FakeSlack
 
 
@@ -196,11 +196,21 @@ async def _run(dsn: str, state_dsn: str, plan: Plan, slack: FakeSlack, table: Ta
         one = all(n == 1 for n in result.statements_per_cycle)
         goal_ms = 50 if backends >= 1000 else None
         table.add(
-            f"monitor cycle, {backends} backends over {roles} roles: queries / median / worst",
+            f"monitor cycle with history, {backends} backends over {roles} roles: queries / median / worst",
             f"{max(result.statements_per_cycle)} / {ms(result.median_ms)} / {ms(result.worst_ms)}",
             "1 query" + (f", < {goal_ms} ms" if goal_ms else ""),
             one and (goal_ms is None or result.median_ms < goal_ms),
         )
+        if (size := result.history) is not None:
+            bounded = size.kept_bytes < 2.5 * size.day_bytes
+            table.add(
+                f"history size, {size.roles_per_row} roles a row (1 row a minute): a day / "
+                f"{HISTORY_DAYS} days thinned (thinning it all at once)",
+                f"{size.day_rows} rows, {mib(size.day_bytes)} / {size.kept_rows} rows, {mib(size.kept_bytes)} "
+                f"({size.thin_seconds:.1f} s)",
+                f"{HISTORY_DAYS} days < 2.5 × a day",
+                bounded,
+            )
 
 
 async def _approvals(driver: Driver, url: str, dsn: str, plan: Plan) -> list[float]:

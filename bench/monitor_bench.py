@@ -4,7 +4,10 @@
     python -m bench.monitor_bench --dsn postgresql://postgres@127.0.0.1/postgres
 
 Goal: exactly 1 statement per target per cycle whatever the number of roles, and a cycle under
-50 ms at 1,000 client backends. Also part of ``python -m bench``.
+50 ms at 1,000 client backends, with history on (one row per cycle in the state database). Then
+history's size: a day of the rows those cycles wrote (one a minute), and 14 days of them thinned
+as the housekeeper thins them (per 5 minutes after a day, per hour after a week). Also part of
+``python -m bench``.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from bench.cluster import crowd, private_cluster
 from bot.core.monitor import Monitor, MonitorThresholds
 from bot.core.ports import NoAnnouncer
 from bot.db.alerts import AlertStore
+from bot.db.history import HistoryStore
 from bot.db.monitoring import ServerWatch
 from bot.db.state import StateStore
 from bot.db.targets import Conn, TargetPools
@@ -66,6 +70,20 @@ class CountingPools(TargetPools):
         return await super().run(name, counted, budget=budget, retry=retry)
 
 
+HISTORY_INTERVAL = 60  # seconds between the samples of the synthetic history (the default interval)
+HISTORY_DAYS = 14  # PGCONN_HISTORY_RETENTION's default
+
+
+@dataclass(frozen=True)
+class HistorySize:
+    roles_per_row: int  # roles a row of this crowd keeps (at ≥ half their limit)
+    day_rows: int
+    day_bytes: int  # table, TOAST and index, a day of rows as the monitor writes them
+    kept_rows: int  # HISTORY_DAYS of them, thinned
+    kept_bytes: int
+    thin_seconds: float  # thinning all of it at once (the housekeeper does an hour's worth at a time)
+
+
 @dataclass(frozen=True)
 class MonitorResult:
     backends: int
@@ -74,10 +92,54 @@ class MonitorResult:
     median_ms: float
     worst_ms: float
     alerts: int
+    history: HistorySize | None = None
 
 
-async def measure_monitor(dsn: str, *, cycles: int = 10) -> tuple[list[int], list[float], int]:
-    """Cycles of a real Monitor against ``dsn`` as it is now; state in a throwaway database."""
+# A day (or ``days``) of copies of the last row the monitor wrote, one every HISTORY_INTERVAL.
+_SYNTHESISE = """
+INSERT INTO pgconn.history (target, at, covers, samples, client_backends, usable_slots, by_state, roles)
+SELECT h.target, h.at - make_interval(secs => n * %(interval)s), h.covers, 1, h.client_backends - n %% 3,
+       h.usable_slots, h.by_state, h.roles
+  FROM (SELECT * FROM pgconn.history ORDER BY at DESC LIMIT 1) h, generate_series(1, %(rows)s) n
+"""
+_SIZE = """
+SELECT count(*) AS n, pg_total_relation_size('pgconn.history') AS bytes,
+       (SELECT count(*) FROM jsonb_object_keys((SELECT roles FROM pgconn.history ORDER BY at DESC LIMIT 1))) AS roles
+  FROM pgconn.history
+"""
+
+
+def _size(state_dsn: str) -> tuple[int, int, int]:
+    with psycopg.connect(state_dsn, autocommit=True) as conn:
+        conn.execute("VACUUM FULL pgconn.history")
+        row = conn.execute(_SIZE).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+async def measure_history_size(state_dsn: str, history: HistoryStore) -> HistorySize:
+    """A day, then HISTORY_DAYS, of the rows the monitor wrote last (its server and roles as they
+    are now), as big as they are on disk before and after thinning."""
+    per_day = 86400 // HISTORY_INTERVAL
+    with psycopg.connect(state_dsn, autocommit=True) as conn:
+        conn.execute("DELETE FROM pgconn.history WHERE at < (SELECT max(at) FROM pgconn.history)")
+        conn.execute(_SYNTHESISE, {"interval": HISTORY_INTERVAL, "rows": per_day - 1})
+    day_rows, day_bytes, roles = _size(state_dsn)
+    with psycopg.connect(state_dsn, autocommit=True) as conn:
+        conn.execute("DELETE FROM pgconn.history WHERE at < (SELECT max(at) FROM pgconn.history)")
+        conn.execute(_SYNTHESISE, {"interval": HISTORY_INTERVAL, "rows": per_day * HISTORY_DAYS - 1})
+    started = time.perf_counter()
+    await history.thin(HISTORY_DAYS * 86400.0)
+    thin_seconds = time.perf_counter() - started
+    kept_rows, kept_bytes, _ = _size(state_dsn)
+    return HistorySize(roles, day_rows, day_bytes, kept_rows, kept_bytes, thin_seconds)
+
+
+async def measure_monitor(
+    dsn: str, *, cycles: int = 10, history: bool = True, sizes: bool = True
+) -> tuple[list[int], list[float], int, HistorySize | None]:
+    """Cycles of a real Monitor against ``dsn`` as it is now (``history``: keeping it; ``sizes``:
+    and measuring how big it gets); state in a throwaway database."""
     pools = CountingPools({"default": dsn}, command_timeout=10.0)
     state_db = f"pgconn_bench_state_{os.getpid()}"
     with psycopg.connect(dsn, autocommit=True) as admin:
@@ -87,13 +149,15 @@ async def measure_monitor(dsn: str, *, cycles: int = 10) -> tuple[list[int], lis
     await pools.open()
     await state.open()
     await state.migrate()
+    kept = HistoryStore(state)
     monitor = Monitor(
         servers=ServerWatch(pools),
         store=AlertStore(state),
         announcer=NoAnnouncer(),
         thresholds=MonitorThresholds(idle_in_tx_seconds=0, long_query_seconds=0),
-        interval=60,
+        interval=HISTORY_INTERVAL,
         channel=None,
+        history=kept if history else None,
     )
     try:
         times: list[float] = []
@@ -105,7 +169,8 @@ async def measure_monitor(dsn: str, *, cycles: int = 10) -> tuple[list[int], lis
             times.append((time.perf_counter() - started) * 1000)
             statements.append(pools.statements[0] - before)
         alerts = len(await AlertStore(state).open_alerts(limit=100_000))
-        return statements, times, alerts
+        size = await measure_history_size(state_dsn, kept) if history and sizes else None
+        return statements, times, alerts, size
     finally:
         await monitor.stop()
         await pools.close()
@@ -116,8 +181,20 @@ async def measure_monitor(dsn: str, *, cycles: int = 10) -> tuple[list[int], lis
 
 async def monitor_scenario(dsn: str, *, roles: int, backends: int, cycles: int, prefix: str) -> MonitorResult:
     async with crowd(dsn, roles=roles, backends=backends, prefix=prefix):
-        statements, times, alerts = await measure_monitor(dsn, cycles=cycles)
-    return MonitorResult(backends, roles, statements, statistics.median(times), max(times), alerts)
+        statements, times, alerts, size = await measure_monitor(dsn, cycles=cycles)
+    return MonitorResult(backends, roles, statements, statistics.median(times), max(times), alerts, size)
+
+
+def mib(size: int) -> str:
+    return f"{size / 1048576:.1f} MiB"
+
+
+def history_size_text(size: HistorySize) -> str:
+    return (
+        f"{size.roles_per_row} roles a row; a day: {size.day_rows} rows, {mib(size.day_bytes)}; "
+        f"{HISTORY_DAYS} days thinned: {size.kept_rows} rows, {mib(size.kept_bytes)} "
+        f"(thinned in {size.thin_seconds:.1f} s)"
+    )
 
 
 def main() -> None:
@@ -135,6 +212,8 @@ def main() -> None:
         print(f"{result.backends} client backends over {result.roles} roles")
         print(f"statements sent to the target per cycle: {result.statements_per_cycle}")
         print(f"cycle time: median {result.median_ms:.0f} ms, worst {result.worst_ms:.0f} ms ({result.alerts} alerts)")
+        if (size := result.history) is not None:
+            print(f"history: {history_size_text(size)}")
 
     if args.dsn:
         asyncio.run(run(args.dsn))

@@ -129,6 +129,7 @@ class Settings(BaseSettings):
     self_service: Literal["off", "approve", "auto"] = Field("approve", validation_alias="PGCONN_SELF_SERVICE")
     digest_channel: str | None = Field(None, validation_alias="PGCONN_DIGEST_CHANNEL")
     digest_time: time = Field(time(8, 0), validation_alias="PGCONN_DIGEST_TIME")
+    history_retention: timedelta = Field(timedelta(days=14), validation_alias="PGCONN_HISTORY_RETENTION")
 
     @field_validator("slack_bot_token", "slack_app_token", "slack_signing_secret", mode="before")
     @classmethod
@@ -178,6 +179,19 @@ class Settings(BaseSettings):
                 raise ValueError(str(exc)) from None
         if isinstance(value, timedelta) and value < timedelta(days=1):
             raise ValueError("keep finished requests and alerts at least a day (for example 90d)")
+        return value
+
+    @field_validator("history_retention", mode="before")
+    @classmethod
+    def _history_retention(cls, value: Any) -> Any:
+        """The same durations as PGCONN_STATE_RETENTION, and ``0``: keep no history at all."""
+        if isinstance(value, str) and value.strip() == "0":
+            return timedelta(0)
+        if isinstance(value, str):
+            try:
+                value = parse_duration(value)
+            except DurationError as exc:
+                raise ValueError(f"{exc} (or 0 to keep none)") from None
         return value
 
     @field_validator("log_level", mode="before")

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from psycopg.conninfo import conninfo_to_dict
 
 from bot.config import Settings
+from bot.core.alertdesk import AlertDesk
 from bot.core.approvals import ApprovalRules, Approvals
 from bot.core.digest import DailyDigest
 from bot.core.housekeeping import HOUSEKEEPING_SECONDS, Housekeeper
@@ -22,6 +23,7 @@ from bot.core.tasks import stop_task
 from bot.db.alerts import AlertStore
 from bot.db.catalog import TargetCatalog
 from bot.db.digest import DigestStore
+from bot.db.history import HistoryStore
 from bot.db.monitoring import ServerWatch
 from bot.db.ownership import OwnershipStore
 from bot.db.requests import RequestStore
@@ -62,6 +64,13 @@ def _is_state_database(settings: Settings, targets: TargetPools, target: str, da
     state_db = state.get("dbname") or state.get("user")
     same_server = (state.get("host") or None) == host and str(state.get("port") or "5432") == (port or "5432")
     return same_server and state_db == database
+
+
+def watched_roles(settings: Settings) -> tuple[str, ...]:
+    """Roles history keeps whatever their fill: the protected ones and those PGCONN_ROLE_OWNERS
+    gives owners (roles linked with ``link`` are kept while at half their limit, like any other)."""
+    owned = {role for by_target in settings.role_owners.values() for roles in by_target.values() for role in roles}
+    return tuple(sorted({*settings.protected_roles, *owned}))
 
 
 async def _drained(targets: TargetPools, approvals: Approvals, target: str) -> bool:
@@ -154,7 +163,8 @@ class Runtime:
             announcer=announcer or NoAnnouncer(),
             watching=announcer is not None,
         )
-        alerts = AlertStore(state)
+        alerts = AlertStore(state, store)  # audits acknowledgements and snoozes through ``store``
+        history = HistoryStore(state)
         monitor = Monitor(
             servers=ServerWatch(targets),
             store=alerts,
@@ -170,6 +180,8 @@ class Runtime:
             channel=settings.alert_channel,
             owners=ownership.owners_of,
             drained=lambda target: _drained(targets, approvals, target),
+            history=history if settings.history_retention else None,
+            watched=watched_roles(settings),
         )
         digest = DailyDigest(
             DigestStore(state, store.replica),
@@ -183,6 +195,8 @@ class Runtime:
             digest=digest,
             interval=housekeeping_seconds,
             retention_seconds=settings.state_retention.total_seconds(),
+            history=history,
+            history_retention_seconds=settings.history_retention.total_seconds(),
         )
         approvals.set_audit_hook(housekeeper.wake)
         service = CommandService(
@@ -195,6 +209,10 @@ class Runtime:
             show_queries=settings.show_queries,
             describe_alert=summary,
             ownership=ownership,
+            history=history,
+            servers_of=lambda target: next((m for m in monitor.servers().values() if target in m), [target]),
+            history_retention=settings.history_retention,
+            alert_desk=AlertDesk(alerts, alert_announcer or NoAnnouncer(), on_audit=housekeeper.wake),
         )
         return cls(
             link_watcher=LinkWatcher(ownership, announcer or NoAnnouncer()),

@@ -14,6 +14,8 @@ from datetime import datetime, timedelta
 
 from bot.core.grammar import Args, Invalid
 from bot.model.access import AccessRole
+from bot.model.alerts import DEFAULT_SNOOZE, MAX_SNOOZE, MIN_SNOOZE
+from bot.model.history import DEFAULT_SINCE, MIN_SINCE
 from bot.model.requests import (
     DEFAULT_DRAIN,
     MAX_DRAIN,
@@ -68,6 +70,14 @@ class ShowStatus(Command):
 
 
 @dataclass(frozen=True)
+class ShowHistory(Command):
+    """``history [<role>] [--since 24h]``: the server's (or the role's) connections over time."""
+
+    role: str | None = None
+    since: timedelta = DEFAULT_SINCE
+
+
+@dataclass(frozen=True)
 class RequestSignal(Command):
     """``kill …`` / ``cancel …``: becomes an approval request, never a direct signal."""
 
@@ -101,6 +111,28 @@ class ShowAudit(Command):
 @dataclass(frozen=True)
 class ListAlerts(Command):
     pass
+
+
+@dataclass(frozen=True)
+class Acknowledge(Command):
+    """``ack N``, or the Acknowledge button: the asker is on alert N."""
+
+    alert_id: int = 0
+
+
+@dataclass(frozen=True)
+class Snooze(Command):
+    """``snooze N [--for 4h]``, or the Snooze menu: alert N's problem stays quiet that long."""
+
+    alert_id: int = 0
+    snooze_for: timedelta = DEFAULT_SNOOZE
+
+
+@dataclass(frozen=True)
+class Unsnooze(Command):
+    """``unsnooze N``, or the Un-snooze button: the snooze of alert N's problem ends now."""
+
+    alert_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -187,6 +219,17 @@ def _status(args: Args) -> Command:
     return ShowStatus(target=args.target())
 
 
+def _history(args: Args) -> Command:
+    target = args.target()
+    since = args.duration("since")
+    if since is None:
+        since = DEFAULT_SINCE
+    if since < MIN_SINCE:
+        raise Invalid("--since is at least 1m (for example 24h or 7d); the default is 24h")
+    role = args.role() if args.positional else None
+    return ShowHistory(role=role, since=since, target=target)
+
+
 def _kill(args: Args) -> Command:
     target, reason = args.target(), args.reason()
     first = args.positional[0].lower() if args.positional else ""
@@ -236,6 +279,22 @@ def _audit(args: Args) -> Command:
 
 def _alerts(args: Args) -> Command:
     return ListAlerts()
+
+
+def _ack(args: Args) -> Command:
+    return Acknowledge(alert_id=args.alert_id())
+
+
+def _snooze(args: Args) -> Command:
+    alert_id = args.alert_id()
+    snooze_for = args.duration("for") or DEFAULT_SNOOZE
+    if not MIN_SNOOZE <= snooze_for <= MAX_SNOOZE:
+        raise Invalid("--for is from 1m to 7d (the menu on an alert offers 1h, 4h and 1d); the default is 1h")
+    return Snooze(alert_id=alert_id, snooze_for=snooze_for)
+
+
+def _unsnooze(args: Args) -> Command:
+    return Unsnooze(alert_id=args.alert_id())
 
 
 def _whoami(args: Args) -> Command:
@@ -337,6 +396,15 @@ SPECS: tuple[CommandSpec, ...] = (
         example="/pgconn status --db reporting",
     ),
     CommandSpec(
+        "history",
+        "/pgconn history [<role>] [--since 24h] [--db TARGET]",
+        "connections over time from the monitor's history: a sparkline, the peak, when it was at its limit",
+        _history,
+        ShowHistory,
+        example="/pgconn history bob --since 7d",
+        needs_state=True,
+    ),
+    CommandSpec(
         "kill",
         '/pgconn kill <pid> [<pid>…] | kill user <role> | kill idle <role> [--older 30m]  [--db TARGET] [--reason "…"]',
         "ask to end sessions; an approver has to approve it",
@@ -408,6 +476,40 @@ SPECS: tuple[CommandSpec, ...] = (
         "the monitor's open alerts",
         _alerts,
         ListAlerts,
+        uses_target=False,
+        needs_state=True,
+    ),
+    CommandSpec(
+        "ack",
+        "/pgconn ack <alert-id>   (in Slack, the Acknowledge button)",
+        "say you are on an alert (its message then names you); someone else's ack moves it to them",
+        _ack,
+        Acknowledge,
+        role=AccessRole.REQUESTER,
+        aliases=("acknowledge",),
+        example="/pgconn ack 12",
+        uses_target=False,
+        needs_state=True,
+    ),
+    CommandSpec(
+        "snooze",
+        "/pgconn snooze <alert-id> [--for 1h]",
+        "keep an alert's problem quiet for a while (1h; at most 7d): not posted again, not escalated; "
+        "its resolution is still posted",
+        _snooze,
+        Snooze,
+        role=AccessRole.REQUESTER,
+        example="/pgconn snooze 12 --for 4h",
+        uses_target=False,
+        needs_state=True,
+    ),
+    CommandSpec(
+        "unsnooze",
+        "/pgconn unsnooze <alert-id>",
+        "end an alert's snooze now",
+        _unsnooze,
+        Unsnooze,
+        role=AccessRole.REQUESTER,
         uses_target=False,
         needs_state=True,
     ),

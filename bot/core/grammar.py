@@ -20,7 +20,7 @@ MAX_ROLE_BYTES = 63  # NAMEDATALEN - 1
 MAX_REASON_LENGTH = 500
 MAX_PID = 2**31 - 1
 MAX_TARGET_LENGTH = 63
-OPTIONS_WITH_VALUE = frozenset({"db", "idle", "older", "reason", "escalate", "for"})
+OPTIONS_WITH_VALUE = frozenset({"db", "idle", "older", "reason", "escalate", "for", "since"})
 INT = re.compile(r"^[0-9]{1,10}$")
 
 
@@ -136,6 +136,14 @@ class Args:
         word = self.positional.pop(0).lstrip("#")
         if not INT.match(word) or int(word) == 0:
             raise Invalid(f"{shorten(word, 20)!r} is not a request id")
+        return int(word)
+
+    def alert_id(self) -> int:
+        if not self.positional:
+            raise Invalid(f"{self.subcommand} needs an alert id (/pgconn alerts lists them)")
+        word = self.positional.pop(0).lstrip("#")
+        if not INT.match(word) or int(word) == 0:
+            raise Invalid(f"{shorten(word, 20)!r} is not an alert id")
         return int(word)
 
 

@@ -13,7 +13,7 @@ import uuid
 
 from bot.core.approvals import INTERRUPTED_AFTER_SECONDS, UNPOSTED_AFTER_SECONDS, Approvals, audit_for_closed
 from bot.core.digest import DailyDigest
-from bot.core.ports import RequestStore
+from bot.core.ports import HistoryStore, RequestStore
 from bot.core.tasks import stop_task
 from bot.errors import first_line, log_failure
 from bot.model.errors import AnnounceError
@@ -27,6 +27,7 @@ DELIVERY_LEASE_SECONDS = 30.0
 TRIM_EVERY_SECONDS = 3600.0
 HEARTBEAT_SECONDS = 2.0  # see sql.REPLICA_SILENCE
 DEFAULT_RETENTION_SECONDS = 90 * 86400.0
+DEFAULT_HISTORY_RETENTION_SECONDS = 14 * 86400.0
 UNKNOWN_ERROR_ATTEMPTS = 5  # an entry Slack keeps refusing with an error the bot does not know: parked
 MAX_BACKOFF_SECONDS = 300.0
 
@@ -51,7 +52,13 @@ class Housekeeper:
         interval: float = HOUSEKEEPING_SECONDS,
         retention_seconds: float = DEFAULT_RETENTION_SECONDS,
         digest: DailyDigest | None = None,
+        history: HistoryStore | None = None,
+        history_retention_seconds: float = DEFAULT_HISTORY_RETENTION_SECONDS,
     ) -> None:
+        """``history``: the monitor's history, thinned and trimmed with the rest (kept
+        ``history_retention_seconds``; 0: none)."""
+        self._history = history
+        self._history_retention = history_retention_seconds
         self._digest = digest
         self._approvals = approvals
         self._store = store
@@ -135,6 +142,8 @@ class Housekeeper:
             return None
         self._trimmed_at = loop.time()
         trimmed = await self._store.trim(self._retention)
+        if self._history is not None:  # the monitor's history: thinned as it ages, gone after its retention
+            trimmed |= await self._history.thin(self._history_retention)
         if any(trimmed.values()):
             log.info("state trimmed: %s", ", ".join(f"{n} {kind}" for kind, n in trimmed.items() if n))
         return trimmed

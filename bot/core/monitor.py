@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import time
 import uuid
@@ -16,14 +17,15 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, assert_never
 
 from bot import metrics
-from bot.core.ports import AlertAnnouncer, AlertStore, MonitoredServers
+from bot.core.ports import AlertAnnouncer, AlertStore, HistoryStore, MonitoredServers
 from bot.core.tasks import stop_task
 from bot.errors import first_line, log_failure
 from bot.model.alerts import Alert, AlertKind, Clearance, Finding, SessionOfNote, Severity, Shape, Snapshot
 from bot.model.errors import AnnounceError, TargetBusyError, TargetUnavailableError
+from bot.model.history import ALERT_SINCE, alert_line, line_is_fresh, sample_of
 from bot.model.servers import Fill, Fullness
 from bot.model.text import query_summary
 
@@ -194,6 +196,28 @@ def clearance(alert: Alert, snapshot: Snapshot | None) -> Clearance:
     return Clearance(alert.id, {})
 
 
+class DeliveryStep(enum.StrEnum):
+    """What delivering an alert does in Slack."""
+
+    POST = "post"  # a new top-level message: the problem is news
+    EDIT = "edit"  # its message edited in place, quietly (a change of severity too: never a new message)
+    RESOLVE = "resolve"  # its message edited to say so, and "resolved" replied in its thread
+    HOLD = "hold"  # its problem is snoozed: not posted (again) until the snooze ends
+
+
+def next_step(alert: Alert) -> DeliveryStep:
+    """What an alert that is not shown as it stands needs (see ``sql.UNSETTLED_ALERTS``).
+
+    A snooze holds only what would be news: a problem that cleared and came back within it is not
+    posted again (nor is one whose first post is still to come); an alert already posted is still
+    edited (quietly), and its resolution is still posted, snoozed or not."""
+    if alert.resolved_at is not None:
+        return DeliveryStep.RESOLVE
+    if alert.message_ts is None:
+        return DeliveryStep.HOLD if alert.snoozed else DeliveryStep.POST
+    return DeliveryStep.EDIT
+
+
 class Monitor:
     """Watches the servers every ``interval``: one snapshot per server, findings reconciled into
     alerts in the state database, alerts posted, edited and resolved in Slack. Only the replica
@@ -210,9 +234,16 @@ class Monitor:
         channel: str | None,
         owners: Callable[[str, str], Awaitable[list[str]]] | None = None,
         drained: Callable[[str], Awaitable[bool]] | None = None,
+        history: HistoryStore | None = None,
+        watched: Sequence[str] = (),
     ) -> None:
         """``owners``: who owns a role on a target (self-service), named in a role-at-limit alert.
-        ``drained``: whether a target's own database is drained now (then it is not "down")."""
+        ``drained``: whether a target's own database is drained now (then it is not "down").
+        ``history``: where each cycle's sample of each server is kept (None: history is off);
+        ``watched``: roles it keeps whatever their fill (protected, owned)."""
+        self._history = history
+        self._watched = tuple(watched)
+        self._recording: list[asyncio.Task[bool]] = []  # this cycle's history rows being written
         self._owners = owners
         self._drained = drained
         self._servers = servers
@@ -298,6 +329,7 @@ class Monitor:
         started = time.perf_counter()
         # One snapshot per server; each server's alerts go out as soon as its own snapshot is in.
         await asyncio.gather(*(self._check_server(members, fence) for members in self.servers().values()))
+        await self._recorded()
         if self.leader:
             await self.deliver()  # whatever is left (alerts of targets no longer monitored, say)
         self.cycles += 1
@@ -329,6 +361,7 @@ class Monitor:
                 idle_in_tx_seconds=self._thresholds.idle_in_tx_seconds,
                 long_query_seconds=self._thresholds.long_query_seconds,
                 budget=self._servers.timeout * 2,
+                watched=self._watched,
             )
             fill = Fill(snapshot.client_backends, snapshot.usable_slots, snapshot.max_connections, snapshot.observed_at)
             for member in members:
@@ -371,6 +404,8 @@ class Monitor:
                     )
                 )
         labels = sorted({label, *members})
+        if snapshot is not None and self._history is not None:  # kept alongside the alerts, not before them
+            self._recording.append(asyncio.create_task(self._record(snapshot, fence)))
         async with self._state_slots:
             try:
                 open_alerts = await self._store.open_alerts_of(labels)
@@ -386,6 +421,8 @@ class Monitor:
                     continue
                 shown = snapshot if name == label else None
                 found = findings.get(name, [])
+                if shown is not None:
+                    found = await self._with_history(members, found, open_alerts.get(name, []), shown)
                 if not await self._reconcile(
                     name, open_alerts.get(name, []), shown, found, snapshot is not None, fence
                 ):
@@ -400,6 +437,52 @@ class Monitor:
         except Exception as exc:  # cannot tell: it is down, as far as anyone can see
             log_failure(log, logging.WARNING, "could not tell whether %s is drained", target, exc=exc)
             return False
+
+    async def _recorded(self) -> None:
+        """The history rows of this cycle (and any a cancelled cycle left) are written."""
+        recording, self._recording = self._recording, []
+        await asyncio.gather(*recording, return_exceptions=True)
+
+    async def _record(self, snapshot: Snapshot, fence: tuple[uuid.UUID, int]) -> bool:
+        """The server's sample of this cycle, kept under the fence; False when this replica no
+        longer leads (a history that cannot be written is only logged)."""
+        if self._history is None:
+            return True
+        try:
+            async with self._state_slots:
+                if await self._history.record(sample_of(snapshot, self._interval), fence=fence):
+                    return True
+        except Exception as exc:
+            log_failure(log, logging.WARNING, "monitor could not record the history of %s", snapshot.target, exc=exc)
+            return True
+        log.warning("monitor cycle dropped: this replica no longer holds the leader lease")
+        self._epoch = None
+        return False
+
+    async def _with_history(
+        self, members: list[str], findings: list[Finding], open_alerts: list[Alert], snapshot: Snapshot
+    ) -> list[Finding]:
+        """Each role at its limit with its last 24 hours (``details["history"]``): read once for
+        all of them, and again only when the line the open alert keeps is no longer fresh."""
+        roles = [f.subject for f in findings if f.kind is AlertKind.ROLE_LIMIT]
+        if self._history is None or not roles:
+            return findings
+        now = snapshot.observed_at
+        kept = {a.subject: a.details.get("history") for a in open_alerts if a.kind is AlertKind.ROLE_LIMIT}
+        lines = {role: kept[role] for role in roles if line_is_fresh(kept.get(role), now)}
+        if stale := [role for role in roles if role not in lines]:
+            try:
+                _, samples = await self._history.samples(members, ALERT_SINCE, stale)
+                samples.append(sample_of(snapshot, self._interval))  # this cycle's, written alongside
+                lines |= {role: alert_line(samples, role, now) for role in stale}
+            except Exception as exc:  # an alert without its history is still the alert
+                log_failure(log, logging.WARNING, "could not read the history of %s", ", ".join(stale), exc=exc)
+        return [
+            replace(f, details={**f.details, "history": lines[f.subject]})
+            if f.kind is AlertKind.ROLE_LIMIT and lines.get(f.subject)
+            else f
+            for f in findings
+        ]
 
     async def _with_owners(self, finding: Finding) -> Finding:
         """A role at its limit names the role's owners, so they can free it themselves."""
@@ -454,20 +537,27 @@ class Monitor:
         if loop.time() < self._slack_paused_until:
             return
         for alert in await self._store.unsettled(targets):
-            if not await self._hold_leadership():  # renewed right before Slack is asked
+            step = next_step(alert)
+            # Renewed right before Slack is asked.
+            if step is not DeliveryStep.HOLD and not await self._hold_leadership():
                 return
             try:
-                if alert.resolved_at is not None:
-                    await self._announcer.update_alert(alert)
-                    await self._announcer.reply_resolved(alert)
-                    await self._store.replied(alert)
-                elif alert.message_ts is None:
-                    ts = await self._announcer.post_alert(alert, self._channel)
-                    if not await self._store.posted(alert, self._channel, ts):
-                        await self._announcer.delete_message(self._channel, ts)
-                else:
-                    await self._announcer.update_alert(alert)
-                    await self._store.shown(alert)
+                match step:
+                    case DeliveryStep.RESOLVE:
+                        await self._announcer.update_alert(alert)
+                        await self._announcer.reply_resolved(alert)
+                        await self._store.replied(alert)
+                    case DeliveryStep.POST:
+                        ts = await self._announcer.post_alert(alert, self._channel)
+                        if not await self._store.posted(alert, self._channel, ts):
+                            await self._announcer.delete_message(self._channel, ts)
+                    case DeliveryStep.EDIT:
+                        await self._announcer.update_alert(alert)
+                        await self._store.shown(alert)
+                    case DeliveryStep.HOLD:
+                        continue
+                    case _:
+                        assert_never(step)
             except AnnounceError as exc:
                 log.warning("alert %d not delivered: %s", alert.id, exc.reason)
                 if exc.reason == "message_not_found" and alert.message_ts:
@@ -491,6 +581,9 @@ class Monitor:
     async def stop(self) -> None:
         await stop_task(self._task, STOP_SECONDS)
         self._task = None
+        for recording in self._recording:
+            recording.cancel()
+        await self._recorded()
         await self._drop_lock()
 
     async def _run(self) -> None:

@@ -21,6 +21,7 @@ from bot.model.audit import AuditEntry, Delivery, NewAuditEntry, Undeliverable
 from bot.model.digest import Digest
 from bot.model.drains import Drain, DrainCheck, Undrained
 from bot.model.errors import AnnounceError
+from bot.model.history import Sample
 from bot.model.ownership import ConnectHint, LinkCode, LinkSession, LinkSource, OwnedRole
 from bot.model.requests import (
     Candidate,
@@ -134,10 +135,18 @@ class MonitoredServers(Protocol):
     def remember_fill(self, target: str, fill: Fill) -> None: ...
 
     async def snapshot(
-        self, target: str, *, label: str, idle_in_tx_seconds: float, long_query_seconds: float, budget: float
+        self,
+        target: str,
+        *,
+        label: str,
+        idle_in_tx_seconds: float,
+        long_query_seconds: float,
+        budget: float,
+        watched: Sequence[str] = (),
     ) -> Snapshot:
         """The server's state in one statement, taken through ``target`` and named ``label`` (the
-        server's first target). Raises like TargetCatalog."""
+        server's first target). ``watched``: roles whose counts it carries whatever their fill
+        (for history). Raises like TargetCatalog."""
 
 
 # --- the state database -------------------------------------------------------------------------
@@ -340,6 +349,68 @@ class AlertStore(AlertReader, Protocol):
     async def replied(self, alert: Alert) -> None: ...
 
     async def sync_failed(self, alert: Alert, retry_after: float | None) -> None: ...
+
+
+class LockedAlert(Protocol):
+    """An alert whose row is locked until the ``AlertDeskStore.locked`` block ends (and commits)."""
+
+    @property
+    def alert(self) -> Alert: ...
+
+    async def acknowledge(self, by: str) -> bool:
+        """``by`` is on it from now (False: the alert was resolved meanwhile)."""
+        ...
+
+    async def snooze(self, seconds: float, by: str) -> datetime:
+        """The alert's problem (target, kind, subject) snoozed from now: until when."""
+        ...
+
+    async def unsnooze(self) -> datetime | None:
+        """The problem's snooze ended now: until when it was to last (None: there was none)."""
+        ...
+
+    async def audit(self, entry: NewAuditEntry) -> None: ...
+
+    async def reload(self) -> Alert: ...
+
+
+class AlertDeskStore(AlertReader, Protocol):
+    """Who is on which alert, and the snoozes of problems. Raises StateUnavailableError."""
+
+    def locked(self, alert_id: int) -> AbstractAsyncContextManager[LockedAlert | None]: ...
+
+    async def shown(self, alert: Alert) -> None:
+        """Its message shows ``alert`` now (recorded only if that is still what the alert says)."""
+
+
+class HistoryReader(Protocol):
+    """The monitor's history as commands read it (``history``, ``status``). Raises
+    StateUnavailableError."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    async def samples(
+        self, targets: Sequence[str], since: timedelta, roles: Sequence[str] = ()
+    ) -> tuple[datetime, list[Sample]]:
+        """The state database's now, and the samples of the server recorded under any of
+        ``targets`` (a server's targets) in the ``since`` before it, oldest first, each with the
+        counts of ``roles`` only."""
+        ...
+
+
+class HistoryStore(HistoryReader, Protocol):
+    """The monitor's history: written by the leader, thinned and trimmed by the housekeeper."""
+
+    async def record(self, sample: Sample, *, fence: tuple[uuid.UUID, int]) -> bool:
+        """One cycle's sample of one server (one INSERT); False (nothing written) when ``fence``
+        no longer holds the leader lease."""
+        ...
+
+    async def thin(self, retention_seconds: float, batch: int = 100) -> dict[str, int]:
+        """Rows older than the retention deleted, older ones merged as TIERS say, in batches; how
+        many rows went, by kind."""
+        ...
 
 
 # --- Slack ---------------------------------------------------------------------------------------

@@ -8,17 +8,20 @@ Slack, PostgreSQL or how anything is said.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, assert_never
 
+from bot.core.alertdesk import AlertDesk
 from bot.core.approvals import Approvals
 from bot.core.commands import (
+    Acknowledge,
     Command,
     Decide,
     FindStray,
@@ -31,29 +34,35 @@ from bot.core.commands import (
     ParseError,
     RequestSignal,
     ShowAudit,
+    ShowHistory,
     ShowLimit,
     ShowLimits,
     ShowMine,
     ShowStatus,
     ShowWhoAmI,
+    Snooze,
     Undrain,
     UnlinkRole,
+    Unsnooze,
     help_for,
     spec_of,
 )
 from bot.core.ownership import Ownership
 from bot.core.parser import parse_command
 from bot.core.policy import Policy, authorise
-from bot.core.ports import AlertReader, TargetCatalog
+from bot.core.ports import AlertReader, HistoryReader, TargetCatalog
+from bot.errors import log_failure
 from bot.model.access import AccessRole, Identity
 from bot.model.activity import Connection, RoleNotFound, ServerActivity
-from bot.model.alerts import Alert, AlertKind
+from bot.model.alerts import SNOOZE_CHOICES, Alert, AlertAction, AlertKind
 from bot.model.errors import StateUnavailableError, TargetUnavailableError, UnknownTargetError
+from bot.model.history import DEFAULT_RETENTION, DEFAULT_SINCE, HistoryReport, summarise
 from bot.model.ownership import OwnedRole, SelfService
 from bot.model.problems import (
     AlertIssue,
     AlertNotActionable,
     BadInput,
+    ForeignButton,
     InternalError,
     NoSuchRole,
     NotAllowed,
@@ -81,6 +90,7 @@ from bot.model.text import query_summary
 log = logging.getLogger(__name__)
 
 LIMITS_THRESHOLD = 0.8
+STATUS_HISTORY_SECONDS = 0.5  # what status waits for its sparkline (the state database may be slow)
 TOP_N = 5
 
 
@@ -139,9 +149,14 @@ class CommandService:
         monitoring: bool = False,
         show_queries: str = "approvers",
         describe_alert: Callable[[Alert], str] = lambda alert: str(alert.kind),
+        history: HistoryReader | None = None,
+        servers_of: Callable[[str], Sequence[str]] = lambda target: [target],
+        history_retention: timedelta = DEFAULT_RETENTION,
         ownership: Ownership | None = None,
+        alert_desk: AlertDesk | None = None,
     ) -> None:
-        """``describe_alert``: an alert in words (render's), for the reason of a request made from it."""
+        """``describe_alert``: an alert in words (render's), for the reason of a request made from it.
+        ``alert_desk``: acknowledge and snooze (the state database's)."""
         self._catalog = catalog
         self._policy = policy
         self._thresholds = thresholds
@@ -151,6 +166,12 @@ class CommandService:
         self._show_queries = show_queries
         self._describe_alert = describe_alert
         self._ownership = ownership
+        # The monitor's history (``history``, ``status``): kept under the name of a server's first
+        # target, so a target is looked up under every target on its server (``servers_of``).
+        self._history = history
+        self._servers_of = servers_of
+        self._history_retention = history_retention
+        self._alert_desk = alert_desk
         # One handler per command type: adding a subcommand adds its handler here.
         self._handlers: dict[type[Command], Callable[[Any, _Context], Awaitable[Result]]] = {
             Help: self._help,
@@ -159,11 +180,15 @@ class CommandService:
             ShowLimits: self._limits,
             FindStray: self._stray,
             ShowStatus: self._status,
+            ShowHistory: self._show_history,
             RequestSignal: self._request,
             Decide: self._decide,
             ListRequests: self._pending,
             ShowAudit: self._audit,
             ListAlerts: self._open_alerts,
+            Acknowledge: self._acknowledge,
+            Snooze: self._snooze,
+            Unsnooze: self._unsnooze,
             Undrain: self._undrain,
             ShowWhoAmI: self._whoami,
             LinkRole: self._link,
@@ -232,6 +257,27 @@ class CommandService:
             return Outcome(ListAlerts(), AlertNotActionable(alert_id, AlertIssue.NO_REQUEST))
         text = f"{spec_of(command).name} (from {about})"
         return Outcome(command, await self.run_command(command, identity, text=text, channel=channel))
+
+    async def alert_button(
+        self, action: AlertAction, alert_id: int, identity: Identity, *, choice: str | None = None
+    ) -> Outcome:
+        """The Acknowledge, Snooze (``choice``: one of its menu's values) and Un-snooze buttons on an
+        alert: the same path as ``ack``, ``snooze`` and ``unsnooze``, the same checks and audit."""
+        command: Command
+        match action:
+            case AlertAction.ACKNOWLEDGE:
+                command = Acknowledge(alert_id=alert_id)
+            case AlertAction.SNOOZE:
+                snooze_for = SNOOZE_CHOICES.get(choice or "")
+                if snooze_for is None:  # not a choice the menu offers: not the bot's menu
+                    return Outcome(ListAlerts(), ForeignButton("alert"))
+                command = Snooze(alert_id=alert_id, snooze_for=snooze_for)
+            case AlertAction.UNSNOOZE:
+                command = Unsnooze(alert_id=alert_id)
+            case _:
+                assert_never(action)
+        text = f"{spec_of(command).name} {alert_id} (button)"
+        return Outcome(command, await self.run_command(command, identity, text=text))
 
     async def run_command(
         self,
@@ -322,7 +368,32 @@ class CommandService:
         if status.observed_at is not None:
             fill = Fill(status.client_backends, status.usable_slots, status.max_connections, status.observed_at)
             self._catalog.remember_fill(command.target, fill)
+        if self._history is not None and self._history.ready and self._history_retention:
+            try:  # the last 24 hours as a sparkline; status answers without it (and never waits long for it)
+                async with asyncio.timeout(STATUS_HISTORY_SECONDS):
+                    history = await self._read_history(command.target, None, DEFAULT_SINCE)
+                status = replace(status, history=history)
+            except Exception as exc:
+                log_failure(log, logging.WARNING, "status without its history", exc=exc)
         return status
+
+    async def _show_history(self, command: ShowHistory, context: _Context) -> Result:
+        if self._history is None:
+            return StateUnavailable(spec_of(command).name, configured=False)
+        return await self._read_history(command.target, command.role, command.since)
+
+    async def _read_history(self, target: str, role: str | None, since: timedelta) -> HistoryReport:
+        assert self._history is not None
+        now, samples = await self._history.samples(self._servers_of(target), since, [role] if role else [])
+        return summarise(
+            samples,
+            target=target,
+            role=role,
+            since=since,
+            now=now,
+            monitoring=self._monitoring,
+            retention=self._history_retention,
+        )
 
     async def _request(self, command: RequestSignal, context: _Context) -> Result:
         assert self._approvals is not None  # needs_state
@@ -364,6 +435,19 @@ class CommandService:
     def _owners(self) -> Ownership:
         assert self._ownership is not None  # wired by Runtime.build in every mode
         return self._ownership
+
+    async def _acknowledge(self, command: Acknowledge, context: _Context) -> Result:
+        return await self._desk().acknowledge(command.alert_id, context.identity)
+
+    async def _snooze(self, command: Snooze, context: _Context) -> Result:
+        return await self._desk().snooze(command.alert_id, command.snooze_for, context.identity)
+
+    async def _unsnooze(self, command: Unsnooze, context: _Context) -> Result:
+        return await self._desk().unsnooze(command.alert_id, context.identity)
+
+    def _desk(self) -> AlertDesk:
+        assert self._alert_desk is not None  # wired by Runtime.build in every mode (needs_state)
+        return self._alert_desk
 
     async def _open_alerts(self, command: ListAlerts, context: _Context) -> Result:
         if self._alerts is None:

@@ -1,28 +1,83 @@
-"""Open and resolved alerts in the state database: what makes "once per problem" survive restarts."""
+"""Open and resolved alerts in the state database: what makes "once per problem" survive restarts.
+
+Who acknowledged an alert and the snoozes of problems live here too, each change written in one
+transaction with its audit entry (``RequestStore.append_audit``), so any replica handles a click
+and a restart forgets nothing.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import socket
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from psycopg.types.json import Jsonb
 
+from bot.db.requests import RequestStore
 from bot.db.sql import state as sql
 from bot.db.state import StateStore
+from bot.db.targets import Conn
 from bot.model.alerts import Alert, AlertKind, Clearance, Finding, Severity, Shape
-from bot.model.text import clean_name, clean_optional
+from bot.model.audit import NewAuditEntry
+from bot.model.text import clean_name, clean_name_optional, clean_optional
 
 REPLICA = f"{socket.gethostname()}:{os.getpid()}"
 
 
-class AlertStore:
-    """The core's ``AlertStore`` port on the state database: alerts and the monitor's leader lease."""
+@dataclass
+class LockedAlert:
+    """An alert whose row is locked for the rest of the transaction (see ``AlertStore.locked``)."""
 
-    def __init__(self, state: StateStore) -> None:
+    alert: Alert
+    _conn: Conn
+    _store: AlertStore
+
+    async def acknowledge(self, by: str) -> bool:
+        cur = await self._conn.execute(sql.ACKNOWLEDGE_ALERT, {"id": self.alert.id, "by": _person(by)})
+        return cur.rowcount == 1
+
+    async def snooze(self, seconds: float, by: str) -> datetime:
+        """The alert's problem snoozed for ``seconds`` from now (replacing a snooze in force): until when."""
+        await self._conn.execute(sql.TRIM_SNOOZES)
+        cur = await self._conn.execute(sql.SNOOZE_PROBLEM, self._problem() | {"seconds": seconds, "by": _person(by)})
+        row = await cur.fetchone()
+        assert row is not None
+        return row["until"]  # type: ignore[no-any-return]
+
+    async def unsnooze(self) -> datetime | None:
+        """The snooze in force ended now: until when it was to last (None: there was none)."""
+        cur = await self._conn.execute(sql.UNSNOOZE_PROBLEM, self._problem())
+        row = await cur.fetchone()
+        return row["until"] if row is not None else None
+
+    async def audit(self, entry: NewAuditEntry) -> None:
+        await self._store.append_audit(entry, self._conn)
+
+    async def reload(self) -> Alert:
+        cur = await self._conn.execute(sql.SELECT_ALERT, {"id": self.alert.id})
+        row = await cur.fetchone()
+        assert row is not None
+        self.alert = _alert(row)
+        return self.alert
+
+    def _problem(self) -> dict[str, Any]:
+        return {"target": self.alert.target, "kind": self.alert.kind, "subject": self.alert.subject}
+
+
+class AlertStore:
+    """The core's ``AlertStore`` port on the state database: alerts, their acknowledgements and
+    snoozes, and the monitor's leader lease. ``requests``: where audit entries are written (the
+    acknowledge and snooze clicks need it)."""
+
+    def __init__(self, state: StateStore, requests: RequestStore | None = None) -> None:
         self._state = state
+        self._requests = requests
 
     @property
     def ready(self) -> bool:
@@ -50,6 +105,19 @@ class AlertStore:
             cur = await conn.execute(sql.SELECT_ALERT, {"id": alert_id})
             row = await cur.fetchone()
             return _alert(row) if row else None
+
+    @contextlib.asynccontextmanager
+    async def locked(self, alert_id: int) -> AsyncIterator[LockedAlert | None]:
+        """The alert with its row locked until the block ends (and commits): one click at a time."""
+        async with self._state.transaction() as conn:
+            cur = await conn.execute(sql.LOCK_ALERT, {"id": alert_id})
+            row = await cur.fetchone()
+            yield None if row is None else LockedAlert(_alert(row), conn, self)
+
+    async def append_audit(self, entry: NewAuditEntry, conn: Conn) -> None:
+        if self._requests is None:
+            raise RuntimeError("this AlertStore has no RequestStore to audit with")
+        await self._requests.append_audit(entry, conn)
 
     async def reconcile(
         self,
@@ -143,8 +211,19 @@ class AlertStore:
 
 
 def shown(alert: Alert) -> str:
-    """What a posted message shows; a change of this (not of the numbers) edits the message."""
-    return f"{alert.severity}:{alert.shape}"
+    """What a posted message shows; a change of this (not of the numbers) edits the message.
+    The same as ``sql._alert_state`` (which finds the messages to edit)."""
+    state = f"{alert.severity}:{alert.shape}"
+    if alert.acked_by is not None:
+        state += f"|ack:{alert.acked_by}"
+    if alert.snoozed_until is not None:
+        state += f"|snoozed:{math.floor(alert.snoozed_until.timestamp())}"
+    return state
+
+
+def _person(user: str) -> str:
+    """Who clicked (a Slack ID or a console identity), as stored: one short clean line."""
+    return clean_name_optional(user, 80) or "?"
 
 
 def _alert(row: dict[str, Any]) -> Alert:
@@ -163,6 +242,11 @@ def _alert(row: dict[str, Any]) -> Alert:
         channel=row["channel"],
         message_ts=row["message_ts"],
         resolution_details=dict(row["resolution_details"]) if row.get("resolution_details") is not None else None,
+        # Read as written (see ``shown``): written clean.
+        acked_by=row.get("acked_by"),
+        acked_at=row.get("acked_at"),
+        snoozed_until=row.get("snoozed_until"),
+        snoozed_by=row.get("snoozed_by"),
     )
 
 

@@ -4,6 +4,7 @@ own connection to each target."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -39,20 +40,44 @@ class ServerWatch:
         self._targets.remember_fill(target, fill)
 
     async def snapshot(
-        self, target: str, *, label: str, idle_in_tx_seconds: float, long_query_seconds: float, budget: float
+        self,
+        target: str,
+        *,
+        label: str,
+        idle_in_tx_seconds: float,
+        long_query_seconds: float,
+        budget: float,
+        watched: Sequence[str] = (),
     ) -> Snapshot:
         async def work(conn: Conn) -> Snapshot:
             return await take_snapshot(
-                conn, label, idle_in_tx_seconds=idle_in_tx_seconds, long_query_seconds=long_query_seconds
+                conn,
+                label,
+                idle_in_tx_seconds=idle_in_tx_seconds,
+                long_query_seconds=long_query_seconds,
+                watched=watched,
             )
 
         return await self._targets.run(target, work, budget=budget)
 
 
-async def take_snapshot(conn: Conn, target: str, *, idle_in_tx_seconds: float, long_query_seconds: float) -> Snapshot:
+async def take_snapshot(
+    conn: Conn,
+    target: str,
+    *,
+    idle_in_tx_seconds: float,
+    long_query_seconds: float,
+    watched: Sequence[str] = (),
+) -> Snapshot:
+    """``watched``: roles whose counts history keeps whatever their fill (protected, owned)."""
     cur = await conn.execute(
         sql.MONITOR_SNAPSHOT,
-        {"bot_app": sql.BOT_APPLICATION_NAME, "idle_in_tx": idle_in_tx_seconds, "long_query": long_query_seconds},
+        {
+            "bot_app": sql.BOT_APPLICATION_NAME,
+            "idle_in_tx": idle_in_tx_seconds,
+            "long_query": long_query_seconds,
+            "watched": list(watched),
+        },
     )
     row = await cur.fetchone()
     assert row is not None
@@ -75,6 +100,8 @@ async def take_snapshot(conn: Conn, target: str, *, idle_in_tx_seconds: float, l
         ],
         idle_in_transaction=[_session(s) for s in row["idle_in_transaction"] or []],
         long_queries=[_session(q) for q in row["long_queries"] or []],
+        by_state={clean_name(str(state)): int(n) for state, n in (row["by_state"] or {}).items()},
+        role_use={clean_name(str(role)): (int(u[0]), int(u[1])) for role, u in (row["role_use"] or {}).items()},
     )
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from bot.model.servers import ServerSlots
@@ -52,10 +52,20 @@ class Alert:
     channel: str | None = None
     message_ts: str | None = None
     resolution_details: dict[str, object] | None = None
+    acked_by: str | None = None  # who is on it (Acknowledge), since ``acked_at``
+    acked_at: datetime | None = None
+    # The problem's snooze in force when read (snoozes belong to target + kind + subject, not to
+    # one alert: a problem that clears and comes back within it is still snoozed).
+    snoozed_until: datetime | None = None
+    snoozed_by: str | None = None
 
     @property
     def open(self) -> bool:
         return self.resolved_at is None
+
+    @property
+    def snoozed(self) -> bool:
+        return self.snoozed_until is not None
 
     @property
     def session_pid(self) -> int | None:
@@ -68,6 +78,35 @@ class Alert:
         """The targets on the alert's server (its first target alone for alerts of one target)."""
         names = self.details.get("databases")
         return [str(n) for n in names] if isinstance(names, list) and names else [self.target]
+
+
+class AlertAction(enum.StrEnum):
+    """What someone can do about an alert (its buttons, and ``ack``/``snooze``/``unsnooze``)."""
+
+    ACKNOWLEDGE = "acknowledge"
+    SNOOZE = "snooze"
+    UNSNOOZE = "unsnooze"
+
+
+# The Snooze menu's choices (a click may choose only these); typed, ``snooze N --for`` takes any
+# duration from MIN_SNOOZE to MAX_SNOOZE.
+SNOOZE_CHOICES: dict[str, timedelta] = {"1h": timedelta(hours=1), "4h": timedelta(hours=4), "1d": timedelta(days=1)}
+DEFAULT_SNOOZE = timedelta(hours=1)
+MIN_SNOOZE = timedelta(minutes=1)
+MAX_SNOOZE = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class AlertHandled:
+    """What an Acknowledge, Snooze or Un-snooze did to ``alert`` (as it stands now).
+
+    ``previous``: acknowledge — who was on it before (taken over from them); ``changed``: False
+    when it was so already (acknowledged by the same person; un-snoozed when not snoozed)."""
+
+    action: AlertAction
+    alert: Alert
+    previous: str | None = None
+    changed: bool = True
 
 
 @dataclass(frozen=True)
@@ -138,3 +177,7 @@ class Snapshot(ServerSlots):
     full_roles: list[RoleAtLimit]
     idle_in_transaction: list[SessionOfNote]
     long_queries: list[SessionOfNote]
+    by_state: dict[str, int] = field(default_factory=dict)  # client backends by state (history)
+    # role → (used, CONNECTION LIMIT) of the roles at or above half their limit and the watched
+    # ones (protected, owned): what history keeps of roles
+    role_use: dict[str, tuple[int, int]] = field(default_factory=dict)

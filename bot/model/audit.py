@@ -13,6 +13,7 @@ from typing import Any
 
 from bot.model import codec
 from bot.model.access import AccessRole, Standing
+from bot.model.alerts import AlertKind
 from bot.model.drains import DrainIssue, DrainRefused
 from bot.model.ownership import LinkSource, SelfService
 from bot.model.problems import (
@@ -128,6 +129,36 @@ class SelfServiceNote:
     mode: SelfService
 
 
+@dataclass(frozen=True)
+class AlertAcknowledged:
+    """acknowledged: the actor is on alert ``alert_id`` (``previous``: who was, and no longer is)."""
+
+    alert_id: int
+    kind: AlertKind
+    subject: str
+    previous: str | None = None
+
+
+@dataclass(frozen=True)
+class AlertSnoozed:
+    """snoozed: the alert's problem (target, kind, subject) is neither re-posted nor escalated until ``until``."""
+
+    alert_id: int
+    kind: AlertKind
+    subject: str
+    until: datetime
+
+
+@dataclass(frozen=True)
+class AlertUnsnoozed:
+    """unsnoozed: the snooze of the alert's problem ended early (it was to last until ``until``)."""
+
+    alert_id: int
+    kind: AlertKind
+    subject: str
+    until: datetime
+
+
 AuditNote = (
     Reason
     | Refusal
@@ -140,6 +171,9 @@ AuditNote = (
     | LinkNote
     | SelfServiceNote
     | DrainEnded
+    | AlertAcknowledged
+    | AlertSnoozed
+    | AlertUnsnoozed
 )
 
 # Every type an audit note may contain (nothing else can be built from what is stored).
@@ -176,6 +210,10 @@ NOTE_TYPES: tuple[type, ...] = (
     DrainEnded,
     DrainRefused,
     DrainIssue,
+    AlertAcknowledged,
+    AlertSnoozed,
+    AlertUnsnoozed,
+    AlertKind,
 )
 
 
@@ -246,6 +284,9 @@ _NOTES = (
     LinkNote,
     SelfServiceNote,
     DrainEnded,
+    AlertAcknowledged,
+    AlertSnoozed,
+    AlertUnsnoozed,
 )
 
 

@@ -78,6 +78,9 @@ class AuditEvent(enum.StrEnum):
     SELF_SERVICE = "self_service"  # an owner freed their own role's idle sessions (auto): no approver
     LINKED = "linked"  # someone now owns a role (a login proof, or an approver's link)
     UNLINKED = "unlinked"
+    ACKNOWLEDGED = "acknowledged"  # someone is on an alert (Acknowledge), or took it over
+    SNOOZED = "snoozed"  # an alert's problem is neither re-posted nor escalated until a time
+    UNSNOOZED = "unsnoozed"  # a snooze ended early
 
 
 @dataclass(frozen=True)

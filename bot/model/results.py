@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from bot.model.activity import Connection, DatabaseLimit, RoleFill, RoleInfo
-from bot.model.alerts import Alert
+from bot.model.alerts import Alert, AlertHandled
 from bot.model.audit import AuditEntry
 from bot.model.drains import Drain, DrainProblem, DrainResult
+from bot.model.history import HistoryReport
 from bot.model.ownership import OwnedRole, OwnershipProblem, OwnershipResult, SelfService
 from bot.model.problems import ProblemResult
 from bot.model.requests import SignalRequest
@@ -106,6 +107,7 @@ class ServerStatus(ServerSlots):
     observed_at: datetime | None = None
     own_connections: int = 0  # of ``client_backends``, the bot's own (counted, never signalled)
     drains: tuple[Drain, ...] = ()  # databases drained now (refusing new connections), until when
+    history: HistoryReport | None = None  # the server's last 24 hours, from the monitor's history
 
     @property
     def health(self) -> Health:
@@ -186,6 +188,8 @@ Result = (
     | PendingRequests
     | AuditTrail
     | OpenAlerts
+    | HistoryReport
+    | AlertHandled
     | OwnershipResult
     | DrainResult
     | ProblemResult

@@ -6,10 +6,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, assert_never
 
-from bot.model.alerts import Alert, AlertKind, Shape
+from bot.model.alerts import Alert, AlertAction, AlertHandled, AlertKind, Shape
 from bot.model.durations import format_duration
 from bot.model.results import OpenAlerts
 from bot.render.document import Document, Table, Tone, db_flag, fill_bar, one_line, slash
+from bot.render.history import alert_history_lines
 from bot.render.markup import mention, moment, strip
 
 _ICON = {AlertKind.ROLE_LIMIT: "🚫", AlertKind.SERVER_FILL: "📈", AlertKind.TARGET_DOWN: "🔌"}
@@ -117,6 +118,7 @@ def alert_document(alert: Alert) -> Document:
     match alert.kind:
         case AlertKind.ROLE_LIMIT:
             doc.lines.append(f"New connections for {strip(alert.subject)} are refused until some close.")
+            doc.lines.extend(alert_history_lines(d.get("history")))
             sessions = list(d.get("sessions") or [])  # type: ignore[call-overload]
             if sessions:
                 doc.table = _session_rows(sessions, d.get("observed_at"))
@@ -155,6 +157,8 @@ def alert_document(alert: Alert) -> Document:
         case AlertKind.TARGET_DOWN:
             doc.lines.append(f"reason: {strip(str(d.get('reason') or 'unknown'))}")
     doc.notes.append(f"Alert #{alert.id} on {alert.target} · since {moment(alert.opened_at)}")
+    if alert.resolved_at is None:  # who is on it, and the snooze: first
+        doc.lines[:0] = handling(alert, explained=True)
     if alert.resolved_at is not None:
         doc.title = f"✅ Resolved after {lasted(alert)} — {headline(alert)}"
         doc.tone = Tone.INFO
@@ -173,6 +177,81 @@ def resolved_text(alert: Alert) -> str:
     return f"✅ Resolved after {lasted(alert)}: {strip(resolution(alert))}."
 
 
+def acked_text(alert: Alert) -> str | None:
+    """Who is on it: "@ana is on it since 10:42" (None: nobody said so)."""
+    if alert.acked_by is None:
+        return None
+    since = f" since {moment(alert.acked_at)}" if alert.acked_at is not None else ""
+    return f"{mention(alert.acked_by)} is on it{since}"
+
+
+def snoozed_text(alert: Alert) -> str | None:
+    """Its problem's snooze in force: "snoozed until 14:42 by @bob" (None: not snoozed)."""
+    if alert.snoozed_until is None:
+        return None
+    by = f" by {mention(alert.snoozed_by)}" if alert.snoozed_by else ""
+    return f"snoozed until {moment(alert.snoozed_until)}{by}"
+
+
+def handling(alert: Alert, *, explained: bool = False) -> list[str]:
+    """Who is on an alert and its snooze, each marked, as far as there is anything to say."""
+    lines = []
+    if (acked := acked_text(alert)) is not None:
+        lines.append(f"👀 {acked}")
+    if (snoozed := snoozed_text(alert)) is not None:
+        lines.append(f"🔕 {snoozed}" + (": not posted again nor escalated until then" if explained else ""))
+    return lines
+
+
+def kind_text(kind: AlertKind) -> str:
+    """What kind of problem an alert is about, in a few words (the audit trail's)."""
+    match kind:
+        case AlertKind.ROLE_LIMIT:
+            return "a role at its connection limit"
+        case AlertKind.SERVER_FILL:
+            return "a server close to max_connections"
+        case AlertKind.IDLE_IN_TRANSACTION:
+            return "a session idle in transaction"
+        case AlertKind.LONG_QUERY:
+            return "a long-running query"
+        case AlertKind.TARGET_DOWN:
+            return "a target not answering"
+        case _:
+            assert_never(kind)
+
+
+def alert_handled_document(result: AlertHandled) -> Document:
+    """The answer to Acknowledge, Snooze and Un-snooze (a click's is private: the message itself
+    shows who is on it and the snooze)."""
+    alert, ref = result.alert, f"alert #{result.alert.id}"
+    doc = Document(title="", lines=[headline(alert)])
+    match result.action:
+        case AlertAction.ACKNOWLEDGE if not result.changed:
+            doc.title = f"You were on {ref} already."
+        case AlertAction.ACKNOWLEDGE if result.previous:
+            doc.title = f"👀 You took {ref} over from {mention(result.previous)}: its message names you now."
+        case AlertAction.ACKNOWLEDGE:
+            doc.title = f"👀 You are on {ref}: its message names you now."
+        case AlertAction.SNOOZE:
+            until = f" until {moment(alert.snoozed_until)}" if alert.snoozed_until is not None else ""
+            doc.title = f"🔕 {ref.capitalize()} is snoozed{until}."
+            doc.lines.append(
+                "If its problem clears and comes back meanwhile, it is not posted again; it is not escalated "
+                "either. Its resolution is still posted."
+            )
+            doc.commands_intro = "To end the snooze early:"
+            doc.commands = [slash(f"unsnooze {alert.id}")]
+        case AlertAction.UNSNOOZE if not result.changed:
+            doc.title = f"{ref.capitalize()} was not snoozed."
+        case AlertAction.UNSNOOZE:
+            doc.title = f"🔔 {ref.capitalize()} is not snoozed any more: its problem is posted and escalated as usual."
+        case _:
+            assert_never(result.action)
+    if alert.resolved_at is not None:
+        doc.notes.append(f"It was resolved {moment(alert.resolved_at)}.")
+    return doc
+
+
 def open_alerts_document(result: OpenAlerts) -> Document:
     if not result.alerts:
         title = (
@@ -184,7 +263,9 @@ def open_alerts_document(result: OpenAlerts) -> Document:
     return Document(
         title=f"{len(result.alerts)} open alert{'s' if len(result.alerts) != 1 else ''}",
         lines=[
-            f"#{a.id} · {a.severity} · {headline(a)} · since {moment(a.opened_at)} ({lasted(a)})" for a in result.alerts
+            f"#{a.id} · {a.severity} · {headline(a)} · since {moment(a.opened_at)} ({lasted(a)})"
+            + "".join(f" · {line}" for line in handling(a))
+            for a in result.alerts
         ],
     )
 

@@ -6,7 +6,9 @@ import logging
 import uuid
 from typing import assert_never
 
+from bot.model.alerts import AlertHandled
 from bot.model.drains import DrainRefused, Undrained, UndrainFailed
+from bot.model.history import HistoryReport
 from bot.model.ownership import (
     Freed,
     LinkChanged,
@@ -52,7 +54,7 @@ from bot.model.results import (
     ServerStatus,
     StrayConnections,
 )
-from bot.render import alerts, drains, ownership, problems, reads, requests
+from bot.render import alerts, drains, history, ownership, problems, reads, requests
 from bot.render.document import Document, Tone
 
 log = logging.getLogger(__name__)
@@ -83,6 +85,10 @@ def to_document(result: Result) -> Document:
             return requests.audit_trail_document(result)
         case OpenAlerts():
             return alerts.open_alerts_document(result)
+        case HistoryReport():
+            return history.history_document(result)
+        case AlertHandled():
+            return alerts.alert_handled_document(result)
         case WhoAmI():
             return ownership.whoami_document(result)
         case LinkCodeIssued():

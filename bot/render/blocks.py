@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from bot.model.alerts import Alert, AlertKind
+from bot.model.alerts import SNOOZE_CHOICES, Alert, AlertKind
 from bot.model.audit import AuditEntry
 from bot.model.digest import Digest
 from bot.model.durations import format_duration
@@ -235,28 +235,47 @@ _ALERT_BUTTON = {
 }
 
 
+# Acknowledge and snooze (requesters and up: the core decides). A button's value is the alert's id;
+# a Snooze option's is "<alert id>:<one of SNOOZE_CHOICES>".
+ALERT_ACK_ACTION = "pgconn_alert_ack"
+ALERT_SNOOZE_ACTION = "pgconn_alert_snooze"
+ALERT_UNSNOOZE_ACTION = "pgconn_alert_unsnooze"
+
+
 def alert_message(alert: Alert) -> SlackMessage:
-    """An open alert offers one click into the approval flow; a resolved one offers nothing."""
+    """An open alert offers one click into the approval flow (for kinds with something to clean
+    up), Acknowledge, Snooze (1h / 4h / 1d) and, while snoozed, Un-snooze; a resolved one offers
+    nothing."""
     message = document_blocks(alert_document(alert))
     blocks = list(message.blocks)
-    label = _ALERT_BUTTON.get(alert.kind)
-    if alert.resolved_at is None and label:
+    if alert.resolved_at is None:
+        value = str(alert.id)
+        elements: list[dict[str, Any]] = []
+        label = _ALERT_BUTTON.get(alert.kind)
+        if label:
+            elements.append(_button(ALERT_REQUEST_ACTION, label, value))
+        elements.append(_button(ALERT_ACK_ACTION, "Acknowledge", value))
+        elements.append(
+            {
+                "type": "static_select",
+                "action_id": ALERT_SNOOZE_ACTION,
+                "placeholder": _plain("Snooze…", 150),
+                "options": [
+                    {"text": _plain(f"Snooze {word}", 75), "value": f"{alert.id}:{word}"} for word in SNOOZE_CHOICES
+                ],
+            }
+        )
+        if alert.snoozed:
+            elements.append(_button(ALERT_UNSNOOZE_ACTION, "Un-snooze", value))
         blocks.insert(
             len(blocks) - 1 if blocks and blocks[-1]["type"] == "context" else len(blocks),
-            {
-                "type": "actions",
-                "block_id": f"pgconn_alert_{alert.id}",
-                "elements": [
-                    {
-                        "type": "button",
-                        "action_id": ALERT_REQUEST_ACTION,
-                        "text": _plain(label, 75),
-                        "value": str(alert.id),
-                    }
-                ],
-            },
+            {"type": "actions", "block_id": f"pgconn_alert_{alert.id}", "elements": elements},
         )
     return SlackMessage(text=message.text, blocks=blocks[:MAX_BLOCKS])
+
+
+def _button(action_id: str, label: str, value: str) -> dict[str, Any]:
+    return {"type": "button", "action_id": action_id, "text": _plain(label, 75), "value": value}
 
 
 def resolved_reply(alert: Alert) -> SlackMessage:

@@ -44,7 +44,7 @@ def digest_document(digest: Digest) -> Document:
         lines.append("No alerts raised.")
     if digest.peak_fill is not None:
         when = f" at {moment(digest.peak_at)}" if digest.peak_at else ""
-        lines.append(f"Peak server fill seen by the alerts: {round(digest.peak_fill * 100)}%{when}.")
+        lines.append(f"Peak server fill: {round(digest.peak_fill * 100)}%{when}.")
     return Document(
         title=f"pgconn-bot daily digest — the 24 hours up to {moment(digest.until)}",
         lines=lines,

@@ -33,6 +33,7 @@ from bot.render.document import (
     slash,
 )
 from bot.render.drains import drain_lines
+from bot.render.history import status_history_lines
 
 
 def help_result_document(result: HelpResult) -> Document:
@@ -183,6 +184,7 @@ def server_status_document(result: ServerStatus) -> Document:
             f"critical at {round(result.critical_at * 100)}%)",
             f"max_connections {result.max_connections}, {reserved} · PostgreSQL {result.server_version}",
             "states: " + (" · ".join(f"{s} {n}" for s, n in result.by_state.items()) or "none"),
+            *status_history_lines(result.history),
             *drain_lines(result.drains),
         ],
         tone={"HEALTHY": Tone.INFO, "WARNING": Tone.WARNING}.get(result.health, Tone.PROBLEM),

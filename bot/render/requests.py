@@ -8,6 +8,9 @@ from typing import assert_never
 
 from bot.model.activity import RoleFill
 from bot.model.audit import (
+    AlertAcknowledged,
+    AlertSnoozed,
+    AlertUnsnoozed,
     ApprovalCount,
     AuditEntry,
     AuditNote,
@@ -38,6 +41,7 @@ from bot.model.requests import (
 )
 from bot.model.results import AuditTrail, Decided, PendingRequests, RequestOpened
 from bot.model.servers import DEFAULT_TARGET
+from bot.render.alerts import kind_text
 from bot.render.document import Document, Table, Tone, on, on_console, one_line, plural, slash
 from bot.render.drains import drain_refused_text, drain_took, what_drain
 from bot.render.markup import channel, mention, moment, strip
@@ -342,6 +346,8 @@ def audit_line(entry: AuditEntry) -> str:
         parts.append(f"by {mention(entry.actor)}")
     if entry.note is not None:
         parts.append(strip(audit_note_text(entry.note)))
+        if isinstance(entry.note, AlertAcknowledged) and entry.note.previous:
+            parts.append(f"taking it over from {mention(entry.note.previous)}")
     elif entry.outcome:  # written before notes existed
         parts.append(strip(entry.outcome))
     if entry.origin:
@@ -404,6 +410,12 @@ def audit_note_text(note: AuditNote) -> str:
             return f"{strip(database)} accepts connections again: its drain time was up"
         case SelfServiceNote():
             return "self-service: the owner's own idle sessions, no approver needed"
+        case AlertAcknowledged(alert_id=alert_id, kind=kind):
+            return f"alert #{alert_id} ({kind_text(kind)})"  # who had it before: ``audit_line`` names them
+        case AlertSnoozed(alert_id=alert_id, kind=kind, until=until):
+            return f"alert #{alert_id} ({kind_text(kind)}) until {until.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+        case AlertUnsnoozed(alert_id=alert_id, kind=kind, until=until):
+            return f"alert #{alert_id} ({kind_text(kind)}), snoozed until {until.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
         case _:
             assert_never(note)
 

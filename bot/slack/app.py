@@ -9,7 +9,15 @@ from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 
 from bot.core.service import CommandService
-from bot.render.blocks import ALERT_REQUEST_ACTION, APPROVE_ACTION, DENY_ACTION
+from bot.model.alerts import AlertAction
+from bot.render.blocks import (
+    ALERT_ACK_ACTION,
+    ALERT_REQUEST_ACTION,
+    ALERT_SNOOZE_ACTION,
+    ALERT_UNSNOOZE_ACTION,
+    APPROVE_ACTION,
+    DENY_ACTION,
+)
 from bot.render.document import FREE_ACTION
 from bot.slack.gateway import build_web_client
 from bot.slack.inflight import InFlight, TrackedLazyListenerRunner
@@ -68,6 +76,12 @@ def build_app(
     app.action(APPROVE_ACTION)(ack=actions.acknowledge, lazy=[actions.make_click_handler(service, approve=True)])
     app.action(DENY_ACTION)(ack=actions.acknowledge, lazy=[actions.make_click_handler(service, approve=False)])
     app.action(ALERT_REQUEST_ACTION)(ack=actions.acknowledge, lazy=[actions.make_alert_request_handler(service)])
+    for action_id, action in (
+        (ALERT_ACK_ACTION, AlertAction.ACKNOWLEDGE),
+        (ALERT_SNOOZE_ACTION, AlertAction.SNOOZE),
+        (ALERT_UNSNOOZE_ACTION, AlertAction.UNSNOOZE),
+    ):
+        app.action(action_id)(ack=actions.acknowledge, lazy=[actions.make_alert_desk_handler(service, action)])
     app.action(FREE_ACTION)(ack=actions.acknowledge, lazy=[actions.make_free_handler(service)])
     app.event("app_home_opened")(ack=home.acknowledge, lazy=[home.make_home_handler(service)])
     return app

@@ -140,10 +140,13 @@ async def test_a_burst_of_commands_gets_real_answers_within_the_roles_limit(
     world.admin.execute(f'GRANT pg_monitor TO "{role}"')
     victim = world.role("burst_victim", limit=None)
     world.connect(victim)
-    bot: BotUnderTest = await start_approval_bot(database_url=world.dsn_for(role))
+    # What is tested is that every command gets a real answer through the pool and the lifeline,
+    # never an extra probe: how fast is the benchmark's business. A budget that leaves room for a
+    # loaded machine (CI runs the matrix beside other work) keeps a slow turn from reading "busy".
+    bot: BotUnderTest = await start_approval_bot(database_url=world.dsn_for(role), command_timeout=10)
     await _lifeline_up(bot)
 
-    answers = await asyncio.gather(*(bot.ask(f"list {victim}", timeout=15) for _ in range(200)))
+    answers = await asyncio.gather(*(bot.ask(f"list {victim}", timeout=30) for _ in range(200)))
     texts = [message_text(a) for a in answers]
     assert all(f"{victim}: 1 connection" in t for t in texts), [t for t in texts if victim not in t][:3]
     backends = world.admin.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = %s", (role,)).fetchone()

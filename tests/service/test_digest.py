@@ -115,9 +115,17 @@ async def test_what_the_digest_says(state: StateStore, fresh_state_dsn: str) -> 
     assert timedelta(hours=1, minutes=59) < bob.duration < timedelta(hours=2, minutes=2)
     assert digest.peak_fill == pytest.approx(0.83)
     text = message_text({"text": "", "blocks": digest_message(digest).blocks})
-    assert (
-        "bob: 2 times" in text
-        and "from DBeaver 2, psql 1" in text
-        and "Peak server fill seen by the alerts: 83%" in text
-    )
+    assert "bob: 2 times" in text and "from DBeaver 2, psql 1" in text and "Peak server fill: 83%" in text
     assert "No kill or cancel requests" in text
+
+
+async def test_the_peak_fill_comes_from_the_history_when_kept(state: StateStore, fresh_state_dsn: str) -> None:
+    with psycopg.connect(fresh_state_dsn, autocommit=True) as conn:
+        conn.execute(
+            """INSERT INTO pgconn.history (target, at, covers, client_backends, usable_slots)
+               VALUES ('default', now() - interval '2 hours', 60, 90, 100),
+                      ('default', now() - interval '1 hour', 60, 40, 100)"""
+        )
+    until = datetime.now(UTC) + timedelta(minutes=1)
+    digest = await DigestStore(state, uuid.uuid4()).gather(until.date(), until - timedelta(days=1), until)
+    assert digest.peak_fill == pytest.approx(0.9)

@@ -107,7 +107,7 @@ def test_open_alert_message_has_one_button_into_the_approval_flow() -> None:
     assert "bob is at its connection limit on default: 5/5" in text and "30m" in text
     assert "<@U1>" not in text  # client-controlled text is escaped
     (actions,) = [b for b in message.blocks if b["type"] == "actions"]
-    (button,) = actions["elements"]
+    (button,) = [e for e in actions["elements"] if e["action_id"] == ALERT_REQUEST_ACTION]
     assert (button["action_id"], button["value"], button["text"]["text"]) == (
         ALERT_REQUEST_ACTION,
         "3",

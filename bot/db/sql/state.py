@@ -636,6 +636,99 @@ DELETE FROM pgconn.requester_gate g
 """
 
 
+# --- monitor history (``bot/db/history.py``) -------------------------------------------------------
+
+# One row per server per cycle, one statement, written only under the leader's fence (the same
+# check and lock as STILL_LEADER: nothing is written, rowcount 0, once the lease is another's). A
+# history row need not wait for its WAL to reach disk (a crash may lose the last samples, nothing
+# else), so the monitor's cycle waits for no fsync.
+INSERT_HISTORY = """
+INSERT INTO pgconn.history (target, at, covers, samples, client_backends, usable_slots, by_state, roles)
+SELECT %(target)s, %(at)s, %(covers)s, %(samples)s, %(client_backends)s, %(usable_slots)s, %(by_state)s, %(roles)s
+  FROM (SELECT pg_catalog.set_config('synchronous_commit', 'off', true)
+          FROM pgconn.monitor_leader
+         WHERE id = 1 AND holder = %(me)s AND epoch = %(epoch)s AND expires_at > now()
+           FOR SHARE) fence
+"""
+
+
+# A server's period (under any of its targets' names), each row with only the asked roles' counts
+# (a row's roles are not even read when none are asked). The first row carries the clock alone
+# when there is nothing in the period.
+HISTORY_SAMPLES = """
+WITH clock AS (SELECT now() AS now)
+SELECT c.now, h.target, h.at, h.covers, h.samples, h.client_backends, h.usable_slots, h.by_state,
+       CASE WHEN h.target IS NULL OR cardinality(%(roles)s::text[]) = 0 THEN '{}'::jsonb
+            ELSE (SELECT coalesce(jsonb_object_agg(r.role, h.roles -> r.role), '{}')
+                    FROM unnest(%(roles)s::text[]) AS r(role) WHERE h.roles ? r.role) END AS roles
+  FROM clock c
+  LEFT JOIN pgconn.history h
+    ON h.target = ANY(%(targets)s::text[]) AND h.at >= c.now - make_interval(secs => %(since)s)
+ ORDER BY h.at NULLS FIRST
+"""
+
+
+# Thinning, one statement per batch: the oldest ``batch`` buckets (``resolution`` seconds) before
+# ``cutoff`` that still hold finer rows are taken out whole (with any row already merged into them)
+# and put back as one row each, as ``model.history.merge`` says: the peaks (client backends, each
+# state, each role's count with its latest limit), the cycles added up. Rows another replica is
+# thinning are skipped. Returns one row per bucket written, with how many rows it replaced.
+THIN_HISTORY = """
+WITH due AS (
+    SELECT DISTINCT h.target,
+           to_timestamp(floor(extract(epoch FROM h.at) / %(resolution)s) * %(resolution)s) AS bucket
+      FROM pgconn.history h
+     WHERE h.at < %(cutoff)s AND h.covers < %(resolution)s
+     ORDER BY 2, 1
+     LIMIT %(batch)s
+), taken AS (
+    SELECT h.ctid AS row_id, d.bucket
+      FROM pgconn.history h JOIN due d
+        ON h.target = d.target AND h.at >= d.bucket AND h.at < d.bucket + make_interval(secs => %(resolution)s)
+     WHERE h.covers <= %(resolution)s
+       FOR UPDATE OF h SKIP LOCKED
+), gone AS (
+    DELETE FROM pgconn.history h USING taken t WHERE h.ctid = t.row_id
+    RETURNING h.*, t.bucket
+), states AS (
+    SELECT s.target, s.bucket, jsonb_object_agg(s.state, s.peak) AS by_state
+      FROM (SELECT g.target, g.bucket, e.key AS state, max(e.value::int) AS peak
+              FROM gone g, jsonb_each_text(g.by_state) e GROUP BY 1, 2, 3) s
+     GROUP BY 1, 2
+), roles AS (
+    SELECT r.target, r.bucket, jsonb_object_agg(r.role, jsonb_build_array(r.peak, r."limit")) AS roles
+      FROM (SELECT g.target, g.bucket, e.key AS role, max((e.value ->> 0)::int) AS peak,
+                   (array_agg((e.value ->> 1)::int ORDER BY g.at DESC))[1] AS "limit"
+              FROM gone g, jsonb_each(g.roles) e GROUP BY 1, 2, 3) r
+     GROUP BY 1, 2
+), merged AS (
+    SELECT g.target, g.bucket, greatest(%(resolution)s::real, max(g.covers)) AS covers, sum(g.samples) AS samples,
+           max(g.client_backends) AS client_backends, (array_agg(g.usable_slots ORDER BY g.at DESC))[1] AS usable_slots,
+           count(*) AS replaced
+      FROM gone g GROUP BY 1, 2
+), written AS (
+    INSERT INTO pgconn.history (target, at, covers, samples, client_backends, usable_slots, by_state, roles)
+    SELECT m.target, m.bucket, m.covers, m.samples, m.client_backends, m.usable_slots,
+           coalesce(s.by_state, '{}'), coalesce(r.roles, '{}')
+      FROM merged m
+      LEFT JOIN states s ON s.target = m.target AND s.bucket = m.bucket
+      LEFT JOIN roles r ON r.target = m.target AND r.bucket = m.bucket
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM written) AS buckets, coalesce((SELECT sum(replaced) FROM merged), 0) AS replaced
+"""
+
+
+HISTORY_CLOCK = "SELECT now() AS now"
+
+
+TRIM_HISTORY = """
+DELETE FROM pgconn.history
+ WHERE ctid = ANY(ARRAY(SELECT ctid FROM pgconn.history
+                         WHERE at < now() - make_interval(secs => %(retention)s) LIMIT %(batch)s))
+"""
+
+
 # One replica runs the monitor: the one holding the lease, renewed while it makes progress. A
 # leader that dies, hangs or loses the network stops renewing and is replaced when the lease
 # runs out. ``epoch`` counts changes of leader: what the leader writes is fenced with it. A row
@@ -665,13 +758,41 @@ UPDATE pgconn.monitor_leader SET expires_at = now() - interval '1 second' WHERE 
 """
 
 
-OPEN_ALERTS_OF_TARGET = "SELECT * FROM pgconn.alert WHERE target = %(target)s AND resolved_at IS NULL"
+# An alert as read: with its problem's snooze in force, if any. A snooze belongs to the problem
+# (target, kind, subject), not to one alert: it outlives an alert that clears and comes back.
+_ALERT_COLUMNS = "a.*, s.until AS snoozed_until, s.snoozed_by"
+_ALERT_FROM = """pgconn.alert a
+  LEFT JOIN pgconn.alert_snooze s
+    ON s.target = a.target AND s.kind = a.kind AND s.subject = a.subject AND s.until > now()"""
+# The same, where the alert is being updated (``a``).
+_SNOOZED_UNTIL = """(SELECT s.until FROM pgconn.alert_snooze s
+   WHERE s.target = a.target AND s.kind = a.kind AND s.subject = a.subject AND s.until > now())"""
 
 
-OPEN_ALERTS_OF_TARGETS = "SELECT * FROM pgconn.alert WHERE target = ANY(%(targets)s::text[]) AND resolved_at IS NULL"
+def _alert_state(until: str) -> str:
+    """SQL: what a posted alert message shows (``db.alerts.shown`` says the same in Python); when
+    it differs from the ``shown_state`` recorded, the message is edited. ``until``: the snooze's."""
+    return (
+        "(a.severity || ':' || a.shape || coalesce('|ack:' || a.acked_by, '')"
+        f" || coalesce('|snoozed:' || floor(extract(epoch FROM {until}))::bigint, ''))"
+    )
 
 
-OPEN_ALERTS = "SELECT * FROM pgconn.alert WHERE resolved_at IS NULL ORDER BY opened_at, id LIMIT %(limit)s"
+OPEN_ALERTS_OF_TARGET = (
+    f"SELECT {_ALERT_COLUMNS} FROM {_ALERT_FROM} WHERE a.target = %(target)s AND a.resolved_at IS NULL"
+)
+
+
+OPEN_ALERTS_OF_TARGETS = f"""
+SELECT {_ALERT_COLUMNS} FROM {_ALERT_FROM}
+ WHERE a.target = ANY(%(targets)s::text[]) AND a.resolved_at IS NULL
+"""
+
+
+OPEN_ALERTS = f"""
+SELECT {_ALERT_COLUMNS} FROM {_ALERT_FROM}
+ WHERE a.resolved_at IS NULL ORDER BY a.opened_at, a.id LIMIT %(limit)s
+"""
 
 
 OPEN_ALERT = """
@@ -694,28 +815,40 @@ UPDATE pgconn.alert SET resolved_at = now(), resolution_details = %(details)s, s
 
 
 # What still has to be said in Slack: new alerts to post, changed ones to edit, resolved ones to
-# reply to. An alert that came and went before it could be posted needs nothing.
-UNSETTLED_ALERTS = """
-SELECT * FROM pgconn.alert
- WHERE (%(targets)s::text[] IS NULL OR target = ANY(%(targets)s::text[]))
-   AND (sync_after IS NULL OR sync_after <= now())
-   AND ((resolved_at IS NULL AND (message_ts IS NULL OR shown_state IS DISTINCT FROM severity || ':' || shape))
-        OR (resolved_at IS NOT NULL AND message_ts IS NOT NULL AND NOT reply_posted))
- ORDER BY id
+# reply to. An alert that came and went before it could be posted needs nothing. A new alert of a
+# snoozed problem waits, unposted, until the snooze ends (``monitor.next_step``: HOLD), and is
+# left out here so that no number of them can hold up the rest.
+UNSETTLED_ALERTS = f"""
+SELECT {_ALERT_COLUMNS} FROM {_ALERT_FROM}
+ WHERE (%(targets)s::text[] IS NULL OR a.target = ANY(%(targets)s::text[]))
+   AND (a.sync_after IS NULL OR a.sync_after <= now())
+   AND ((a.resolved_at IS NULL AND a.message_ts IS NULL AND s.until IS NULL)
+        OR (a.resolved_at IS NULL AND a.message_ts IS NOT NULL
+            AND a.shown_state IS DISTINCT FROM {_alert_state("s.until")})
+        OR (a.resolved_at IS NOT NULL AND a.message_ts IS NOT NULL AND NOT a.reply_posted))
+ ORDER BY a.id
  LIMIT 50
 """
 
 
+# What was shown is recorded only if it is still what the alert says now: a click (acknowledge,
+# snooze) committed while the message was being laid out leaves it to be edited again.
+_SHOWN_IF_CURRENT = f"CASE WHEN {_alert_state(_SNOOZED_UNTIL)} = %(state)s::text THEN %(state)s::text END"
+
+
 # Only the first post counts: a second one (two leaders overlapping for a moment) is deleted.
-ALERT_POSTED = """
-UPDATE pgconn.alert SET channel = %(channel)s, message_ts = %(ts)s, shown_state = %(state)s, sync_attempts = 0,
-       sync_after = NULL
- WHERE id = %(id)s AND message_ts IS NULL
-RETURNING id
+ALERT_POSTED = f"""
+UPDATE pgconn.alert a SET channel = %(channel)s, message_ts = %(ts)s, shown_state = {_SHOWN_IF_CURRENT},
+       sync_attempts = 0, sync_after = NULL
+ WHERE a.id = %(id)s AND a.message_ts IS NULL
+RETURNING a.id
 """
 
 
-ALERT_SHOWN = "UPDATE pgconn.alert SET shown_state = %(state)s, sync_attempts = 0, sync_after = NULL WHERE id = %(id)s"
+ALERT_SHOWN = f"""
+UPDATE pgconn.alert a SET shown_state = {_SHOWN_IF_CURRENT}, sync_attempts = 0, sync_after = NULL
+ WHERE a.id = %(id)s
+"""
 
 
 ALERT_REPLIED = "UPDATE pgconn.alert SET reply_posted = true, sync_attempts = 0, sync_after = NULL WHERE id = %(id)s"
@@ -738,7 +871,40 @@ UPDATE pgconn.alert SET resolved_at = now(), resolution_details = '{"unmonitored
 """
 
 
-SELECT_ALERT = "SELECT * FROM pgconn.alert WHERE id = %(id)s"
+SELECT_ALERT = f"SELECT {_ALERT_COLUMNS} FROM {_ALERT_FROM} WHERE a.id = %(id)s"
+
+
+# --- acknowledge and snooze --------------------------------------------------------------------
+
+# Every click on an alert starts here: the row lock serialises clicks on it across replicas (and
+# with the monitor resolving it).
+LOCK_ALERT = f"SELECT {_ALERT_COLUMNS} FROM {_ALERT_FROM} WHERE a.id = %(id)s FOR UPDATE OF a"
+
+
+ACKNOWLEDGE_ALERT = """
+UPDATE pgconn.alert SET acked_by = %(by)s, acked_at = now() WHERE id = %(id)s AND resolved_at IS NULL
+"""
+
+
+# A problem snoozed (again: the new time replaces the old) until a whole second.
+SNOOZE_PROBLEM = """
+INSERT INTO pgconn.alert_snooze AS z (target, kind, subject, until, snoozed_by)
+VALUES (%(target)s, %(kind)s, %(subject)s, date_trunc('second', now() + make_interval(secs => %(seconds)s)), %(by)s)
+ON CONFLICT (target, kind, subject) DO UPDATE
+   SET until = EXCLUDED.until, snoozed_by = EXCLUDED.snoozed_by, snoozed_at = now()
+RETURNING until
+"""
+
+
+UNSNOOZE_PROBLEM = """
+DELETE FROM pgconn.alert_snooze
+ WHERE target = %(target)s AND kind = %(kind)s AND subject = %(subject)s AND until > now()
+RETURNING until
+"""
+
+
+# Snoozes long over mean nothing any more: gone whenever someone snoozes something.
+TRIM_SNOOZES = "DELETE FROM pgconn.alert_snooze WHERE until < now() - interval '1 day'"
 
 
 STATE_CHECK = """
@@ -921,11 +1087,19 @@ SELECT kind, count(*) AS n,
  GROUP BY kind ORDER BY count(*) DESC, kind
 """
 
-# The server's peak fill as the fill alerts recorded it (history, when kept, is more precise).
+# The servers' peak fill: from the monitor's history where it is kept, else as the fill alerts
+# recorded it.
 DIGEST_PEAK_FILL = """
-SELECT (details ->> 'fill')::float8 AS fill, last_seen_at AS at
-  FROM pgconn.alert
- WHERE kind = 'server_fill' AND details ? 'fill'
-   AND opened_at < %(until)s AND coalesce(resolved_at, %(until)s) > %(since)s
- ORDER BY 1 DESC LIMIT 1
+SELECT fill, at FROM (
+    SELECT h.client_backends::float8 / nullif(h.usable_slots, 0) AS fill, h.at
+      FROM pgconn.history h
+     WHERE h.at >= %(since)s AND h.at < %(until)s
+    UNION ALL
+    SELECT (a.details ->> 'fill')::float8, a.last_seen_at
+      FROM pgconn.alert a
+     WHERE a.kind = 'server_fill' AND a.details ? 'fill'
+       AND a.opened_at < %(until)s AND coalesce(a.resolved_at, %(until)s) > %(since)s
+) peaks
+ WHERE fill IS NOT NULL
+ ORDER BY fill DESC LIMIT 1
 """

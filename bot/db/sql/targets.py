@@ -344,24 +344,35 @@ SELECT a.pid
 
 # One statement per target per cycle, whatever the number of roles or sessions: the server
 # aggregates, and only what is over a threshold comes back (full roles with a few of their
-# sessions, long idle transactions, long queries). The bot's own sessions never raise alerts but
-# do count towards fill, as they do for the server.
+# sessions, long idle transactions, long queries), with what history keeps (counts by state, and
+# the counts of roles at or above half their limit or ``watched``: protected and owned roles).
+# The bot's own sessions never raise alerts but do count towards fill, as they do for the server.
 MONITOR_SNAPSHOT = f"""
 WITH activity AS MATERIALIZED (
     SELECT a.pid, a.usesysid, a.usename::text AS role, a.datname::text AS database, a.application_name,
            host(a.client_addr) AS client_addr, a.state, a.backend_start, a.xact_start, a.query_start,
            a.state_change, left(a.query, {QUERY_PREVIEW_CHARS}) AS query, length(a.query) AS query_length,
            (a.pid = pg_catalog.pg_backend_pid()
-            OR (a.usename = session_user AND a.application_name = %(bot_app)s)) AS own
+            OR (a.usename = session_user AND a.application_name = %(bot_app)s)) AS own,
+           r.rolconnlimit AS role_limit, r.rolsuper AS role_super
       FROM pg_catalog.pg_stat_activity a
+      LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.usesysid
      WHERE {_CLIENT_BACKEND.format(alias="a")}
-), full_roles AS (
-    SELECT r.rolname::text AS role, r.rolconnlimit AS "limit", count(*) AS used, r.oid
+), per_role AS MATERIALIZED (
+    -- Each session's role limit comes with it (one hash join), so counting needs no join at all.
+    SELECT x.usesysid AS oid, x.role, x.role_limit AS "limit", x.role_super AS super, count(*) AS used
       FROM activity x
-      JOIN pg_catalog.pg_roles r ON r.oid = x.usesysid
-     WHERE r.rolconnlimit >= 0 AND NOT r.rolsuper
-     GROUP BY r.oid, r.rolname, r.rolconnlimit
-    HAVING count(*) >= r.rolconnlimit
+     WHERE x.role_limit IS NOT NULL
+     GROUP BY 1, 2, 3, 4
+), full_roles AS (
+    SELECT u.role, u."limit", u.used, u.oid FROM per_role u
+     WHERE u."limit" >= 0 AND NOT u.super AND u.used >= u."limit"
+), role_use AS (
+    SELECT u.role, u."limit", u.used FROM per_role u
+     WHERE (u."limit" > 0 AND NOT u.super AND u.used * 2 >= u."limit") OR u.role = ANY(%(watched)s::text[])
+    UNION ALL  -- watched roles without a session now
+    SELECT r.rolname::text, r.rolconnlimit, 0 FROM pg_catalog.pg_roles r
+     WHERE r.rolname = ANY(%(watched)s::text[]) AND NOT EXISTS (SELECT 1 FROM per_role u WHERE u.oid = r.oid)
 )
 SELECT current_setting('server_version') AS server_version,
        current_setting('max_connections')::int AS max_connections,
@@ -393,7 +404,11 @@ SELECT current_setting('server_version') AS server_version,
                    'query', q.query, 'query_length', q.query_length) ORDER BY q.query_start), '[]')
           FROM activity q
          WHERE NOT q.own AND q.state = 'active'
-           AND q.query_start <= now() - make_interval(secs => %(long_query)s)) AS long_queries
+           AND q.query_start <= now() - make_interval(secs => %(long_query)s)) AS long_queries,
+       (SELECT coalesce(json_object_agg(b.state, b.n), '{{}}')
+          FROM (SELECT coalesce(s.state, 'unknown') AS state, count(*) AS n FROM activity s GROUP BY 1) b) AS by_state,
+       (SELECT coalesce(json_object_agg(u.role, json_build_array(u.used, u."limit")), '{{}}')
+          FROM role_use u) AS role_use
 """
 
 

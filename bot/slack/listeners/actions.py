@@ -1,4 +1,5 @@
-"""Buttons: Approve / Deny on requests, and the request button on alerts.
+"""Buttons: Approve / Deny on requests, and on alerts the request button, Acknowledge, the Snooze
+menu and Un-snooze.
 
 Each is acknowledged at once and decided through the core. Everything executed comes from the
 stored request or alert; a button's value is only an id. Who clicked is taken from the signed
@@ -20,6 +21,7 @@ from bot import metrics
 from bot.core.service import CommandService, Outcome
 from bot.logs import fields
 from bot.model.access import Identity
+from bot.model.alerts import AlertAction
 from bot.model.problems import ForeignButton, InternalError
 from bot.model.results import Decided, Result
 from bot.render.blocks import render_blocks
@@ -152,6 +154,54 @@ def make_alert_request_handler(service: CommandService) -> Any:
         )
 
     return handle_alert_click
+
+
+def _clicked_snooze(body: dict[str, Any]) -> tuple[int, str | None] | None:
+    """The Snooze menu's choice: its value is "<alert id>:<1h|4h|1d>" (the core checks the choice)."""
+    actions = body.get("actions") or [{}]
+    selected = actions[0].get("selected_option") or {}
+    alert, _, choice = str(selected.get("value") or "").partition(":")
+    if alert.isdigit() and 0 < int(alert) < 2**63 and 0 < len(choice) <= 8:
+        return int(alert), choice
+    return None
+
+
+def make_alert_desk_handler(service: CommandService, action: AlertAction) -> Any:
+    """Acknowledge, Snooze or Un-snooze on an alert: acknowledged at once by Bolt, done through
+    ``CommandService.alert_button`` (the core checks the clicker's role and edits the alert's
+    message), the clicker answered privately (a refusal, or what it did)."""
+
+    async def handle_alert_desk_click(body: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient) -> None:
+        identity = _identity(body)
+        if action is AlertAction.SNOOZE:
+            clicked = _clicked_snooze(body)
+        else:
+            alert_id = _clicked_id(body)
+            clicked = (alert_id, None) if alert_id is not None else None
+
+        async def act(clicked: tuple[int, str | None]) -> Outcome:
+            alert_id, choice = clicked
+            return await service.alert_button(action, alert_id, identity, choice=choice)
+
+        result, status = await _guarded("alert", str(action), clicked, identity, act)
+        await _answer_privately(body, respond, client, identity.user_id, result)
+        metrics.CLICKS.labels(decision=f"alert_{action}", outcome=status).inc()
+        log.info(
+            "click %s on alert #%s by %s: %s",
+            action,
+            clicked[0] if clicked else None,
+            identity.user_id,
+            status,
+            extra=fields(
+                event="click",
+                user=identity.user_id,
+                decision=f"alert_{action}",
+                alert_id=clicked[0] if clicked else None,
+                outcome=status,
+            ),
+        )
+
+    return handle_alert_desk_click
 
 
 def _clicked_target(body: dict[str, Any]) -> str | None:
