@@ -51,6 +51,20 @@ def _check_dsn(variable: str, dsn: str) -> str:
 CsvIds = Annotated[tuple[str, ...], NoDecode]
 
 
+def _json_object(value: Any, example: str) -> dict[Any, Any]:
+    """A setting that holds a JSON object (empty text: none), or one line saying what is wrong."""
+    if isinstance(value, str):
+        if not value.strip():
+            return {}
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not valid JSON ({exc.msg}); expected {example}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a JSON object like {example}")
+    return value
+
+
 def _role_name_ok(name: object) -> bool:
     return isinstance(name, str) and 0 < len(name.encode()) <= 63 and name.isprintable()
 
@@ -203,15 +217,7 @@ class Settings(BaseSettings):
     @classmethod
     def _owners(cls, value: Any) -> Any:
         """``{"U…": ["bob", …]}`` (every target) or ``{"U…": {"target": ["bob"], "*": […]}}``."""
-        if isinstance(value, str):
-            if not value.strip():
-                return {}
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f'not valid JSON ({exc.msg}); expected {{"U0123ABCD": ["bob"]}}') from None
-        if not isinstance(value, dict):
-            raise ValueError('expected a JSON object like {"U0123ABCD": ["bob"]}')
+        value = _json_object(value, '{"U0123ABCD": ["bob"]}')
         owners: dict[str, dict[str, tuple[str, ...]]] = {}
         for user, roles in value.items():
             if not isinstance(user, str) or not _USER_ID.match(user):
@@ -274,15 +280,7 @@ class Settings(BaseSettings):
     @field_validator("targets", mode="before")
     @classmethod
     def _targets(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            if not value.strip():
-                return {}
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f'not valid JSON ({exc.msg}); expected {{"name": "postgresql://…"}}') from None
-        if not isinstance(value, dict):
-            raise ValueError('expected a JSON object like {"name": "postgresql://…"}')
+        value = _json_object(value, '{"name": "postgresql://…"}')
         for name, dsn in value.items():
             if not isinstance(name, str) or not _TARGET_NAME.match(name):
                 raise ValueError(f"target name {name!r} must be letters, digits, '_', '-' or '.'")

@@ -82,7 +82,9 @@ from bot.model.requests import (
     OutcomeNote,
     Protection,
     RequestStatus,
+    RequestTarget,
     SignalAction,
+    SignalAttempt,
     SignalOutcome,
     SignalRequest,
     SparedSession,
@@ -447,6 +449,26 @@ class Approvals:
             origin=identity.origin,
         )
 
+    async def _signal(
+        self,
+        request: SignalRequest,
+        action: SignalAction,
+        scope: KillScope,
+        targets: Sequence[RequestTarget],
+        *,
+        same_query: bool = False,
+    ) -> list[SignalAttempt]:
+        """Signal ``targets`` of ``request``, each re-checked in the statement that signals it."""
+        return await self._signaller.signal_backends(
+            request.target,
+            action=action,
+            scope=scope,
+            targets=targets,
+            protection=self._protection(),
+            wait_seconds=EXECUTION_WAIT_SECONDS,
+            same_query=same_query,
+        )
+
     def _protection(self) -> Protection:
         return Protection(self._rules.protected_roles, sorted(self._bot_roles()))
 
@@ -555,14 +577,7 @@ class Approvals:
         if request.scope is KillScope.DATABASE:
             return await self._drain(request, by)
         started = time.perf_counter()
-        attempts = await self._signaller.signal_backends(
-            request.target,
-            action=request.action,
-            scope=request.scope,
-            targets=request.targets,
-            protection=self._protection(),
-            wait_seconds=EXECUTION_WAIT_SECONDS,
-        )
+        attempts = await self._signal(request, request.action, request.scope, request.targets)
         outcomes = [outcome_of(attempt, request.action) for attempt in attempts]
         metrics.EXECUTION_SECONDS.observe(time.perf_counter() - started)
         for o in outcomes:
@@ -610,14 +625,7 @@ class Approvals:
                 error = first_line(exc)
                 log_failure(log, logging.ERROR, "request #%d: drain of %s half done", request.id, database, exc=exc)
         if error is None:
-            attempts = await self._signaller.signal_backends(
-                request.target,
-                action=SignalAction.TERMINATE,
-                scope=KillScope.PIDS,
-                targets=targets,
-                protection=self._protection(),
-                wait_seconds=EXECUTION_WAIT_SECONDS,
-            )
+            attempts = await self._signal(request, SignalAction.TERMINATE, KillScope.PIDS, targets)
             outcomes = [outcome_of(attempt, SignalAction.TERMINATE) for attempt in attempts]
         else:
             outcomes = [SignalOutcome(t.pid, TargetOutcome.FAILED, OutcomeNote.NOT_SIGNALLED, error) for t in targets]
@@ -679,14 +687,7 @@ class Approvals:
     # --- the ladder: cancel, wait, terminate what still runs the same query --------------------
 
     async def _cancel_step(self, request: SignalRequest, by: Identity) -> SignalRequest:
-        attempts = await self._signaller.signal_backends(
-            request.target,
-            action=SignalAction.CANCEL,
-            scope=request.scope,
-            targets=request.targets,
-            protection=self._protection(),
-            wait_seconds=EXECUTION_WAIT_SECONDS,
-        )
+        attempts = await self._signal(request, SignalAction.CANCEL, request.scope, request.targets)
         outcomes = [outcome_of(attempt, SignalAction.CANCEL) for attempt in attempts]
         note = Outcomes(tuple(outcomes))
         log.info("request #%d: cancel step %s", request.id, ", ".join(f"{o.pid} {o.outcome}" for o in outcomes))
@@ -744,15 +745,7 @@ class Approvals:
         cancelled = [t for t in request.targets if t.outcome is TargetOutcome.CANCELLED]
         attempts = []
         if cancelled:
-            attempts = await self._signaller.signal_backends(
-                request.target,
-                action=SignalAction.TERMINATE,
-                scope=KillScope.PIDS,
-                targets=cancelled,
-                protection=self._protection(),
-                wait_seconds=EXECUTION_WAIT_SECONDS,
-                same_query=True,
-            )
+            attempts = await self._signal(request, SignalAction.TERMINATE, KillScope.PIDS, cancelled, same_query=True)
         second = {attempt.pid: escalation_outcome(attempt) for attempt in attempts}
         outcomes = [
             second.get(t.pid) or SignalOutcome(t.pid, t.outcome or TargetOutcome.FAILED, t.note, t.error)

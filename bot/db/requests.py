@@ -181,28 +181,7 @@ class RequestStore:
             assert row is not None
             request_id = int(row["id"])
             async with conn.cursor() as targets:
-                await targets.executemany(
-                    sql.INSERT_TARGET,
-                    [
-                        {
-                            "request_id": request_id,
-                            "pid": t.pid,
-                            "backend_start": t.backend_start,
-                            "role_oid": t.role_oid,
-                            "role_name": t.role,
-                            "database": t.database,
-                            "application": t.application,
-                            "client": t.client,
-                            "state": t.state,
-                            "state_change": t.state_change,
-                            "xact_start": t.xact_start,
-                            "query_start": t.query_start,
-                            "observed_at": t.observed_at,
-                            "blocks": list(t.blocks),
-                        }
-                        for t in new.targets
-                    ],
-                )
+                await targets.executemany(sql.INSERT_TARGET, [_target_params(request_id, t) for t in new.targets])
             await self.append_audit(_with_request_id(audit, request_id), conn)
             if executing is not None:
                 await conn.execute(sql.START_SELF_SERVICE, {"id": request_id, "decided_by": _id(executing.actor)})
